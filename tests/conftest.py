@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny random Whisper (built once per session) and small generated audio."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# One heavy process on 2 cores: keep torch from oversubscribing threads.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_AUDIO = REPO.parent / "shared" / "audio"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random multilingual Whisper folder (transformers format, complete processor)."""
+    from whisper_ft.models.tiny import build_tiny_whisper
+
+    return build_tiny_whisper(tmp_path_factory.mktemp("tiny") / "tiny-whisper")
+
+
+def make_tone(seconds: float, sr: int = 16_000, freq: float = 440.0, seed: int = 0) -> np.ndarray:
+    """A tone plus a little noise: non-silent audio of a known length."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture
+def make_wav(tmp_path):
+    """``make_wav("a.wav", 1.5, sr=8000, channels=2)`` writes a wav and returns its path."""
+    import soundfile as sf
+
+    def _make(name: str, seconds: float = 1.0, sr: int = 16_000, channels: int = 1, seed: int = 0) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio = make_tone(seconds, sr, seed=seed)
+        if channels > 1:
+            audio = np.stack([audio] * channels, axis=1)
+        sf.write(str(path), audio, sr)
+        return path
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def shared_audio_manifest() -> list[dict]:
+    """The records of ../shared/audio/manifest.jsonl (real speech); skips where it is absent."""
+    manifest = SHARED_AUDIO / "manifest.jsonl"
+    if not manifest.is_file():
+        pytest.skip(f"needs real speech clips at {SHARED_AUDIO} (absent on this machine)")
+    return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]

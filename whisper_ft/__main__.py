@@ -1,0 +1,4 @@
+from whisper_ft.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Logs and progress go to stderr; results go to stdout (so `whisper-ft ... > out.json` works)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def log(message: str) -> None:
+    """One informational line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False):
+    """A tqdm progress bar on stderr (tqdm comes with transformers/datasets)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
+                dynamic_ncols=True, leave=False)

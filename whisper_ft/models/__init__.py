@@ -1,0 +1,1 @@
+"""Model names -> folders, loading, and the CTranslate2 <-> transformers bridge."""

@@ -1,0 +1,70 @@
+"""Whisper generation settings derived from a tokenizer (what HF keeps in generation_config.json)."""
+
+from __future__ import annotations
+
+from whisper_ft.models.languages import LANGUAGES
+
+TASKS = ("transcribe", "translate")
+MAX_TARGET_TOKENS = 448  # decoder positions in every Whisper model
+TIMESTAMP_STEP = 0.02  # seconds per timestamp token
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """Ids of Whisper's special tokens (raises KeyError naming a missing one)."""
+    names = {
+        "eot": "<|endoftext|>",
+        "sot": "<|startoftranscript|>",
+        "translate": "<|translate|>",
+        "transcribe": "<|transcribe|>",
+        "sot_prev": "<|startofprev|>",
+        "no_timestamps": "<|notimestamps|>",
+    }
+    vocab = tokenizer.get_vocab()
+    out = {}
+    for key, token in names.items():
+        if token not in vocab:
+            raise KeyError(f"tokenizer has no {token} token: not a Whisper tokenizer")
+        out[key] = vocab[token]
+    out["timestamp_begin"] = out["no_timestamps"] + 1
+    return out
+
+
+def language_token_ids(tokenizer) -> dict[str, int]:
+    """``{"<|en|>": id, ...}`` for every Whisper language the tokenizer has."""
+    vocab = tokenizer.get_vocab()
+    return {f"<|{code}|>": vocab[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in vocab}
+
+
+def build_generation_config(
+    tokenizer,
+    *,
+    suppress_tokens: list[int] | None = None,
+    begin_suppress_tokens: list[int] | None = None,
+    alignment_heads: list[list[int]] | None = None,
+):
+    """A ``GenerationConfig`` with everything ``WhisperForConditionalGeneration.generate`` needs
+    for ``language=``/``task=``/``return_timestamps=`` to work offline."""
+    from transformers import GenerationConfig
+
+    ids = special_token_ids(tokenizer)
+    lang_to_id = language_token_ids(tokenizer)
+    if begin_suppress_tokens is None:
+        space = tokenizer.convert_tokens_to_ids("Ġ")
+        begin_suppress_tokens = [t for t in (space, ids["eot"]) if isinstance(t, int) and t >= 0]
+    return GenerationConfig(
+        alignment_heads=alignment_heads or [],
+        begin_suppress_tokens=list(begin_suppress_tokens),
+        suppress_tokens=list(suppress_tokens or []),
+        bos_token_id=ids["eot"],
+        eos_token_id=ids["eot"],
+        pad_token_id=ids["eot"],
+        decoder_start_token_id=ids["sot"],
+        is_multilingual=len(lang_to_id) > 1,
+        lang_to_id=lang_to_id,
+        task_to_id={"transcribe": ids["transcribe"], "translate": ids["translate"]},
+        no_timestamps_token_id=ids["no_timestamps"],
+        prev_sot_token_id=ids["sot_prev"],
+        max_initial_timestamp_index=50,
+        max_length=MAX_TARGET_TOKENS,
+        return_timestamps=False,
+    )

@@ -1,0 +1,104 @@
+"""Saving and recognising model folders.
+
+Every folder whisper-ft writes holds everything needed to load it: weights, ``config.json``,
+``generation_config.json``, the tokenizer (``tokenizer.json`` included) and
+``preprocessor_config.json`` (transformers 5 writes ``processor_config.json``, but faster-whisper
+and the CTranslate2 converter read ``preprocessor_config.json``). Folders are written aside and
+renamed into place, so a crash never leaves a half-written model where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def is_hf_whisper_folder(path: str | Path) -> bool:
+    """A transformers Whisper folder (config.json with model_type whisper and weights)."""
+    path = Path(path)
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        model_type = json.loads(cfg.read_text()).get("model_type")
+    except (json.JSONDecodeError, OSError):
+        return False
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    return model_type == "whisper" and has_weights
+
+
+def is_ct2_folder(path: str | Path) -> bool:
+    """A CTranslate2 / faster-whisper folder (model.bin, or the bundled split parts)."""
+    path = Path(path)
+    return (path / "model.bin").is_file()
+
+
+def is_adapter_folder(path: str | Path) -> bool:
+    """A peft adapter folder (adapter_config.json)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def write_processor_files(processor, out_dir: str | Path) -> None:
+    """Save the processor so that transformers, faster-whisper and the CT2 converter can all read it."""
+    out_dir = Path(out_dir)
+    processor.save_pretrained(str(out_dir))
+    processor.feature_extractor.to_json_file(str(out_dir / "preprocessor_config.json"))
+    tok = processor.tokenizer
+    backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
+    if backend is not None and not (out_dir / "tokenizer.json").is_file():
+        backend.save(str(out_dir / "tokenizer.json"))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def replace_dir(tmp_dir: Path, out_dir: Path) -> None:
+    """Move a finished folder into place, replacing ``out_dir`` (old one removed only after)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{next(tempfile._get_candidate_names())}")
+        out_dir.rename(old)
+    tmp_dir.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(out_dir: str | Path) -> Path:
+    """A fresh temp folder beside ``out_dir`` (same filesystem, so the final rename is atomic)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def save_whisper_folder(
+    out_dir: str | Path, model, processor, *, extra_json: dict[str, Any] | None = None, dtype=None
+) -> Path:
+    """Write a complete transformers Whisper folder atomically; returns its path.
+
+    ``extra_json`` maps file names to JSON-able objects written beside the model (run config,
+    metrics, provenance).
+    """
+    out_dir = Path(out_dir)
+    tmp = staging_dir(out_dir)
+    try:
+        if dtype is not None:
+            model = model.to(dtype)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(str(tmp))
+        write_processor_files(processor, tmp)
+        for name, data in (extra_json or {}).items():
+            write_json(tmp / name, data)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
