@@ -1,0 +1,5 @@
+"""`whisper-ft` train commands."""
+
+from __future__ import annotations
+
+from whisper_ft.cli import app  # noqa: F401
