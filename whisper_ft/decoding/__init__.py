@@ -1,0 +1,1 @@
+"""Decoding: transformers generation, CTranslate2/faster-whisper, typed results."""

@@ -1,0 +1,168 @@
+"""Generation with a transformers Whisper (plain, or a peft model wrapping one).
+
+Real generation: the decoder starts from the prompt tokens only (``<|startoftranscript|>``, the
+language, the task, ``<|notimestamps|>``), never from reference tokens. Samples with different
+languages are decoded in per-language groups (``None`` = let the model detect the language).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from whisper_ft.audio import N_SAMPLES
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.models.generation import TASKS, language_token_ids, special_token_ids
+from whisper_ft.models.languages import normalize_language
+
+N_FRAMES = N_SAMPLES // 160  # log-mel frames in one 30 s window
+
+
+def unwrap_model(model):
+    """The ``WhisperForConditionalGeneration`` inside a peft model (LoRA layers stay injected and
+    active); a plain model is returned as is."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def validate_task(task: str) -> str:
+    t = (task or "").strip().lower()
+    if t not in TASKS:
+        raise WhisperFtError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return t
+
+
+def per_sample_languages(language: str | Sequence[str | None] | None, batch_size: int) -> list[str | None]:
+    """One normalised language code (or None) per sample; raises on an unknown language."""
+    if language is None or isinstance(language, str):
+        return [normalize_language(language)] * batch_size
+    langs = [normalize_language(x) for x in language]
+    if len(langs) != batch_size:
+        raise WhisperFtError(f"{len(langs)} languages for a batch of {batch_size}: give one per sample, or one for all")
+    return langs
+
+
+def text_token_ids(ids, eot_id: int) -> list[int]:
+    """Drop special and timestamp tokens (every id from ``<|endoftext|>`` on, in Whisper's vocabulary)."""
+    return [int(t) for t in ids if 0 <= int(t) < eot_id]
+
+
+def decode_text(tokenizer, ids) -> str:
+    """The transcript of a token sequence (special/timestamp tokens dropped), stripped."""
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return tokenizer.decode(text_token_ids(ids, eot), skip_special_tokens=True).strip()
+
+
+def generated_ids(ids: list[int], specials: dict[str, int], prompt_ids: frozenset[int]) -> list[int]:
+    """The generated tokens of an output row: a leading prompt (``<|startoftranscript|>``, then
+    language and task tokens, then ``<|notimestamps|>``) and everything from the first
+    ``<|endoftext|>`` on removed. Timestamp tokens are kept."""
+    start = 0
+    if ids and ids[0] == specials["sot"]:
+        start = 1
+        while start < len(ids) and start < 3 and ids[start] in prompt_ids:
+            start += 1
+        if start < len(ids) and ids[start] == specials["no_timestamps"]:
+            start += 1
+    out = []
+    for t in ids[start:]:
+        if t == specials["eot"]:
+            break
+        out.append(int(t))
+    return out
+
+
+def _prompt_ids(tokenizer, specials: dict[str, int]) -> frozenset[int]:
+    """Language and task token ids (what may follow ``<|startoftranscript|>`` in a prompt)."""
+    return frozenset(language_token_ids(tokenizer).values()) | {specials["transcribe"], specials["translate"]}
+
+
+def _generate_group(model, features, attention_mask, *, language, task, num_beams, max_new_tokens,
+                    return_timestamps, specials, prompt_ids) -> list[list[int]]:
+    import torch
+
+    kwargs = {"task": task, "num_beams": num_beams, "return_timestamps": return_timestamps}
+    if language is not None:
+        kwargs["language"] = language
+    if max_new_tokens is not None:
+        kwargs["max_new_tokens"] = max_new_tokens
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    if features.shape[-1] <= N_FRAMES:
+        # One window: exactly one generate call (transformers would otherwise seek again after a
+        # stray timestamp token, even without timestamps).
+        kwargs["force_unique_generate_call"] = True
+    with torch.inference_mode():
+        out = model.generate(input_features=features, **kwargs)
+    sequences = out["sequences"] if isinstance(out, dict) else getattr(out, "sequences", out)
+    return [generated_ids(row.tolist(), specials, prompt_ids) for row in sequences]
+
+
+def generate_token_ids(
+    model,
+    processor,
+    input_features,
+    *,
+    language: str | list[str] | None = None,
+    task: str = "transcribe",
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    return_timestamps: bool = False,
+    attention_mask=None,
+) -> list[list[int]]:
+    """Generated token ids per sample: no prompt, no ``<|endoftext|>`` or padding; timestamp
+    tokens included when ``return_timestamps``."""
+    task = validate_task(task)
+    if num_beams < 1:
+        raise WhisperFtError(f"num_beams must be at least 1 (got {num_beams})")
+    inner = unwrap_model(model)
+    param = next(inner.parameters())
+    features = input_features.to(device=param.device, dtype=param.dtype)
+    n = features.shape[0]
+    langs = per_sample_languages(language, n)
+    specials = special_token_ids(processor.tokenizer)
+    prompt_ids = _prompt_ids(processor.tokenizer, specials)
+    results: list[list[int] | None] = [None] * n
+    for lang in dict.fromkeys(langs):  # groups in first-seen order
+        idx = [i for i, x in enumerate(langs) if x == lang]
+        mask = None if attention_mask is None else attention_mask[idx].to(param.device)
+        group = _generate_group(
+            inner,
+            features[idx],
+            mask,
+            language=lang,
+            task=task,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            return_timestamps=return_timestamps,
+            specials=specials,
+            prompt_ids=prompt_ids,
+        )
+        for i, ids in zip(idx, group):
+            results[i] = ids
+    return results  # type: ignore[return-value]
+
+
+def generate_texts(
+    model,
+    processor,
+    input_features,
+    *,
+    language: str | list[str] | None = None,
+    task: str = "transcribe",
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    return_timestamps: bool = False,
+) -> list[str]:
+    """Transcribe (or translate) a batch of log-mel features ``[batch, n_mels, 3000]``; one text per
+    sample. ``language`` is one code for all, one per sample, or None (detected)."""
+    ids = generate_token_ids(
+        model,
+        processor,
+        input_features,
+        language=language,
+        task=task,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        return_timestamps=return_timestamps,
+    )
+    return [decode_text(processor.tokenizer, seq) for seq in ids]

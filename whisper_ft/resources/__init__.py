@@ -1,0 +1,1 @@
+"""Data files shipped with whisper-ft (see README.md here for provenance)."""

@@ -1,0 +1,163 @@
+"""CER/WER with substitution, deletion and insertion counts (jiwer), after :func:`normalize_text`.
+
+``score(refs, hyps, metric="cer", language="zh")`` returns a :class:`ScoreResult` with the
+corpus-level error rate (total edits / total reference length, not a mean of per-utterance
+rates) and one :class:`UtteranceScore` per pair, so mistakes can be inspected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.text import cer_ignores_spaces, normalize_text, remove_spaces
+
+METRICS = ("cer", "wer")
+
+
+def validate_metric(metric: str) -> str:
+    """``"CER"`` -> ``"cer"``; anything else raises :class:`WhisperFtError` listing the choices."""
+    m = (metric or "").strip().lower()
+    if m not in METRICS:
+        raise WhisperFtError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    return m
+
+
+@dataclass
+class UtteranceScore:
+    """One reference/hypothesis pair: raw and normalised texts and its edit counts."""
+
+    ref: str
+    hyp: str
+    ref_norm: str
+    hyp_norm: str
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+
+    @property
+    def ref_len(self) -> int:
+        return self.substitutions + self.deletions + self.hits
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def error_rate(self) -> float:
+        """Edits / reference length (an empty reference counts its insertions against 1)."""
+        return self.errors / max(self.ref_len, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(errors=self.errors, ref_len=self.ref_len, error_rate=round(self.error_rate, 6))
+        return d
+
+
+@dataclass
+class ScoreResult:
+    """Corpus-level CER or WER and its edit counts."""
+
+    metric: str
+    error_rate: float
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    ref_len: int
+    n_utterances: int
+    utterances: list[UtteranceScore] = field(default_factory=list, repr=False)
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    def summary(self) -> str:
+        """``CER 12.34% (S 10, D 3, I 2; 121 chars, 8 utterances)``."""
+        unit = "chars" if self.metric == "cer" else "words"
+        return (
+            f"{self.metric.upper()} {100 * self.error_rate:.2f}% (S {self.substitutions}, D {self.deletions}, "
+            f"I {self.insertions}; {self.ref_len} {unit}, {self.n_utterances} utterances)"
+        )
+
+    def to_dict(self, with_utterances: bool = False) -> dict[str, Any]:
+        d = {
+            "metric": self.metric,
+            "error_rate": round(self.error_rate, 6),
+            "substitutions": self.substitutions,
+            "deletions": self.deletions,
+            "insertions": self.insertions,
+            "hits": self.hits,
+            "ref_len": self.ref_len,
+            "n_utterances": self.n_utterances,
+        }
+        if with_utterances:
+            d["utterances"] = [u.to_dict() for u in self.utterances]
+        return d
+
+
+def _counts(alignment) -> tuple[int, int, int, int]:
+    s = d = i = h = 0
+    for chunk in alignment:
+        n_ref = chunk.ref_end_idx - chunk.ref_start_idx
+        if chunk.type == "equal":
+            h += n_ref
+        elif chunk.type == "substitute":
+            s += n_ref
+        elif chunk.type == "delete":
+            d += n_ref
+        elif chunk.type == "insert":
+            i += chunk.hyp_end_idx - chunk.hyp_start_idx
+    return s, d, i, h
+
+
+def prepare_for_metric(text: str, *, metric: str, language: str | None) -> str:
+    """The normalised text a metric compares: :func:`normalize_text`, and for CER on languages
+    written without spaces (or an unknown language) the spaces removed."""
+    norm = normalize_text(text, language)
+    if metric == "cer" and cer_ignores_spaces(language):
+        norm = remove_spaces(norm)
+    return norm
+
+
+def score(refs: list[str], hyps: list[str], *, metric: str, language: str | None) -> ScoreResult:
+    """Score hypotheses against references (both normalised first); see the module docstring.
+
+    Raises :class:`WhisperFtError` for an unknown metric, lists of different lengths, or when
+    every reference is empty after normalisation (nothing to score against).
+    """
+    import jiwer
+
+    metric = validate_metric(metric)
+    refs, hyps = list(refs), list(hyps)
+    if len(refs) != len(hyps):
+        raise WhisperFtError(f"{len(refs)} references but {len(hyps)} hypotheses: give one hypothesis per reference")
+    if not refs:
+        raise WhisperFtError("nothing to score: no references given")
+    ref_norm = [prepare_for_metric(r, metric=metric, language=language) for r in refs]
+    hyp_norm = [prepare_for_metric(h, metric=metric, language=language) for h in hyps]
+    if metric == "cer":
+        out = jiwer.process_characters(ref_norm, hyp_norm)
+    else:
+        out = jiwer.process_words(ref_norm, hyp_norm)
+    utterances = []
+    for r, h, rn, hn, alignment in zip(refs, hyps, ref_norm, hyp_norm, out.alignments):
+        s, d, i, hits = _counts(alignment)
+        utterances.append(UtteranceScore(r, h, rn, hn, s, d, i, hits))
+    total = {k: sum(getattr(u, k) for u in utterances) for k in ("substitutions", "deletions", "insertions", "hits")}
+    ref_len = total["substitutions"] + total["deletions"] + total["hits"]
+    if ref_len == 0:
+        raise WhisperFtError(
+            "nothing to score: every reference is empty after normalisation (check the manifest's \"sentence\" field)"
+        )
+    errors = total["substitutions"] + total["deletions"] + total["insertions"]
+    return ScoreResult(
+        metric=metric,
+        error_rate=errors / ref_len,
+        ref_len=ref_len,
+        n_utterances=len(utterances),
+        utterances=utterances,
+        **total,
+    )
