@@ -2,11 +2,14 @@
 
 soundfile (libsndfile) decodes wav/flac/ogg/mp3 quickly; anything it cannot read (m4a/aac, odd
 containers) falls back to PyAV, which faster-whisper already depends on. Resampling uses soxr.
-We never go through ``datasets.Audio`` (it needs torchcodec, which does not load with CPU torch).
+We never go through ``datasets.Audio`` (it needs torchcodec, which does not load with CPU torch):
+encoded bytes (e.g. from a saved ``datasets`` dataset) are decoded here from memory.
 """
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +21,43 @@ CHUNK_SECONDS = 30  # seconds of audio in one Whisper input window
 N_SAMPLES = SAMPLE_RATE * CHUNK_SECONDS
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4")
 
+AudioSource = str | Path | bytes | bytearray | memoryview
 
-def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+
+class AudioMissingError(DataError):
+    """The audio file does not exist."""
+
+
+class AudioEmptyError(DataError):
+    """The audio decodes to zero samples (or the file has zero bytes)."""
+
+
+class AudioDecodeError(DataError):
+    """Neither soundfile nor PyAV can decode the audio."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a header probe tells about an audio file."""
+
+    duration: float  # seconds
+    sample_rate: int
+    channels: int
+
+
+def _describe(source: AudioSource) -> str:
+    return str(source) if isinstance(source, (str, Path)) else f"<{len(source)} bytes of audio>"
+
+
+def _open_target(source: AudioSource):
+    # soundfile and PyAV both read file names or seekable file objects.
+    return str(source) if isinstance(source, (str, Path)) else io.BytesIO(bytes(source))
+
+
+def _read_soundfile(source: AudioSource, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    with sf.SoundFile(str(path)) as f:
+    with sf.SoundFile(_open_target(source)) as f:
         sr = f.samplerate
         first = int(round((start or 0.0) * sr))
         last = f.frames if end is None else min(f.frames, int(round(end * sr)))
@@ -32,13 +67,13 @@ def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple
     return data.mean(axis=1), sr
 
 
-def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+def _read_pyav(source: AudioSource, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
     import av
 
     chunks = []
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with av.open(_open_target(source), metadata_errors="ignore") as container:
         if not container.streams.audio:
-            raise DataError(f"{path}: no audio stream")
+            raise AudioDecodeError(f"{_describe(source)}: no audio stream")
         # Let PyAV resample straight to our rate: mono float planar.
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         for frame in container.decode(audio=0):
@@ -52,46 +87,64 @@ def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[np.n
     return audio[first:last], SAMPLE_RATE
 
 
-def load_audio(path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
-    """Load ``path`` (optionally the ``[start, end)`` seconds of it) as 16 kHz mono float32.
+def load_audio(source: AudioSource, start: float | None = None, end: float | None = None) -> np.ndarray:
+    """Load a file (or encoded bytes), optionally its ``[start, end)`` seconds, as 16 kHz mono float32.
 
-    Raises :class:`DataError` with the file name when the file is missing, unreadable or empty.
+    Raises a :class:`DataError` subclass naming the file when it is missing
+    (:class:`AudioMissingError`), empty (:class:`AudioEmptyError`) or undecodable
+    (:class:`AudioDecodeError`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"audio file not found: {path} (check the path, or the manifest's folder)")
+    name = _describe(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise AudioMissingError(f"audio file not found: {path} (check the path, or the manifest's folder)")
+        if path.stat().st_size == 0:
+            raise AudioEmptyError(f"audio file is empty (0 bytes): {path}")
+        source = path
+    elif len(source) == 0:
+        raise AudioEmptyError("audio bytes are empty")
     try:
-        audio, sr = _read_soundfile(path, start, end)
-    except DataError:
-        raise
+        audio, sr = _read_soundfile(source, start, end)
     except Exception:
         try:
-            audio, sr = _read_pyav(path, start, end)
+            audio, sr = _read_pyav(source, start, end)
         except DataError:
             raise
         except Exception as exc:
-            raise DataError(f"cannot decode audio file {path}: {type(exc).__name__}: {exc}") from exc
-    if sr != SAMPLE_RATE:
+            raise AudioDecodeError(f"cannot decode audio {name}: {type(exc).__name__}: {exc}") from exc
+    if audio.size and sr != SAMPLE_RATE:
         import soxr
 
         audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
     if audio.size == 0:
-        raise DataError(f"audio file is empty: {path}")
+        raise AudioEmptyError(f"audio is empty (no samples): {name}")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def audio_duration(path: str | Path) -> float:
-    """Duration in seconds, read from the header when possible (no full decode)."""
+def audio_info(path: str | Path) -> AudioInfo:
+    """Duration, rate and channels, from the header when soundfile can read it (no full decode).
+
+    Falls back to decoding (PyAV) for formats libsndfile does not know; raises like :func:`load_audio`.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise AudioMissingError(f"audio file not found: {path} (check the path, or the manifest's folder)")
     try:
         import soundfile as sf
 
         info = sf.info(str(path))
-        if info.frames > 0:
-            return info.frames / info.samplerate
+        if info.frames > 0 and info.samplerate > 0:
+            return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
     except Exception:
         pass
-    return len(load_audio(path)) / SAMPLE_RATE
+    # Header said nothing useful (or no header): decode; this raises Missing/Empty/Decode errors.
+    return AudioInfo(len(load_audio(path)) / SAMPLE_RATE, SAMPLE_RATE, 1)
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds, read from the header when possible (no full decode)."""
+    return audio_info(path).duration
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
@@ -101,5 +154,9 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    try:
+        sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -180,11 +180,18 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative: 
                 record = utt.to_dict(relative_to=path.parent if relative else None)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 n += 1
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a manifest is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return n
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @dataclass

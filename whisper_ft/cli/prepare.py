@@ -1,6 +1,13 @@
-"""`whisper-ft prepare ...`: corpora -> manifests (see whisper_ft.data)."""
+"""`whisper-ft prepare ...`: corpora -> manifests (see whisper_ft.data).
+
+Each command only parses options and calls a library function; the summary (utterances and hours
+per split, skips per reason) goes to stdout, progress and skip warnings to stderr.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -8,3 +15,103 @@ from whisper_ft.cli import app
 
 prepare_app = typer.Typer(help="Prepare a corpus into train/dev/test manifests (JSON Lines).", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
+
+# Shared options (typer.Option objects are plain metadata, safe to reuse across commands).
+MIN_DURATION = typer.Option(0.5, "--min_duration", help="Drop utterances shorter than this (seconds).")
+MAX_DURATION = typer.Option(30.0, "--max_duration", help="Drop utterances longer than this (seconds).")
+NUM_WORKERS = typer.Option(None, "--num_workers", help="Parallel workers for probing/decoding audio "
+                                                       "(default: CPU count, at most 8).")
+LANGUAGE = typer.Option(None, "--language", help="Language code stored in each record (e.g. zh, en).")
+
+
+def _options(min_duration: float, max_duration: float, num_workers: Optional[int], language: Optional[str]):
+    from whisper_ft.data.common import PrepareOptions, default_workers
+
+    return PrepareOptions(min_duration=min_duration, max_duration=max_duration,
+                          num_workers=num_workers or default_workers(), language=language or None)
+
+
+def _finish(report) -> None:
+    from whisper_ft.data.common import log_skips
+
+    log_skips(report)
+    typer.echo(report.summary())
+
+
+@prepare_app.command("aishell")
+def aishell(
+    filepath: Optional[Path] = typer.Option(
+        None, "--filepath", help="data_aishell.tgz, or the extracted data_aishell/ folder (or its parent). "
+                                 "Omit to download it from OpenSLR (15 GB, resumable, md5-checked)."),
+    target_dir: Path = typer.Option(Path("dataset"), "--target_dir", help="Where the audio is extracted and "
+                                                                          "train/dev/test.jsonl are written."),
+    min_duration: float = MIN_DURATION,
+    max_duration: float = MAX_DURATION,
+    num_workers: Optional[int] = NUM_WORKERS,
+    language: str = typer.Option("zh", "--language", help="Language code stored in each record."),
+) -> None:
+    """AISHELL-1 (OpenSLR 33) -> train.jsonl, dev.jsonl, test.jsonl."""
+    from whisper_ft.data.aishell import prepare_aishell
+
+    opts = _options(min_duration, max_duration, num_workers, language)
+    _finish(prepare_aishell(filepath, target_dir, opts))
+
+
+@prepare_app.command("kaldi")
+def kaldi(
+    wav_scp: Path = typer.Option(..., "--wav_scp", help="Kaldi wav.scp: 'UTTID path' (or 'RECID path' with "
+                                                        "--segments)."),
+    text: Path = typer.Option(..., "--text", help="Kaldi text: 'UTTID transcript'."),
+    segments: Optional[Path] = typer.Option(None, "--segments", help="Optional Kaldi segments: "
+                                                                     "'UTTID RECID start end'."),
+    output: Path = typer.Option(Path("dataset/train.jsonl"), "--output", help="The manifest to write."),
+    min_duration: float = MIN_DURATION,
+    max_duration: float = MAX_DURATION,
+    num_workers: Optional[int] = NUM_WORKERS,
+    language: Optional[str] = LANGUAGE,
+) -> None:
+    """Kaldi / wenet / MooER data folder (wav.scp + text [+ segments]) -> one manifest."""
+    from whisper_ft.data.kaldi import prepare_kaldi
+
+    opts = _options(min_duration, max_duration, num_workers, language)
+    _finish(prepare_kaldi(wav_scp, text, output, segments=segments, options=opts))
+
+
+@prepare_app.command("jsonl")
+def jsonl(
+    input: Path = typer.Option(..., "--input", help="SLAM-ASR JSON Lines ({key, source, target}) or "
+                                                    "Whisper-Finetune records (JSON Lines or a JSON list)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="The manifest to write "
+                                                                 "(default: dataset/<input name>.jsonl)."),
+    min_duration: float = MIN_DURATION,
+    max_duration: float = MAX_DURATION,
+    num_workers: Optional[int] = NUM_WORKERS,
+    language: Optional[str] = LANGUAGE,
+) -> None:
+    """Other projects' JSON manifests -> our manifest (durations re-read from the audio)."""
+    from whisper_ft.data.jsonl import prepare_jsonl
+
+    opts = _options(min_duration, max_duration, num_workers, language)
+    _finish(prepare_jsonl(input, output, opts))
+
+
+@prepare_app.command("hf")
+def hf(
+    dataset: str = typer.Option(..., "--dataset", help="A folder saved with Dataset.save_to_disk, or a hub "
+                                                       "dataset name (online only)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split name(s), comma-separated (default: all)."),
+    audio_column: str = typer.Option("audio", "--audio_column", help="Column holding the audio."),
+    text_column: str = typer.Option("sentence", "--text_column", help="Column holding the transcript."),
+    config: Optional[str] = typer.Option(None, "--config", help="Hub dataset configuration (e.g. zh-CN)."),
+    output_dir: Path = typer.Option(Path("dataset"), "--output_dir", help="Where wav/<split>/ and "
+                                                                          "<split>.jsonl are written."),
+    min_duration: float = MIN_DURATION,
+    max_duration: float = MAX_DURATION,
+    num_workers: Optional[int] = NUM_WORKERS,
+    language: Optional[str] = LANGUAGE,
+) -> None:
+    """A Hugging Face datasets dataset -> 16 kHz wavs + one manifest per split."""
+    from whisper_ft.data.hf import prepare_hf
+
+    opts = _options(min_duration, max_duration, num_workers, language)
+    _finish(prepare_hf(dataset, split, audio_column, text_column, output_dir, config=config, options=opts))

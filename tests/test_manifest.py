@@ -1,0 +1,111 @@
+"""whisper_ft.manifest: round-trip, relative paths, validation errors with line numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from whisper_ft.errors import DataError
+from whisper_ft.manifest import TimedSentence, Utterance, read_manifest, validate_manifest, write_manifest
+
+
+def test_round_trip_keeps_every_field(tmp_path, make_wav):
+    wav = make_wav("data/wav/a.wav", 2.0)
+    utts = [
+        Utterance(str(wav), "甚至出现交易几乎停滞的情况", 2.0, id="BAC009S0764W0121", language="zh"),
+        Utterance(str(wav), "hello world", 1.2, start_time=0.5, end_time=1.7,
+                  sentences=[TimedSentence(0.0, 0.6, "hello"), TimedSentence(0.6, 1.2, "world")],
+                  extra={"speaker": "S1"}),
+    ]
+    path = tmp_path / "data" / "train.jsonl"
+    assert write_manifest(path, utts) == 2
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not mkstemp's 0600
+    back = read_manifest(path)
+    for a, b in zip(utts, back):
+        assert (a.sentence, a.duration, a.start_time, a.end_time, a.sentences, a.language, a.id, a.extra) == \
+               (b.sentence, b.duration, b.start_time, b.end_time, b.sentences, b.language, b.id, b.extra)
+        assert b.audio_file.resolve() == wav.resolve()
+    first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert first == {"audio": {"path": "wav/a.wav"}, "sentence": "甚至出现交易几乎停滞的情况", "language": "zh",
+                     "duration": 2.0, "id": "BAC009S0764W0121"}
+    assert "甚至" in path.read_text(encoding="utf-8")  # not \u-escaped
+    second = json.loads(path.read_text(encoding="utf-8").splitlines()[1])
+    assert second["audio"] == {"path": "wav/a.wav", "start_time": 0.5, "end_time": 1.7}
+    assert second["speaker"] == "S1" and second["sentences"][1] == {"start": 0.6, "end": 1.2, "text": "world"}
+
+
+def test_relative_paths_survive_moving_the_folder(tmp_path, make_wav):
+    wav = make_wav("corpus/wav/x.wav", 1.0)
+    write_manifest(tmp_path / "corpus" / "m.jsonl", [Utterance(str(wav), "x", 1.0)])
+    shutil.move(tmp_path / "corpus", tmp_path / "moved")
+    (utt,) = read_manifest(tmp_path / "moved" / "m.jsonl")
+    assert utt.audio_file == tmp_path / "moved" / "wav" / "x.wav"
+    assert len(utt.load_audio()) == 16_000
+
+
+def test_absolute_paths_when_asked(tmp_path, make_wav):
+    wav = make_wav("w.wav", 1.0)
+    write_manifest(tmp_path / "out" / "m.jsonl", [Utterance(str(wav), "x", 1.0)], relative=False)
+    record = json.loads((tmp_path / "out" / "m.jsonl").read_text())
+    assert record["audio"]["path"] == str(wav.resolve())
+
+
+def test_whisper_finetune_string_audio_is_accepted(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"audio": "a.wav", "sentence": "hi", "duration": 1}) + "\n")
+    (utt,) = read_manifest(path)
+    assert utt.audio_file == tmp_path / "a.wav" and utt.key == "a"
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("{not json", "invalid manifest record"),
+    (json.dumps({"sentence": "x", "duration": 1}), "audio"),
+    (json.dumps({"audio": {"path": "a.wav"}, "duration": 1}), "sentence"),
+    (json.dumps({"audio": {"path": "a.wav"}, "sentence": "x", "duration": -1}), "duration"),
+    (json.dumps({"audio": {"path": "a.wav"}, "sentence": "x", "duration": 1,
+                 "sentences": [{"start": 2, "end": 1, "text": "t"}]}), "ends before it starts"),
+    (json.dumps([1, 2]), "JSON object"),
+])
+def test_invalid_record_names_file_and_line(tmp_path, bad, message):
+    good = json.dumps({"audio": {"path": "a.wav"}, "sentence": "ok", "duration": 1.0})
+    path = tmp_path / "m.jsonl"
+    path.write_text(f"{good}\n\n{good}\n{bad}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message) as info:
+        read_manifest(path)
+    assert f"{path}:4:" in str(info.value)  # blank lines still count
+
+
+def test_validate_manifest(tmp_path, make_wav):
+    wav = make_wav("a.wav", 1.0)
+    path = tmp_path / "m.jsonl"
+    write_manifest(path, [Utterance(str(wav), "a", 1.0), Utterance(str(tmp_path / "gone.wav"), "b", 3.0)])
+    check = validate_manifest(path)
+    assert len(check.utterances) == 2 and [u.sentence for u in check.missing_audio] == ["b"]
+    assert check.hours == pytest.approx(4.0 / 3600)
+    assert "1 with missing audio" in check.summary()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        validate_manifest(empty)
+    assert validate_manifest(empty, allow_empty=True).utterances == []
+    with pytest.raises(DataError, match="not found"):
+        read_manifest(tmp_path / "none.jsonl")
+
+
+def test_write_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text("old\n")
+
+    def broken():
+        yield Utterance("a.wav", "a", 1.0)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_manifest(path, broken())
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]

@@ -1,0 +1,10 @@
+"""Data preparation: every source -> the same JSON Lines manifest (see :mod:`whisper_ft.manifest`).
+
+One module per source (:mod:`.aishell`, :mod:`.kaldi`, :mod:`.jsonl`, :mod:`.hf`) on top of
+:mod:`.common` (options, parallel probing, skip counting, the report) and :mod:`.archive` (safe
+extraction, resumable downloads). Import the source module you need; this package stays light.
+"""
+
+from whisper_ft.data.common import PrepareOptions, PrepareReport, SkipReason
+
+__all__ = ["PrepareOptions", "PrepareReport", "SkipReason"]
