@@ -115,3 +115,44 @@ def hf(
 
     opts = _options(min_duration, max_duration, num_workers, language)
     _finish(prepare_hf(dataset, split, audio_column, text_column, output_dir, config=config, options=opts))
+
+
+def _int_list(value: Optional[str], option: str) -> Optional[list[int]]:
+    from whisper_ft.errors import WhisperFtError
+
+    if not value:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise WhisperFtError(f"{option} takes comma-separated integers, e.g. {option} 130,175 (got {value!r})") \
+            from None
+
+
+@prepare_app.command("tts")
+def tts(
+    text: Path = typer.Option(..., "--text", help="Text file, one sentence per line."),
+    language: str = typer.Option(..., "--language", help="Language code (zh, en, ...): picks the default voice "
+                                                         "and is stored in each record."),
+    voices: Optional[str] = typer.Option(None, "--voices", help="espeak-ng voices, comma-separated "
+                                                                "(default: cmn for zh, en for en)."),
+    speeds: Optional[str] = typer.Option(None, "--speeds", help="Words per minute, comma-separated "
+                                                                "(default: 130,175)."),
+    pitches: Optional[str] = typer.Option(None, "--pitches", help="Pitches 0-99, comma-separated "
+                                                                  "(default: 35,50,65)."),
+    output_dir: Path = typer.Option(Path("dataset/tts"), "--output_dir", help="Where wav/ and the manifests go."),
+    test_fraction: float = typer.Option(0.0, "--test_fraction", help="Share of sentences for test.jsonl; "
+                                                                     "no sentence is in both splits."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/test split."),
+    min_duration: float = MIN_DURATION,
+    max_duration: float = MAX_DURATION,
+    num_workers: Optional[int] = NUM_WORKERS,
+) -> None:
+    """Synthetic speech with espeak-ng: each line at several voices/speeds/pitches -> 16 kHz wavs + manifests."""
+    from whisper_ft.data.tts import prepare_tts
+
+    opts = _options(min_duration, max_duration, num_workers, language)
+    voice_list = [v.strip() for v in voices.split(",") if v.strip()] if voices else None
+    _finish(prepare_tts(text, language, output_dir, voices=voice_list, speeds=_int_list(speeds, "--speeds"),
+                        pitches=_int_list(pitches, "--pitches"), test_fraction=test_fraction, seed=seed,
+                        options=opts))

@@ -3,12 +3,13 @@
 We never let ``datasets`` decode audio (its ``Audio`` feature needs torchcodec, which does not load
 with CPU-only torch): the audio column is cast to ``Audio(decode=False)`` and each value -- encoded
 bytes, a file path, or an already decoded ``{"array", "sampling_rate"}`` -- is decoded by
-:mod:`whisper_ft.audio`. Output: ``output_dir/wav/<split>/<split>_<row>.wav`` and
+:mod:`whisper_ft.audio`. Output: ``output_dir/wav/<split>/<split>_<row>_<digest>.wav`` and
 ``output_dir/<split>.jsonl``. A re-run reuses the wavs already written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,6 +119,18 @@ def _decode(value: Any, base: Path | None) -> np.ndarray:
         raise SkipError(SkipReason.UNREADABLE_AUDIO, _short(exc)) from exc
 
 
+def _cell_digest(value: Any) -> str:
+    h = hashlib.sha1()
+    if isinstance(value, dict) and value.get("bytes"):
+        h.update(value["bytes"])
+    elif isinstance(value, dict) and value.get("array") is not None:
+        h.update(np.asarray(value["array"], dtype=np.float32).tobytes())
+        h.update(str(value.get("sampling_rate")).encode())
+    else:
+        h.update(str(value.get("path") if isinstance(value, dict) else value).encode("utf-8"))
+    return h.hexdigest()[:8]
+
+
 def _row_name(split: str, row: _Row) -> str:
     value = row.audio
     path = value.get("path") if isinstance(value, dict) else value
@@ -145,8 +158,10 @@ def prepare_hf(dataset: str, split: str | list[str] | None = None, audio_column:
 
         def work(row: _Row, name: str = name, wav_dir: Path = wav_dir) -> Candidate | Exception:
             text = normalize_text(row.text) if isinstance(row.text, str) else ""
-            out = wav_dir / f"{name}_{row.index:07d}.wav"
-            candidate = Candidate(out, text, name, id=out.stem, duration=0.0)
+            # The file name carries a digest of the audio cell, so a re-run against a changed
+            # dataset never reuses a wav that belongs to another row.
+            out = wav_dir / f"{name}_{row.index:07d}_{_cell_digest(row.audio)}.wav"
+            candidate = Candidate(out, text, name, id=f"{name}_{row.index:07d}", duration=0.0)
             if not text:
                 return candidate  # counted as empty_text by select(); no need to decode
             try:
