@@ -49,24 +49,30 @@ from whisper_ft.cli import train as _train  # noqa: E402,F401
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point with whisper-ft's error policy."""
-    import click
-
     from whisper_ft.errors import WhisperFtError
+
+    # Typer >= 0.20 vendors its own click (typer._click); older ones use click itself.
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - older typer
+        from click.exceptions import ClickException
 
     if "--debug" in (argv if argv is not None else sys.argv[1:]):
         os.environ["WHISPER_FT_DEBUG"] = "1"
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="whisper-ft", standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: bad option, missing argument
+    except ClickException as exc:  # usage errors: bad option, missing argument -> exit 2
         if _debug_enabled():
             raise
-        exc.show(file=sys.stderr)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{where}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
