@@ -18,5 +18,7 @@ def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it
     """A tqdm progress bar on stderr (tqdm comes with transformers/datasets)."""
     from tqdm.auto import tqdm
 
+    # Not a terminal (CI logs, pipes): redraw rarely instead of flooding the log.
+    interactive = sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
-                dynamic_ncols=True, leave=False)
+                dynamic_ncols=True, leave=False, mininterval=0.1 if interactive else 30.0)
