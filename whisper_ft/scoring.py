@@ -122,8 +122,18 @@ def prepare_for_metric(text: str, *, metric: str, language: str | None) -> str:
     return norm
 
 
-def score(refs: list[str], hyps: list[str], *, metric: str, language: str | None) -> ScoreResult:
+def score(
+    refs: list[str],
+    hyps: list[str],
+    *,
+    metric: str,
+    language: str | None,
+    languages: list[str | None] | None = None,
+) -> ScoreResult:
     """Score hypotheses against references (both normalised first); see the module docstring.
+
+    ``languages`` (optional, one per pair) normalises each pair by its own language (mixed test
+    sets); a ``None`` in it falls back to ``language``.
 
     Raises :class:`WhisperFtError` for an unknown metric, lists of different lengths, or when
     every reference is empty after normalisation (nothing to score against).
@@ -136,8 +146,14 @@ def score(refs: list[str], hyps: list[str], *, metric: str, language: str | None
         raise WhisperFtError(f"{len(refs)} references but {len(hyps)} hypotheses: give one hypothesis per reference")
     if not refs:
         raise WhisperFtError("nothing to score: no references given")
-    ref_norm = [prepare_for_metric(r, metric=metric, language=language) for r in refs]
-    hyp_norm = [prepare_for_metric(h, metric=metric, language=language) for h in hyps]
+    if languages is None:
+        langs = [language] * len(refs)
+    elif len(languages) != len(refs):
+        raise WhisperFtError(f"{len(languages)} languages for {len(refs)} references: give one per reference")
+    else:
+        langs = [lang or language for lang in languages]
+    ref_norm = [prepare_for_metric(r, metric=metric, language=lang) for r, lang in zip(refs, langs)]
+    hyp_norm = [prepare_for_metric(h, metric=metric, language=lang) for h, lang in zip(hyps, langs)]
     if metric == "cer":
         out = jiwer.process_characters(ref_norm, hyp_norm)
     else:

@@ -1,5 +1,209 @@
-"""`whisper-ft` inference commands."""
+"""`whisper-ft` inference commands: eval, convert, infer, infer-ct2.
+
+Only option parsing here; the work is in whisper_ft.evaluate, whisper_ft.convert,
+whisper_ft.inference and whisper_ft.decoding (imported inside the commands so --help is instant).
+"""
 
 from __future__ import annotations
 
-from whisper_ft.cli import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from whisper_ft.cli import app
+
+_MODEL_HELP = ("Model name or folder: transformers folder, LoRA adapter, CTranslate2 folder, 'base' "
+               "(bundled), or a hub id. Default: the newest model under models/.")
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@app.command("eval")
+def eval_command(
+    model_path: str = typer.Option(None, "--model_path", help=_MODEL_HELP),
+    test_data: Path = typer.Option(None, "--test_data", help="Test manifest (JSONL). Default: dataset/test.jsonl."),
+    metric: str = typer.Option(None, "--metric", help="cer or wer. Default: cer for zh/ja/ko/..., else wer."),
+    language: str = typer.Option(None, "--language", help="Force a language (e.g. zh). Default: each utterance's, else detected."),
+    task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
+    batch_size: int = typer.Option(16, "--batch_size", help="Utterances per batch (sorted by duration)."),
+    num_beams: int = typer.Option(1, "--num_beams", help="Beam size (1 = greedy)."),
+    backend: str = typer.Option("hf", "--backend", help="hf (transformers) or ct2 (CTranslate2)."),
+    output_dir: Path = typer.Option(None, "--output_dir", help="Where report.json and predictions.jsonl go. Default: reports/<model>_<data>_<backend>/."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only: auto (cuda float16, cpu int8), int8, float32, ..."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads (default: up to 4)."),
+    max_new_tokens: int = typer.Option(None, "--max_new_tokens", help="Cap on generated tokens per utterance."),
+) -> None:
+    """Score a model on a test manifest (CER/WER with S/D/I, report.json, per-utterance JSONL)."""
+    _quiet_libraries()
+    from whisper_ft.console import log
+    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+    from whisper_ft.models.defaults import DEFAULT_TEST_DATA, pick_model
+
+    if model_path is None:
+        picked = pick_model()
+        log(picked.message())
+        model_path = picked.name
+    if test_data is None:
+        test_data = DEFAULT_TEST_DATA
+        if not test_data.is_file():
+            raise WhisperFtError(f"no --test_data given and {test_data} does not exist: "
+                                 "pass --test_data DATA.jsonl or create it with `whisper-ft prepare ...`")
+        log(f"no --test_data given: using {test_data}")
+    report = evaluate(EvalSettings(
+        model=model_path, test_data=test_data, metric=metric, language=language, task=task, batch_size=batch_size,
+        num_beams=num_beams, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
+        max_new_tokens=max_new_tokens,
+    ))
+    report_path, preds_path = write_report(report, output_dir)
+    log(f"model: {report.model['path']} ({report.model['backend']}, {report.model['device']})")
+    log(f"wrote {report_path} and {preds_path}")
+    print(report.summary())
+
+
+@app.command("convert")
+def convert_command(
+    model: str = typer.Option(None, "--model", help="transformers folder, hub id, or (with --merge) a LoRA adapter. Default: the newest model under models/."),
+    output_dir: Path = typer.Option(None, "--output_dir", help="Output folder. Default: <model>-ct2 beside it."),
+    quantization: str = typer.Option("float16", "--quantization", help="float16, int8, int8_float16, float32 (or int8_float32, bfloat16, int8_bfloat16, int16)."),
+    merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into its base on the fly."),
+    verify: Path = typer.Option(None, "--verify", help="Manifest (JSONL): decode it with source and converted model and compare."),
+    max_drift: float = typer.Option(0.5, "--max_drift", help="With --verify: fail when CER/WER moves by more than this many points."),
+    metric: str = typer.Option(None, "--metric", help="With --verify: cer or wer (default from the language)."),
+    language: str = typer.Option(None, "--language", help="With --verify: force a language."),
+    batch_size: int = typer.Option(8, "--batch_size", help="With --verify: utterances per batch."),
+) -> None:
+    """Export a model to CTranslate2 for faster-whisper (optionally verify the export)."""
+    _quiet_libraries()
+    from whisper_ft.console import log
+    from whisper_ft.convert import convert_model, verify_conversion
+    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.models.defaults import pick_model
+
+    if model is None:
+        picked = pick_model()
+        if picked.name == "base":
+            raise WhisperFtError("no --model given and no trained model under models/: pass --model FOLDER")
+        log(picked.message())
+        model = picked.name
+    if output_dir is None:
+        src = Path(model)
+        name = f"{src.parent.name}-{src.name}" if src.name == "best" else src.name
+        output_dir = (src.parent.parent if src.name == "best" else src.parent) / f"{name}-ct2"
+        log(f"no --output_dir given: writing {output_dir}")
+    result = convert_model(model, output_dir, quantization=quantization, merge=merge)
+    log(result.summary())
+    print(result.output_dir)
+    if verify is not None:
+        check = verify_conversion(model, result.output_dir, verify, metric=metric, language=language,
+                                  max_drift=max_drift, batch_size=batch_size)
+        print(check.summary())
+        if not check.passed:
+            raise WhisperFtError(
+                f"converted model drifts {check.drift:+.2f} points from the source (limit {max_drift:g}); "
+                "try a higher-precision --quantization (float16/float32)"
+            )
+
+
+@app.command("infer")
+def infer_command(
+    audio_path: list[str] = typer.Option(..., "--audio_path", help="Audio file or folder (repeatable)."),
+    model_path: str = typer.Option(None, "--model_path", help=_MODEL_HELP),
+    language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
+    task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
+    num_beams: int = typer.Option(1, "--num_beams", help="Beam size (1 = greedy)."),
+    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt."),
+    output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
+    to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads for torch."),
+) -> None:
+    """Transcribe audio with transformers (any length: 30 s windows, sequential long-form decoding)."""
+    _quiet_libraries()
+    import torch
+
+    from whisper_ft.console import log
+    from whisper_ft.decoding.hf_transcribe import transcribe_hf
+    from whisper_ft.inference import run_inference
+    from whisper_ft.models.defaults import pick_model
+    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.models.loading import load_whisper
+    from whisper_ft.writers import validate_format
+
+    language = normalize_language(language)
+    validate_format(fmt)
+    if model_path is None:
+        picked = pick_model()
+        log(picked.message())
+        model_path = picked.name
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_whisper(model_path, dtype=torch.float16 if device == "cuda" else torch.float32, device=device)
+    log(f"model: {loaded.source.describe()} on {device}")
+
+    def transcribe(audio, path):
+        return transcribe_hf(loaded.model, loaded.processor, audio, language=language, task=task,
+                             num_beams=num_beams, source=path)
+
+    run = run_inference(audio_path, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified)
+    run.raise_for_failures()
+
+
+@app.command("infer-ct2")
+def infer_ct2_command(
+    audio: list[str] = typer.Argument(..., help="Audio files and/or folders."),
+    model_path: str = typer.Option(None, "--model_path", help="CTranslate2 folder (or any model name; converted once). Default: the newest models/*-ct2, else the bundled base."),
+    language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
+    task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
+    beam_size: int = typer.Option(5, "--beam_size", help="Beam size."),
+    vad: bool = typer.Option(False, "--vad", help="Skip silence with Silero VAD."),
+    word_timestamps: bool = typer.Option(False, "--word_timestamps", help="Add per-word times (JSON output)."),
+    batch_size: int = typer.Option(1, "--batch_size", help="> 1: faster-whisper's batched pipeline (uses VAD)."),
+    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt."),
+    output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
+    to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu or cuda."),
+    compute_type: str = typer.Option("auto", "--compute_type", help="auto (cuda float16, cpu int8), int8, int8_float16, float16, float32, ..."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads (default: up to 4)."),
+) -> None:
+    """Transcribe audio with faster-whisper (CTranslate2): fast, any length, optional VAD."""
+    _quiet_libraries()
+    from whisper_ft.console import log
+    from whisper_ft.decoding.ct2 import describe, load_ct2_whisper, transcribe_ct2
+    from whisper_ft.inference import run_inference
+    from whisper_ft.models.defaults import pick_ct2_model
+    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.writers import validate_format
+
+    language = normalize_language(language)
+    validate_format(fmt)
+    if model_path is None:
+        picked = pick_ct2_model()
+        log(picked.message())
+        model_path = picked.name
+    ct2 = load_ct2_whisper(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    log(f"model: {describe(ct2)}")
+
+    def transcribe(audio_array, path):
+        return transcribe_ct2(ct2, audio_array, language=language, task=task, beam_size=beam_size, vad=vad,
+                              word_timestamps=word_timestamps, batch_size=batch_size, source=path)
+
+    run = run_inference(audio, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified)
+    run.raise_for_failures()

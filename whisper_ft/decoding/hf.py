@@ -80,9 +80,11 @@ def _generate_group(model, features, attention_mask, *, language, task, num_beam
                     return_timestamps, specials, prompt_ids) -> list[list[int]]:
     import torch
 
-    kwargs = {"task": task, "num_beams": num_beams, "return_timestamps": return_timestamps}
-    if language is not None:
-        kwargs["language"] = language
+    kwargs = {"num_beams": num_beams, "return_timestamps": return_timestamps}
+    if getattr(model.generation_config, "is_multilingual", True):
+        kwargs["task"] = task
+        if language is not None:
+            kwargs["language"] = language
     if max_new_tokens is not None:
         kwargs["max_new_tokens"] = max_new_tokens
     if attention_mask is not None:

@@ -1,0 +1,145 @@
+"""Transcribe audio of any length with a transformers Whisper (``whisper-ft infer``).
+
+Up to 30 s: one window, generated with timestamps. Longer: transformers' sequential long-form
+decoding (30 s windows, each one starting where the last complete segment ended, as OpenAI's
+``transcribe`` does). The language, when not given, is detected on the first 30 s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from whisper_ft.audio import CHUNK_SECONDS, N_SAMPLES, SAMPLE_RATE
+from whisper_ft.decoding.hf import decode_text, generate_token_ids, unwrap_model, validate_task
+from whisper_ft.decoding.results import Segment, Transcription
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.models.generation import TIMESTAMP_STEP, language_token_ids, special_token_ids
+from whisper_ft.models.languages import normalize_language
+
+
+def _param(model):
+    return next(unwrap_model(model).parameters())
+
+
+def detect_language_hf(model, processor, input_features) -> list[tuple[str, float]]:
+    """``[(code, probability)]`` per window: the decoder's first-step distribution over language
+    tokens after ``<|startoftranscript|>``. English-only models answer ``("en", 1.0)``."""
+    import torch
+
+    tok = processor.tokenizer
+    lang_ids = language_token_ids(tok)
+    n = input_features.shape[0]
+    if len(lang_ids) <= 1:
+        return [("en", 1.0)] * n
+    inner = unwrap_model(model)
+    p = _param(model)
+    features = input_features.to(device=p.device, dtype=p.dtype)
+    sot = special_token_ids(tok)["sot"]
+    codes = [t[2:-2] for t in lang_ids]
+    ids = torch.tensor(list(lang_ids.values()), device=p.device)
+    with torch.inference_mode():
+        logits = inner(input_features=features, decoder_input_ids=torch.full((n, 1), sot, device=p.device)).logits
+        probs = torch.softmax(logits[:, -1, ids].float(), dim=-1)
+    best = probs.argmax(dim=-1)
+    return [(codes[int(b)], float(probs[i, b])) for i, b in enumerate(best)]
+
+
+def segments_from_tokens(tokens: list[int], tokenizer, *, time_offset: float = 0.0, first_id: int = 0) -> list[Segment]:
+    """Cut a generated sequence with timestamp tokens (``<|0.00|> text <|2.40|><|2.40|> ...``) into
+    segments; text outside a closed pair (a missing end timestamp) ends at the last timestamp seen."""
+    ids = special_token_ids(tokenizer)
+    ts_begin, eot = ids["timestamp_begin"], ids["eot"]
+    segments: list[Segment] = []
+    start: float | None = None
+    last_time = 0.0
+    text_ids: list[int] = []
+
+    def close(end: float) -> None:
+        nonlocal text_ids
+        text = decode_text(tokenizer, text_ids)
+        if text:
+            seg_start = time_offset + (start if start is not None else last_time)
+            segments.append(Segment(first_id + len(segments), seg_start, max(seg_start, time_offset + end), text,
+                                    list(text_ids)))
+        text_ids = []
+
+    for t in tokens:
+        if t >= ts_begin:
+            time = (t - ts_begin) * TIMESTAMP_STEP
+            if start is None:
+                start = time
+            else:
+                close(time)
+                start = None
+            last_time = time
+        elif t < eot:
+            if start is None:
+                start = last_time
+            text_ids.append(t)
+    if text_ids:  # no closing timestamp: runs to the end of the window (clamped to the audio later)
+        close(CHUNK_SECONDS)
+    return segments
+
+
+def transcribe_hf(
+    model,
+    processor,
+    audio: np.ndarray,
+    *,
+    language: str | None = None,
+    task: str = "transcribe",
+    num_beams: int = 1,
+    source: str | None = None,
+) -> Transcription:
+    """Transcribe (or translate) one audio array of any length; see the module docstring."""
+    import torch
+
+    task = validate_task(task)
+    language = normalize_language(language)
+    if num_beams < 1:
+        raise WhisperFtError(f"num_beams must be at least 1 (got {num_beams})")
+    fe = processor.feature_extractor
+    duration = len(audio) / SAMPLE_RATE
+    first = fe(audio[:N_SAMPLES], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+    probability = None
+    if language is None:
+        language, probability = detect_language_hf(model, processor, first)[0]
+    if len(audio) <= N_SAMPLES:
+        tokens = generate_token_ids(model, processor, first, language=language, task=task, num_beams=num_beams,
+                                    return_timestamps=True)[0]
+        segments = segments_from_tokens(tokens, processor.tokenizer)
+    else:
+        inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False, padding="longest",
+                    return_attention_mask=True)
+        inner = unwrap_model(model)
+        p = _param(model)
+        with torch.inference_mode():
+            out = inner.generate(
+                input_features=inputs.input_features.to(device=p.device, dtype=p.dtype),
+                attention_mask=inputs.attention_mask.to(p.device),
+                language=language,
+                task=task,
+                num_beams=num_beams,
+                return_timestamps=True,
+                return_segments=True,
+                condition_on_prev_tokens=False,
+            )
+        segments = []
+        for seg in out["segments"][0]:
+            tokens = [int(t) for t in seg["tokens"]]
+            offset = float(seg["start"]) - _first_timestamp(tokens, processor.tokenizer)
+            segments += segments_from_tokens(tokens, processor.tokenizer, time_offset=offset,
+                                             first_id=len(segments))
+    for seg in segments:
+        seg.end = min(seg.end, duration)
+        seg.start = min(seg.start, seg.end)
+    return Transcription(language=language, duration=duration, segments=segments,
+                         language_probability=probability, source=source)
+
+
+def _first_timestamp(tokens: list[int], tokenizer) -> float:
+    ts_begin = special_token_ids(tokenizer)["timestamp_begin"]
+    for t in tokens:
+        if t >= ts_begin:
+            return (t - ts_begin) * TIMESTAMP_STEP
+    return 0.0
