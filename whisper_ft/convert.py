@@ -197,16 +197,20 @@ def verify_conversion(
     compute_type: str = "default",
     cpu_threads: int | None = None,
     show_progress: bool = True,
+    source_report=None,
 ) -> VerifyResult:
     """Decode ``test_data`` with the source model (transformers) and the converted one
-    (CTranslate2, in its stored precision unless ``compute_type``) and compare CER/WER."""
+    (CTranslate2, in its stored precision unless ``compute_type``) and compare CER/WER.
+
+    ``source_report`` (an :class:`~whisper_ft.evaluate.EvalReport` of the source on the same data
+    and settings) skips decoding with the source again."""
     from whisper_ft.evaluate import EvalSettings, evaluate
 
     if max_drift < 0:
         raise WhisperFtError(f"--max_drift must be >= 0 (got {max_drift})")
     common = dict(test_data=test_data, metric=metric, language=language, batch_size=batch_size,
                   show_progress=show_progress, cpu_threads=cpu_threads)
-    src = evaluate(EvalSettings(model=str(source_model), backend="hf", **common))
+    src = source_report or evaluate(EvalSettings(model=str(source_model), backend="hf", **common))
     conv = evaluate(EvalSettings(model=str(converted_dir), backend="ct2", compute_type=compute_type, **common))
     return VerifyResult(src.score.metric, src.score.error_rate, conv.score.error_rate, max_drift,
                         src.score.n_utterances)

@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
-from whisper_ft.console import log, progress
+from whisper_ft.console import progress
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.manifest import Utterance, read_manifest
 from whisper_ft.models.languages import default_metric, normalize_language
@@ -169,8 +169,25 @@ def load_test_data(path: str | Path) -> list[Utterance]:
     return utterances
 
 
-def evaluate(settings: EvalSettings) -> EvalReport:
-    """Decode ``settings.test_data`` with ``settings.model`` and score it (see the module docstring)."""
+class Decoder(Protocol):
+    """What :func:`evaluate` decodes with (the hf and ct2 backends implement it)."""
+
+    info: dict[str, Any]
+
+    def texts(self, audios: list, languages: list[str | None]) -> list[str]: ...
+
+    def long(self, audio, language: str | None) -> str: ...
+
+
+def make_decoder(settings: EvalSettings) -> Decoder:
+    return _HFDecoder(settings) if settings.backend == "hf" else _CT2Decoder(settings)
+
+
+def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalReport:
+    """Decode ``settings.test_data`` with ``settings.model`` and score it (see the module docstring).
+
+    ``decoder`` replaces the model named in ``settings`` (any object with ``texts``/``long``/``info``).
+    """
     from whisper_ft.decoding.hf import validate_task
 
     backend = validate_backend(settings.backend)
@@ -184,7 +201,7 @@ def evaluate(settings: EvalSettings) -> EvalReport:
     settings = EvalSettings(**{**asdict(settings), "metric": metric, "language": forced, "backend": backend})
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.perf_counter()
-    decoder = _HFDecoder(settings) if backend == "hf" else _CT2Decoder(settings)
+    decoder = decoder or make_decoder(settings)
     load_seconds = time.perf_counter() - t0
 
     order = sorted(range(len(utterances)), key=lambda i: -utterances[i].duration)
@@ -243,7 +260,3 @@ def write_report(report: EvalReport, output_dir: str | Path | None = None) -> tu
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     tmp.replace(preds)
     return report_path, preds
-
-
-def log_report(report: EvalReport) -> None:
-    log(f"model: {report.model.get('path')} ({report.model.get('backend')}, {report.model.get('device')})")

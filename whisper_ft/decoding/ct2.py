@@ -148,6 +148,11 @@ class _MultilingualEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
+    def detect_language(self, *args, **kwargs):
+        raise WhisperFtError(
+            "CTranslate2 cannot detect the language with this model's small vocabulary: pass --language"
+        )
+
 
 def model_suppress_tokens(path: Path) -> list[int]:
     """The suppressed tokens the model was converted with (config.json ``suppress_ids``, from its
