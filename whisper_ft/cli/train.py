@@ -1,5 +1,155 @@
-"""`whisper-ft` train commands."""
+"""`whisper-ft finetune` and `whisper-ft merge`: parse options, call whisper_ft.training / whisper_ft.merge.
+
+Defaults and help texts come from the settings dataclasses (whisper_ft.training.config), so
+they live in one place. Multi-GPU: ``accelerate launch -m whisper_ft finetune ...`` or
+``torchrun --nproc_per_node N -m whisper_ft finetune ...`` (see scripts/finetune_multi_gpu.sh).
+"""
 
 from __future__ import annotations
 
-from whisper_ft.cli import app  # noqa: F401
+import json
+
+import typer
+from typer.core import TyperCommand
+
+from whisper_ft.cli import app
+from whisper_ft.training.config import (
+    DEFAULT_TARGET_MODULES,
+    DataSettings,
+    FinetuneConfig,
+    LoraSettings,
+    TrainSettings,
+    default_of,
+    help_of,
+)
+
+OPTIONAL_VALUE = {"--resume_from_checkpoint": "latest"}  # option -> value when given bare
+
+
+class _OptionalValueCommand(TyperCommand):
+    """Lets ``--resume_from_checkpoint`` be given without a path (= the latest checkpoint)."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg in OPTIONAL_VALUE and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                args[i] = f"{arg}={OPTIONAL_VALUE[arg]}"
+        return super().parse_args(ctx, args)
+
+
+def _opt(cls, name: str, flag: str, **kwargs):
+    """An option whose default and help come from settings dataclass ``cls``."""
+    return typer.Option(default_of(cls, name), flag, help=help_of(cls, name), **kwargs)
+
+
+@app.command("finetune", cls=_OptionalValueCommand)
+def finetune_cmd(
+    base_model: str = _opt(FinetuneConfig, "base_model", "--base_model"),
+    train_data: str = typer.Option(None, "--train_data", help=help_of(DataSettings, "train_data")
+                                   + " Default: dataset/train.jsonl."),
+    test_data: str = typer.Option(None, "--test_data", help=help_of(DataSettings, "test_data")
+                                  + " Default: dataset/test.jsonl."),
+    output_dir: str = _opt(FinetuneConfig, "output_dir", "--output_dir"),
+    language: str = _opt(DataSettings, "language", "--language"),
+    task: str = _opt(DataSettings, "task", "--task"),
+    timestamps: bool = _opt(DataSettings, "timestamps", "--timestamps"),
+    use_adalora: bool = _opt(LoraSettings, "use_adalora", "--use_adalora"),
+    lora_r: int = _opt(LoraSettings, "r", "--lora_r"),
+    lora_alpha: float = _opt(LoraSettings, "alpha", "--lora_alpha"),
+    lora_dropout: float = _opt(LoraSettings, "dropout", "--lora_dropout"),
+    adalora_target_r: int = _opt(LoraSettings, "adalora_target_r", "--adalora_target_r"),
+    target_modules: str = typer.Option(",".join(DEFAULT_TARGET_MODULES), "--target_modules",
+                                       help=help_of(LoraSettings, "target_modules")),
+    num_train_epochs: float = _opt(TrainSettings, "num_train_epochs", "--num_train_epochs"),
+    max_steps: int = _opt(TrainSettings, "max_steps", "--max_steps"),
+    learning_rate: float = _opt(TrainSettings, "learning_rate", "--learning_rate"),
+    warmup_steps: int = _opt(TrainSettings, "warmup_steps", "--warmup_steps"),
+    per_device_train_batch_size: int = _opt(TrainSettings, "per_device_train_batch_size",
+                                            "--per_device_train_batch_size"),
+    per_device_eval_batch_size: int = _opt(TrainSettings, "per_device_eval_batch_size",
+                                           "--per_device_eval_batch_size"),
+    gradient_accumulation_steps: int = _opt(TrainSettings, "gradient_accumulation_steps",
+                                            "--gradient_accumulation_steps"),
+    fp16: bool = _opt(TrainSettings, "fp16", "--fp16"),
+    bf16: bool = _opt(TrainSettings, "bf16", "--bf16"),
+    use_8bit: bool = _opt(TrainSettings, "use_8bit", "--use_8bit"),
+    gradient_checkpointing: bool = _opt(TrainSettings, "gradient_checkpointing", "--gradient_checkpointing"),
+    augment_config: str = _opt(DataSettings, "augment_config", "--augment_config"),
+    resume_from_checkpoint: str = typer.Option(
+        None, "--resume_from_checkpoint", metavar="[PATH]",
+        help="Resume from a checkpoint-N folder; without PATH, the latest checkpoint of this run.",
+    ),
+    eval_steps: int = _opt(TrainSettings, "eval_steps", "--eval_steps"),
+    save_steps: int = _opt(TrainSettings, "save_steps", "--save_steps"),
+    save_total_limit: int = _opt(TrainSettings, "save_total_limit", "--save_total_limit"),
+    logging_steps: int = _opt(TrainSettings, "logging_steps", "--logging_steps"),
+    metric_for_best: str = _opt(TrainSettings, "metric_for_best", "--metric_for_best"),
+    min_duration: float = _opt(DataSettings, "min_duration", "--min_duration"),
+    max_duration: float = _opt(DataSettings, "max_duration", "--max_duration"),
+    max_eval_samples: int = _opt(DataSettings, "max_eval_samples", "--max_eval_samples"),
+    eval_num_beams: int = _opt(TrainSettings, "eval_num_beams", "--eval_num_beams"),
+    seed: int = _opt(TrainSettings, "seed", "--seed"),
+    num_workers: int = _opt(DataSettings, "num_workers", "--num_workers"),
+    num_threads: int = _opt(TrainSettings, "num_threads", "--num_threads"),
+    deepspeed: str = _opt(TrainSettings, "deepspeed", "--deepspeed"),
+) -> None:
+    """LoRA/AdaLoRA fine-tune a Whisper model on manifests; the best adapter lands in OUTPUT_DIR/<model>/best."""
+    from whisper_ft.console import log
+
+    if train_data is None:
+        train_data = default_of(DataSettings, "train_data")
+        log(f"no --train_data given: using {train_data}")
+    if test_data is None:
+        test_data = default_of(DataSettings, "test_data")
+        log(f"no --test_data given: using {test_data}")
+    config = FinetuneConfig(
+        base_model=base_model,
+        output_dir=output_dir,
+        lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules,
+                          use_adalora=use_adalora, adalora_target_r=adalora_target_r),
+        data=DataSettings(train_data=train_data, test_data=test_data, language=language, task=task,
+                          timestamps=timestamps, min_duration=min_duration, max_duration=max_duration,
+                          augment_config=augment_config, num_workers=num_workers, max_eval_samples=max_eval_samples),
+        train=TrainSettings(
+            num_train_epochs=num_train_epochs, max_steps=max_steps, learning_rate=learning_rate,
+            warmup_steps=warmup_steps, per_device_train_batch_size=per_device_train_batch_size,
+            per_device_eval_batch_size=per_device_eval_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps, fp16=fp16, bf16=bf16, use_8bit=use_8bit,
+            gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, save_steps=save_steps,
+            save_total_limit=save_total_limit, logging_steps=logging_steps, metric_for_best=metric_for_best,
+            eval_num_beams=eval_num_beams, seed=seed, num_threads=num_threads,
+            resume_from_checkpoint=resume_from_checkpoint, deepspeed=deepspeed,
+        ),
+    )
+    from whisper_ft.training.trainer import finetune
+
+    result = finetune(config)
+    if result.interrupted:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        raise typer.Exit(130)
+    if result.best_dir is not None:
+        m = result.best_metrics or {}
+        log(f"done: best {m.get('metric')} {m.get('value', float('nan')):.4f} at step {m.get('step')}; "
+            f"merge with: whisper-ft merge --lora_model {result.best_dir}")
+    print(json.dumps(result.to_dict(), ensure_ascii=False))
+
+
+@app.command("merge")
+def merge_cmd(
+    lora_model: str = typer.Option(
+        None, "--lora_model", help="Adapter folder (e.g. models/whisper-base/best); default: the newest models/*/best."
+    ),
+    output_dir: str = typer.Option("models/", "--output_dir", help="The merged model goes to OUTPUT_DIR/<base>-finetune."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights of the merged model: float32, float16 or bfloat16."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty output folder."),
+) -> None:
+    """Merge a LoRA adapter into its base model: a standalone transformers Whisper folder."""
+    from whisper_ft.console import log
+    from whisper_ft.merge import merge_lora, newest_adapter
+
+    if lora_model is None:
+        lora_model = str(newest_adapter())
+        log(f"no --lora_model given: using the newest adapter, {lora_model}")
+    result = merge_lora(lora_model, output_dir, dtype=dtype, force=force)
+    log(f"merged model written to {result.output_dir}")
+    print(result.output_dir)

@@ -1,0 +1,427 @@
+"""`whisper-ft finetune`: overfitting, resume, AdaLoRA, timestamps, data order, bad inputs.
+
+Everything runs on CPU with a tiny random Whisper. The shared `tiny_model_dir` is initialised
+like a real model's start (std 0.02 in 64 dimensions): its logits and its input signal are too
+small for LoRA to overfit in a few dozen steps, so the training tests use a copy re-initialised
+with std 0.2 (see `trainable_tiny_dir`). Its byte-level tokenizer also writes Whisper's leading
+space as a token of its own, which the generation config suppresses at the first position (real
+Whisper merges the space into the first word's token); the copy suppresses only <|endoftext|>.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from whisper_ft.cli import main
+from whisper_ft.errors import DataError, ModelNotFoundError, WhisperFtError
+from whisper_ft.training.config import DataSettings, FinetuneConfig, LoraSettings, TrainSettings
+
+TEXTS = ["hello world", "good morning", "the cat sat", "blue sky"]
+
+
+@pytest.fixture(scope="session")
+def trainable_tiny_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from whisper_ft.models.io import save_whisper_folder
+
+    model = WhisperForConditionalGeneration.from_pretrained(str(tiny_model_dir))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1 and "encoder.embed_positions" not in name:  # keep the sinusoids
+                p.normal_(0.0, 0.2, generator=gen)
+    model.generation_config.begin_suppress_tokens = [model.generation_config.eos_token_id]
+    processor = WhisperProcessor.from_pretrained(str(tiny_model_dir))
+    return save_whisper_folder(tmp_path_factory.mktemp("trainable") / "tiny-trainable", model, processor)
+
+
+def write_tone(path: Path, seconds: float, freq: float) -> None:
+    import soundfile as sf
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+
+
+@pytest.fixture(scope="module")
+def four_utterances(tmp_path_factory) -> Path:
+    """dataset/{train,test}.jsonl: four distinct tones (6-7.5 s) with short English texts and times."""
+    root = tmp_path_factory.mktemp("data")
+    records = []
+    for i, text in enumerate(TEXTS):
+        seconds = 6.0 + 0.5 * i
+        write_tone(root / f"u{i}.wav", seconds, 300 + 400 * i)
+        first, rest = text.split(" ", 1)
+        records.append({
+            "audio": {"path": f"u{i}.wav"}, "sentence": text, "duration": seconds, "language": "en",
+            "id": f"u{i}",
+            "sentences": [{"start": 0.0, "end": 1.23, "text": first}, {"start": 1.23, "end": 2.5, "text": rest}],
+        })
+    manifest = "".join(json.dumps(r) + "\n" for r in records)
+    (root / "train.jsonl").write_text(manifest)
+    (root / "test.jsonl").write_text(manifest)
+    return root
+
+
+def make_config(model_dir, data_dir, out_dir, *, lora=None, train=None, data=None) -> FinetuneConfig:
+    return FinetuneConfig(
+        base_model=str(model_dir),
+        output_dir=str(out_dir),
+        lora=LoraSettings(**{"r": 16, "alpha": 32, "dropout": 0.0, **(lora or {})}),
+        data=DataSettings(**{"train_data": str(data_dir / "train.jsonl"), "test_data": str(data_dir / "test.jsonl"),
+                             "num_workers": 0, **(data or {})}),
+        train=TrainSettings(**{"learning_rate": 1e-2, "warmup_steps": 0, "per_device_train_batch_size": 4,
+                               "per_device_eval_batch_size": 4, "logging_steps": 1, "num_threads": 1,
+                               **(train or {})}),
+    )
+
+
+@pytest.fixture(scope="module")
+def overfit_run(trainable_tiny_dir, four_utterances, tmp_path_factory):
+    from whisper_ft.training.trainer import finetune
+
+    out = tmp_path_factory.mktemp("runs")
+    config = make_config(trainable_tiny_dir, four_utterances, out,
+                         train={"max_steps": 30, "eval_steps": 15, "save_steps": 15, "save_total_limit": 1})
+    return finetune(config), config
+
+
+def test_loss_falls_and_model_overfits_exact_text(overfit_run):
+    import torch
+
+    from whisper_ft.audio import load_audio
+    from whisper_ft.decoding.hf import generate_texts
+    from whisper_ft.models.loading import load_whisper
+
+    result, config = overfit_run
+    assert not result.interrupted and result.global_step == 30
+    state = json.loads((result.run_dir / "checkpoint-30" / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0], losses
+    # Chosen by WER (English), decoded for real: exact transcripts.
+    assert result.best_metrics["metric"] == "wer"
+    assert result.best_metrics["eval_wer"] == 0.0 and result.best_metrics["eval_cer"] == 0.0
+    loaded = load_whisper(result.best_dir)
+    assert loaded.is_adapter
+    feats = np.stack([
+        loaded.processor.feature_extractor(load_audio(Path(config.data.train_data).parent / f"u{i}.wav"),
+                                           sampling_rate=16000, return_tensors="np")["input_features"][0]
+        for i in range(4)
+    ])
+    hyps = generate_texts(loaded.model, loaded.processor, torch.from_numpy(feats), language="en")
+    assert hyps == TEXTS
+
+
+def test_run_folder_layout(overfit_run, trainable_tiny_dir):
+    result, config = overfit_run
+    run = result.run_dir
+    assert run == Path(config.output_dir) / "tiny-trainable"
+    best = run / "best"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json", "tokenizer.json",
+                 "finetune_config.json", "metrics.json"):
+        assert (best / name).is_file(), name
+    adapter = json.loads((best / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(Path(trainable_tiny_dir).resolve())
+    saved = FinetuneConfig.from_dict({k: v for k, v in json.loads((best / "finetune_config.json").read_text()).items()
+                                      if k != "resolved"})
+    assert saved.lora.r == 16 and saved.train.max_steps == 30
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert metrics["metric"] == "wer" and metrics["step"] in (15, 30)
+    # save_total_limit=1 keeps the newest checkpoint (and the best one, if different).
+    checkpoints = sorted(p.name for p in run.glob("checkpoint-*"))
+    assert "checkpoint-30" in checkpoints and len(checkpoints) <= 2
+    assert (run / "checkpoint-30" / "preprocessor_config.json").is_file()
+    assert list((run / "runs").rglob("events.out.tfevents*")), "no TensorBoard logs"
+    assert not list(run.glob(".best.tmp-*")), "staging folder left behind"
+
+
+def test_resume_continues_same_step_and_data_order(trainable_tiny_dir, four_utterances, tmp_path, monkeypatch):
+    """Ctrl-C -> checkpoint; resume (latest) -> same batches and same weights as an uninterrupted run."""
+    import os
+
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from whisper_ft.training.trainer import WhisperLoraTrainer, finetune
+
+    trained: list[list[tuple]] = []  # the label rows of every batch actually trained on
+    original = WhisperLoraTrainer.training_step
+
+    def recording(self, model, inputs, *args, **kwargs):
+        trained.append([tuple(row) for row in inputs["labels"].tolist()])
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(WhisperLoraTrainer, "training_step", recording)
+    # Batches of one: the order within an epoch is random (the longest utterance first).
+    settings = {"max_steps": 6, "save_steps": 100, "eval_steps": 100, "per_device_train_batch_size": 1,
+                "learning_rate": 5e-3}
+    lora = {"dropout": 0.1}  # dropout draws random numbers: the RNG state must be restored too
+
+    full = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path / "a", lora=lora, train=settings))
+    full_order, trained[:] = list(trained), []
+
+    class CtrlCAtStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cut = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path / "b", lora=lora, train=settings),
+                   callbacks=[CtrlCAtStep2()])
+    assert cut.interrupted and cut.last_checkpoint is not None
+    stopped = cut.global_step
+    assert 2 <= stopped < 6 and cut.last_checkpoint.name == f"checkpoint-{stopped}"
+    first_part, trained[:] = list(trained), []
+
+    resumed = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path / "b", lora=lora,
+                                   train={**settings, "resume_from_checkpoint": "latest"}))
+    assert not resumed.interrupted and resumed.global_step == 6
+    assert len(first_part) == stopped and len(full_order) == 6
+    assert first_part + trained == full_order
+    assert len(set(map(tuple, full_order[:4]))) == 4  # all four utterances in the first epoch
+    state = json.loads((resumed.run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    steps = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert steps == list(range(1, 7))
+    a = load_file(str(full.run_dir / "checkpoint-6" / "adapter_model.safetensors"))
+    b = load_file(str(resumed.run_dir / "checkpoint-6" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6), k
+
+
+def test_adalora_reallocates_ranks(trainable_tiny_dir, four_utterances, tmp_path, monkeypatch):
+    from peft.tuners.adalora import AdaLoraModel
+    from safetensors.torch import load_file
+
+    from whisper_ft.training.trainer import finetune
+
+    calls = []
+    original = AdaLoraModel.update_and_allocate
+
+    def spy(self, global_step):
+        calls.append(global_step)
+        return original(self, global_step)
+
+    monkeypatch.setattr(AdaLoraModel, "update_and_allocate", spy)
+    config = make_config(trainable_tiny_dir, four_utterances, tmp_path,
+                         lora={"use_adalora": True, "r": 8, "adalora_target_r": 2},
+                         train={"max_steps": 12, "eval_steps": 100, "save_steps": 100,
+                                "per_device_train_batch_size": 2, "learning_rate": 5e-3})
+    result = finetune(config)
+    assert calls == list(range(12))  # every optimizer step, 0-based
+    adapter = json.loads((result.best_dir / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "ADALORA" and adapter["total_step"] == 12
+    ranks = {name: sum(mask) for name, mask in adapter["rank_pattern"].items()}
+    n_modules = len(ranks)
+    assert n_modules == 2 * 2 * 6 + 2 * 4  # encoder 2x6, decoder 2x(6 + 4 cross-attention)
+    assert sum(ranks.values()) == 2 * n_modules  # the final budget: target_r per module on average
+    assert len(set(ranks.values())) > 1, "ranks were cut uniformly, not reallocated"
+    weights = load_file(str(result.best_dir / "adapter_model.safetensors"))
+    for name, mask in adapter["rank_pattern"].items():  # peft saves AdaLoRA cut to the final ranks
+        assert weights[f"base_model.model.{name}"].numel() == sum(mask), name
+    metrics = json.loads((result.best_dir / "metrics.json").read_text())
+    assert sum(metrics["adalora_ranks"].values()) == 2 * n_modules
+    from whisper_ft.merge import merge_lora  # modules cut to rank 0 still load and merge
+
+    assert (merge_lora(result.best_dir, tmp_path / "merged").output_dir / "model.safetensors").is_file()
+
+
+def test_timestamp_labels_decode_back_to_the_given_times(tiny_model_dir):
+    from transformers import WhisperTokenizer
+
+    from whisper_ft.training.labels import LabelBuilder, encode_text
+
+    tok = WhisperTokenizer.from_pretrained(str(tiny_model_dir))
+    builder = LabelBuilder.from_tokenizer(tok, "transcribe")
+    sentences = [(0.0, 1.234, "hello"), (1.234, 2.5, "big world"), (3.011, 30.5, "end")]
+    ids = encode_text(tok, [s[2] for s in sentences])
+    labels = builder.timestamped("en", [(s, e, i) for (s, e, _), i in zip(sentences, ids)])
+    vocab = tok.get_vocab()
+    assert labels[:3] == [vocab["<|startoftranscript|>"], vocab["<|en|>"], vocab["<|transcribe|>"]]
+    assert vocab["<|notimestamps|>"] not in labels and labels[-1] == vocab["<|endoftext|>"]
+    times = [builder.token_time(t) for t in labels if builder.token_time(t) is not None]
+    assert times == [0.0, 1.24, 1.24, 2.5, 3.02, 30.0]  # nearest 0.02 s step, clamped at 30 s
+    # Read back independently of the builder: token strings, and the text between each pair.
+    tokens = tok.convert_ids_to_tokens(labels[3:-1])
+    segments, i = [], 0
+    while i < len(tokens):
+        j = next(k for k in range(i + 1, len(tokens)) if tokens[k].startswith("<|"))
+        segments.append((float(tokens[i][2:-2]), tok.decode(labels[3 + i + 1 : 3 + j]), float(tokens[j][2:-2])))
+        i = j + 1
+    assert segments == [(0.0, " hello", 1.24), (1.24, " big world", 2.5), (3.02, " end", 30.0)]
+    plain = builder.plain("en", encode_text(tok, ["hello"])[0])
+    assert plain[3] == vocab["<|notimestamps|>"] and tok.decode(plain[4:-1]) == " hello"  # leading space
+
+
+def test_about_half_of_samples_get_timestamps_and_speed_rescales_times(tiny_model_dir, four_utterances):
+    from transformers import WhisperProcessor
+
+    from whisper_ft.training.augment import Augmentation, Augmenter
+    from whisper_ft.training.data import SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.labels import LabelBuilder
+
+    processor = WhisperProcessor.from_pretrained(str(tiny_model_dir))
+    builder = LabelBuilder.from_tokenizer(processor.tokenizer)
+    pairs, report = check_manifest(four_utterances / "train.jsonl", name="train", language=None,
+                                   min_duration=0.5, max_duration=30)
+    samples = build_samples(pairs, report, processor.tokenizer, builder, timestamps=True)
+    ds = SpeechDataset(samples, builder, processor.feature_extractor, training=True, seed=3)
+    flags = [builder.no_timestamps not in ds[(i, epoch)]["labels"] for epoch in range(10) for i in range(4)]
+    assert 10 <= sum(flags) <= 30  # about half of 40
+    assert [ds[(i, 1)]["labels"] for i in range(4)] == [ds[(i, 1)]["labels"] for i in range(4)]  # deterministic
+
+    speed = Augmenter([Augmentation("speed", 1.0, {"min_speed_rate": 1.25, "max_speed_rate": 1.25, "num_rates": 1})])
+    audio = np.zeros(16000 * 5, np.float32)
+    out, segs = speed(audio, [(1.0, 2.5, "x")], np.random.default_rng(0))
+    assert abs(len(out) - 16000 * 4) < 50 and segs == [(0.8, 2.0, "x")]
+
+
+def test_sampler_is_deterministic_complete_and_length_grouped():
+    from whisper_ft.training.data import DurationGroupedSampler
+
+    durations = list(np.random.default_rng(0).uniform(1, 20, size=103))
+    sampler = DurationGroupedSampler(durations, batch_size=8, seed=1, group_batches=12)
+    order = sampler.order(0)
+    assert sorted(order) == list(range(103)) and order == sampler.order(0) and order != sampler.order(1)
+    assert max(durations[i] for i in order[:8]) == max(durations)  # the longest batch first
+    spread = np.mean([np.ptp([durations[i] for i in order[k:k + 8]]) for k in range(0, 96, 8)])
+    assert spread < 4  # random batches would spread over ~15 s
+    sampler.set_epoch(2)
+    assert [i for i, e in sampler] == sampler.order(2) and {e for _, e in sampler} == {2}
+
+
+def test_over_long_labels_are_dropped_and_counted(tiny_model_dir, tmp_path, make_wav):
+    from transformers import WhisperProcessor
+
+    from whisper_ft.training.data import build_samples, check_manifest
+    from whisper_ft.training.labels import LabelBuilder
+
+    make_wav("a.wav", 1.0)
+    rows = [{"audio": {"path": "a.wav"}, "sentence": s, "duration": 1.0, "language": "en"}
+            for s in ("short", "x" * 500, "y" * 444, "z" * 445)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    processor = WhisperProcessor.from_pretrained(str(tiny_model_dir))
+    builder = LabelBuilder.from_tokenizer(processor.tokenizer)
+    pairs, report = check_manifest(tmp_path / "m.jsonl", name="train", language=None, min_duration=0.5,
+                                   max_duration=30)
+    samples = build_samples(pairs, report, processor.tokenizer, builder, timestamps=False)
+    # 444 characters + leading space = 445 byte tokens; + 3 prompt tokens + <|endoftext|> = 449 > 448.
+    assert [s.utterance.sentence[:1] for s in samples] == ["s"]
+    assert report.too_many_tokens == 3 and "3 with labels over 448 tokens" in report.summary()
+
+
+# ---- bad inputs: one line, exit 1, before any training -----------------------------------------
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture
+def good_manifest(tmp_path, make_wav) -> Path:
+    make_wav("ok.wav", 1.0)
+    path = tmp_path / "good.jsonl"
+    path.write_text(json.dumps({"audio": {"path": "ok.wav"}, "sentence": "hi", "duration": 1.0, "language": "en"}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("empty", "manifest is empty"),
+    ("invalid", "invalid manifest record"),
+    ("missing_audio", "1 of 1 utterances have missing audio files"),
+    ("unknown_language", "unknown language 'klingon'"),
+    ("no_language", "have no \"language\""),
+    ("missing_manifest", "manifest not found"),
+])
+def test_bad_data_gives_one_clear_line(case, expected, tiny_model_dir, tmp_path, good_manifest, capsys):
+    bad = tmp_path / f"{case}.jsonl"
+    rec = {"audio": {"path": "ok.wav"}, "sentence": "hi", "duration": 1.0, "language": "en"}
+    if case == "empty":
+        bad.write_text("\n")
+    elif case == "invalid":
+        bad.write_text('{"audio": "ok.wav", "sentence": "hi", "duration": 1.0}\n{not json\n')
+    elif case == "missing_audio":
+        bad.write_text(json.dumps({**rec, "audio": {"path": "nope.wav"}}) + "\n")
+    elif case == "unknown_language":
+        bad.write_text(json.dumps({**rec, "language": "klingon"}) + "\n")
+    elif case == "no_language":
+        bad.write_text(json.dumps({k: v for k, v in rec.items() if k != "language"}) + "\n")
+    code, out, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--train_data", str(bad),
+                              "--test_data", str(good_manifest), "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 1 and out == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last, err
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_bad_model_and_options_fail_before_training(tiny_model_dir, good_manifest, tmp_path, capsys):
+    common = ["--train_data", str(good_manifest), "--test_data", str(good_manifest), "--output_dir", str(tmp_path / "o")]
+    code, _, err = run_cli(["finetune", "--base_model", "no-such-model", *common], capsys)
+    assert code == 1 and "model 'no-such-model' not found" in err
+    code, _, err = run_cli(["finetune", "--base_model", "openai/whisper-tiny", *common], capsys)
+    assert code == 1 and "offline" in err  # tests run with HF_HUB_OFFLINE=1
+    code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--use_8bit", *common], capsys)
+    import torch
+
+    if not torch.cuda.is_available():
+        assert code == 1 and "--use_8bit needs a CUDA GPU" in err
+    code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--target_modules", "q_proj,nope",
+                            "--max_steps", "1", *common], capsys)
+    assert code == 1 and "--target_modules: nope not in this model" in err
+    code, _, err = run_cli(["finetune", "--language", "xx", *common], capsys)
+    assert code == 1 and "unknown language 'xx'" in err
+    code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--resume_from_checkpoint", *common],
+                           capsys)
+    assert code == 1 and "no checkpoint-N folder in" in err  # bare flag = latest
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_data_paths_are_announced(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["finetune", "--base_model", "openai/whisper-tiny"], capsys)
+    assert "no --train_data given: using dataset/train.jsonl" in err
+    assert code == 1 and "manifest not found: dataset/train.jsonl" in err
+
+
+def test_config_validation_messages():
+    with pytest.raises(WhisperFtError, match="--lora_r must be positive"):
+        LoraSettings(r=0)
+    with pytest.raises(WhisperFtError, match="--metric_for_best"):
+        TrainSettings(metric_for_best="bleu")
+    with pytest.raises(WhisperFtError, match="--fp16 and --bf16"):
+        TrainSettings(fp16=True, bf16=True)
+    with pytest.raises(WhisperFtError, match="--max_duration is at most 30"):
+        DataSettings(max_duration=40)
+    assert LoraSettings(target_modules="q_proj, v_proj").target_modules == ("q_proj", "v_proj")
+    assert FinetuneConfig(base_model="openai/whisper-base").run_name == "whisper-base"
+    assert FinetuneConfig(base_model="base").run_name == "whisper-base"
+    assert FinetuneConfig(base_model="/x/my-model/").run_name == "my-model"
+
+
+def test_bad_augment_config(tmp_path):
+    from whisper_ft.training.augment import load_augmenter
+
+    cfg = tmp_path / "aug.json"
+    cfg.write_text(json.dumps([{"type": "reverb", "prob": 0.5}]))
+    with pytest.raises(DataError, match="must be one of speed, shift, volume, noise"):
+        load_augmenter(cfg)
+    cfg.write_text(json.dumps([{"type": "noise", "prob": 0.5, "params": {"noise_dir": str(tmp_path / "none")}}]))
+    with pytest.raises(DataError, match="no audio files"):
+        load_augmenter(cfg)
+    assert not load_augmenter(None)
+
+
+def test_adapter_as_base_model_is_refused(tmp_path):
+    from whisper_ft.training.model import resolve_base_model
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="is a LoRA adapter, not a base model"):
+        resolve_base_model(str(tmp_path))

@@ -1,0 +1,109 @@
+"""Merge a LoRA/AdaLoRA adapter into its base model: a plain transformers Whisper folder.
+
+``merge_lora("models/whisper-base/best", "models/")`` writes ``models/whisper-base-finetune/``
+(Whisper-Finetune's naming): the merged weights (float32 by default, or float16/bfloat16),
+``config.json``, ``generation_config.json``, the tokenizer (``tokenizer.json`` included) and
+``preprocessor_config.json``, loadable by ``WhisperForConditionalGeneration`` /
+``WhisperProcessor`` and convertible with CTranslate2's converter (``whisper-ft`` serves it).
+The folder is written aside and renamed into place; an existing non-empty folder is only
+replaced with ``force=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from whisper_ft.console import log
+from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.models.io import is_adapter_folder
+from whisper_ft.models.registry import MODELS_DIR, bundled_for
+
+DTYPES = ("float32", "float16", "bfloat16")
+MERGE_INFO_FILE = "whisper_ft_merge.json"
+
+
+@dataclass
+class MergeResult:
+    output_dir: Path
+    adapter_dir: Path
+    base_model: str
+    dtype: str
+
+    def to_dict(self) -> dict:
+        return {"output_dir": str(self.output_dir), "adapter_dir": str(self.adapter_dir),
+                "base_model": self.base_model, "dtype": self.dtype}
+
+
+def newest_adapter(models_dir: str | Path = MODELS_DIR) -> Path:
+    """The most recently written ``models_dir/*/best`` adapter (what a bare `whisper-ft merge` uses)."""
+    models_dir = Path(models_dir)
+    candidates = [p for p in models_dir.glob("*/best") if is_adapter_folder(p)]
+    if not candidates:
+        raise WhisperFtError(
+            f"no fine-tuned adapter found in {models_dir}/*/best: pass --lora_model (run `whisper-ft finetune` first)"
+        )
+    return max(candidates, key=lambda p: (p / "adapter_config.json").stat().st_mtime)
+
+
+def base_model_of(adapter_dir: Path) -> str:
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base = cfg.get("base_model_name_or_path")
+    if not base:
+        raise ModelNotFoundError(f"{adapter_dir}/adapter_config.json names no base model (base_model_name_or_path)")
+    return str(base)
+
+
+def merged_name(base_model: str) -> str:
+    """``openai/whisper-base`` / ``base`` -> ``whisper-base-finetune``; a folder -> ``<name>-finetune``."""
+    bundled = bundled_for(base_model)
+    stem = bundled.name if bundled else (Path(base_model.rstrip("/\\")).name or "whisper")
+    return f"{stem}-finetune"
+
+
+def _check_adapter_dir(path: Path) -> Path:
+    if is_adapter_folder(path):
+        return path
+    if is_adapter_folder(path / "best"):  # a run folder: use its best/
+        return path / "best"
+    raise WhisperFtError(f"--lora_model {path} is not a LoRA adapter folder (no adapter_config.json)")
+
+
+def merge_lora(
+    lora_model: str | Path,
+    output_dir: str | Path = MODELS_DIR,
+    *,
+    dtype: str = "float32",
+    force: bool = False,
+) -> MergeResult:
+    """Merge ``lora_model`` into its base model and write ``output_dir/<base>-finetune``."""
+    import torch
+    from peft import PeftModel
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_ft.models.io import save_whisper_folder
+    from whisper_ft.models.loading import adapter_base, ensure_hf_folder, load_processor
+
+    if dtype not in DTYPES:
+        raise WhisperFtError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    adapter_dir = _check_adapter_dir(Path(lora_model))
+    base_name = base_model_of(adapter_dir)
+    out = Path(output_dir) / merged_name(base_name)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise WhisperFtError(f"{out} already exists and is not empty: pass --force to replace it")
+
+    source = adapter_base(adapter_dir)  # raises "the base model of adapter ... cannot be found"
+    hf_path = ensure_hf_folder(source)
+    log(f"merging {adapter_dir} into {base_name} ({hf_path})")
+    try:
+        base = WhisperForConditionalGeneration.from_pretrained(str(hf_path), dtype=torch.float32)
+    except OSError as exc:
+        raise ModelNotFoundError(f"cannot load base model {base_name!r} from {hf_path}: {exc}") from exc
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.eval()
+    # The adapter folder carries the processor it was trained with; fall back to the base's.
+    processor = load_processor(adapter_dir if (adapter_dir / "preprocessor_config.json").is_file() else hf_path)
+    info = {"adapter": str(adapter_dir.resolve()), "base_model": base_name, "dtype": dtype}
+    save_whisper_folder(out, merged, processor, extra_json={MERGE_INFO_FILE: info}, dtype=getattr(torch, dtype))
+    return MergeResult(output_dir=out, adapter_dir=adapter_dir, base_model=base_name, dtype=dtype)

@@ -1,0 +1,25 @@
+"""LoRA/AdaLoRA fine-tuning of Whisper (``whisper-ft finetune``).
+
+- ``config``     the run settings: ``FinetuneConfig`` = ``LoraSettings`` + ``DataSettings`` + ``TrainSettings``
+- ``data``       manifests -> checked samples -> features/labels in DataLoader workers, sampler, collator
+- ``labels``     Whisper label sequences (prompt, leading-space text, timestamps)
+- ``augment``    optional speed / volume / noise / shift augmentation from a JSON config
+- ``model``      base model resolution and loading, (Ada)LoRA adapters
+- ``callbacks``  AdaLoRA rank updates, best/ folder, Ctrl-C, progress bar
+- ``evaluation`` decoding + scoring of the test set during training
+- ``trainer``    ``finetune(config)``: the whole run, top to bottom
+
+Importing this package is cheap; ``finetune`` pulls in torch/transformers when called.
+"""
+
+from whisper_ft.training.config import DataSettings, FinetuneConfig, LoraSettings, TrainSettings
+
+
+def finetune(config: FinetuneConfig, **kwargs):
+    """Run a fine-tuning (see :func:`whisper_ft.training.trainer.finetune`)."""
+    from whisper_ft.training.trainer import finetune as _finetune
+
+    return _finetune(config, **kwargs)
+
+
+__all__ = ["DataSettings", "FinetuneConfig", "LoraSettings", "TrainSettings", "finetune"]

@@ -1,0 +1,191 @@
+"""Trainer callbacks: AdaLoRA rank updates, best/ folder, Ctrl-C, the progress bar.
+
+- :class:`AdaLoraCallback` calls ``update_and_allocate`` after every optimizer step (while the
+  gradients are still there) with ``total_step`` equal to the Trainer's real number of steps.
+- :class:`BestModelCallback` writes ``best/`` (adapter + processor files + run config + metrics)
+  whenever an evaluation beats the best so far: written aside, then renamed into place. It also
+  puts the processor files into every ``checkpoint-N/`` so a checkpoint is a usable adapter.
+- :class:`GracefulInterrupt` turns the first Ctrl-C into "save a checkpoint after this step and
+  stop"; a second Ctrl-C aborts at once.
+- :class:`ProgressBar` shows steps, loss, learning rate and ETA on stderr, and one line per
+  evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from whisper_ft.console import log
+from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE
+
+
+class AdaLoraCallback(TrainerCallback):
+    """Budgets AdaLoRA's ranks on every optimizer step (Whisper-Finetune's never did)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from whisper_ft.training.model import set_adalora_total_steps
+
+        if set_adalora_total_steps(model, state.max_steps):
+            log(f"AdaLoRA schedule set to the run's {state.max_steps} optimizer steps")
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        # Called after optimizer.step() and before zero_grad(): the importance scores need the
+        # gradients. state.global_step is the 0-based index of the step just taken.
+        model.base_model.update_and_allocate(state.global_step)
+
+
+def _adapter_ranks(model) -> dict[str, int] | None:
+    """AdaLoRA: the number of non-zero singular values per adapted module (for metrics.json)."""
+    pattern = getattr(model.peft_config["default"], "rank_pattern", None)
+    if not pattern:
+        return None
+    return {name: int(sum(bool(x) for x in mask)) for name, mask in pattern.items()}
+
+
+class BestModelCallback(TrainerCallback):
+    """Keeps ``run_dir/best`` = the adapter with the best evaluation metric so far."""
+
+    def __init__(self, best_dir: Path, metric: str, processor, run_config: dict, previous_best: float | None = None):
+        self.best_dir = Path(best_dir)
+        self.metric = metric
+        self.processor = processor
+        self.run_config = run_config
+        self.best = previous_best
+        self.best_metrics: dict | None = None
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from whisper_ft.models.io import write_processor_files
+
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                write_processor_files(self.processor, checkpoint)
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        value = (metrics or {}).get(f"eval_{self.metric}")
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is not None and value >= self.best:
+            return
+        self.best = value
+        self.best_metrics = {
+            "metric": self.metric,
+            "value": value,
+            "step": state.global_step,
+            "epoch": state.epoch,
+            **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+        }
+        ranks = _adapter_ranks(model)
+        if ranks:
+            self.best_metrics["adalora_ranks"] = ranks
+        if state.is_world_process_zero:
+            self.save(model)
+
+    def save(self, model) -> None:
+        """Write the adapter, processor, run config and metrics aside, then rename into place."""
+        import shutil
+
+        from whisper_ft.models.io import replace_dir, staging_dir, write_json, write_processor_files
+
+        tmp = staging_dir(self.best_dir)
+        try:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            write_processor_files(self.processor, tmp)
+            write_json(tmp / CONFIG_FILE, self.run_config)
+            write_json(tmp / METRICS_FILE, self.best_metrics)
+            replace_dir(tmp, self.best_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log(f"new best {self.metric} {self.best:.4f} at step {self.best_metrics['step']} -> {self.best_dir}")
+
+
+def previous_best_value(best_dir: Path, metric: str) -> float | None:
+    """The metric stored in an existing best/ (used when resuming a run)."""
+    try:
+        data = json.loads((Path(best_dir) / METRICS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return float(data["value"]) if data.get("metric") == metric and "value" in data else None
+
+
+class GracefulInterrupt(TrainerCallback):
+    """First Ctrl-C: checkpoint after the current optimizer step and stop. Second: abort now.
+
+    Use as a context manager around ``trainer.train()`` (installs the SIGINT handler; the main
+    thread only, which is where the CLI runs). DataLoader workers forked while the handler is
+    installed inherit it, so they survive the first Ctrl-C too.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+            control.should_evaluate = False
+            self.stopped_at = state.global_step
+        return control
+
+
+class ProgressBar(TrainerCallback):
+    """A tqdm bar on stderr: optimizer steps with loss, learning rate and ETA."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                            file=sys.stderr, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        if "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}", refresh=False)
+        elif any(k.startswith("eval_") for k in logs):
+            shown = {k[5:]: v for k, v in logs.items()
+                     if k.startswith("eval_") and k[5:] in ("loss", "cer", "wer") and isinstance(v, float)}
+            text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+            self.bar.write(f"step {state.global_step}: eval {text}", file=sys.stderr)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,272 @@
+"""Manifests -> training samples -> batches of log-mel features and labels.
+
+1. :func:`check_manifest` reads a manifest and checks it completely before any model is loaded:
+   parse errors, missing audio, unknown or missing languages, durations outside
+   ``[min_duration, max_duration]`` (dropped and counted).
+2. :func:`build_samples` tokenises the transcripts (Whisper's leading space) and drops, counting
+   them, the utterances whose label would exceed the decoder's 448 positions.
+3. :class:`SpeechDataset` loads audio and computes features in the DataLoader workers (nothing
+   is held in memory but the token ids), applies the optional augmentation, and picks for each
+   sample with sentence times whether it is trained with timestamps this epoch.
+4. :class:`DurationGroupedSampler` shuffles by (seed, epoch) and groups utterances of similar
+   length into the same batch (less label padding); it yields ``(index, epoch)`` so augmentation
+   is reproducible and a resumed run sees exactly the same data.
+5. :class:`SpeechCollator` stacks features and pads labels with -100.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from whisper_ft.errors import DataError, WhisperFtError
+from whisper_ft.manifest import Utterance, validate_manifest
+from whisper_ft.training.labels import LabelBuilder, Segment, encode_text, fits
+
+IGNORE_INDEX = -100  # label value the loss ignores (padding)
+
+
+@dataclass
+class ManifestReport:
+    """What was read from one manifest and what was dropped (and why)."""
+
+    name: str  # "train" / "test"
+    path: Path
+    total: int
+    too_short: int = 0
+    too_long: int = 0
+    too_many_tokens: int = 0
+    kept: int = 0
+    hours: float = 0.0
+    languages: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        langs = ", ".join(f"{k} {v}" for k, v in self.languages.most_common(5))
+        return (
+            f"{self.name} data {self.path}: {self.kept} of {self.total} utterances kept ({self.hours:.2f} h; {langs}); "
+            f"dropped {self.too_short} shorter / {self.too_long} longer than the duration limits, "
+            f"{self.too_many_tokens} with labels over 448 tokens"
+        )
+
+
+@dataclass
+class Sample:
+    """One utterance ready for training: where its audio is and its label tokens."""
+
+    utterance: Utterance
+    language: str
+    text_ids: list[int]  # the transcript's tokens (with the leading space)
+    segments: list[Segment] | None = None  # sentence times + tokens, when timestamps can be trained
+
+    @property
+    def key(self) -> str:
+        return self.utterance.key
+
+    @property
+    def duration(self) -> float:
+        return self.utterance.duration
+
+
+def check_manifest(
+    path: str | Path, *, name: str, language: str | None, min_duration: float, max_duration: float
+) -> tuple[list[tuple[Utterance, str]], ManifestReport]:
+    """Parse and check a manifest; returns the usable (utterance, language) pairs and a report.
+
+    Raises :class:`DataError` for an unreadable, invalid or empty manifest, missing audio files,
+    unknown or missing languages, or when no utterance is left after the duration limits.
+    """
+    from whisper_ft.models.languages import normalize_language
+
+    path = Path(path)
+    check = validate_manifest(path)  # raises on a missing/invalid/empty manifest
+    report = ManifestReport(name, path, total=len(check.utterances))
+    if check.missing_audio:
+        first = check.missing_audio[0]
+        raise DataError(
+            f"{path}: {len(check.missing_audio)} of {len(check.utterances)} utterances have missing audio files "
+            f"(first: {first.audio_file}); fix the paths or re-run `whisper-ft prepare`"
+        )
+    kept: list[tuple[Utterance, str]] = []
+    no_language = 0
+    for utt in check.utterances:
+        try:
+            lang = language or normalize_language(utt.language)
+        except WhisperFtError as exc:
+            raise DataError(f"{path}: utterance {utt.key}: {exc}") from exc
+        if lang is None:
+            no_language += 1
+            continue
+        if utt.duration < min_duration:
+            report.too_short += 1
+        elif utt.duration > max_duration:
+            report.too_long += 1
+        else:
+            kept.append((utt, lang))
+    if no_language:
+        raise DataError(
+            f"{path}: {no_language} of {report.total} utterances have no \"language\"; "
+            "pass --language (e.g. --language zh) or add it to the manifest"
+        )
+    if not kept:
+        raise DataError(
+            f"{path}: no utterance left between --min_duration {min_duration} s and --max_duration {max_duration} s "
+            f"({report.too_short} shorter, {report.too_long} longer)"
+        )
+    return kept, report
+
+
+def build_samples(
+    pairs: list[tuple[Utterance, str]], report: ManifestReport, tokenizer, builder: LabelBuilder, *, timestamps: bool
+) -> list[Sample]:
+    """Tokenise transcripts (and sentence texts when ``timestamps``); drop over-long labels."""
+    for _, lang in pairs:
+        if not builder.has_language(lang):
+            raise DataError(f"{report.path}: the model's tokenizer has no <|{lang}|> token (an English-only model?)")
+    text_ids = encode_text(tokenizer, [u.sentence for u, _ in pairs])
+    samples = []
+    for (utt, lang), ids in zip(pairs, text_ids):
+        if not fits(builder.plain_length(ids)):
+            report.too_many_tokens += 1
+            continue
+        segments = None
+        if timestamps and utt.sentences:
+            sentence_ids = encode_text(tokenizer, [s.text for s in utt.sentences])
+            segments = [(s.start, s.end, sids) for s, sids in zip(utt.sentences, sentence_ids)]
+            if not fits(builder.timestamped_length(segments)):
+                segments = None  # trained without timestamps only
+        samples.append(Sample(utt, lang, ids, segments))
+    report.kept = len(samples)
+    report.hours = sum(s.duration for s in samples) / 3600
+    report.languages = Counter(s.language for s in samples)
+    if not samples:
+        raise DataError(f"{report.path}: every utterance's label is over 448 tokens; nothing to train on")
+    return samples
+
+
+def _init_worker_once() -> None:
+    """In a DataLoader worker: one torch thread (the trainer owns the cores)."""
+    import torch
+
+    if torch.utils.data.get_worker_info() is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+class SpeechDataset:
+    """Map-style dataset: index (or ``(index, epoch)``) -> features, labels and the sample key.
+
+    Feature extraction runs in ``__getitem__``, i.e. in DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        builder: LabelBuilder,
+        feature_extractor,
+        *,
+        training: bool,
+        seed: int = 0,
+        timestamp_fraction: float = 0.5,
+        augmenter=None,
+    ):
+        self.samples = samples
+        self.builder = builder
+        self.feature_extractor = feature_extractor
+        self.training = training
+        self.seed = seed
+        self.timestamp_fraction = timestamp_fraction
+        self.augmenter = augmenter if training and augmenter else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def durations(self) -> list[float]:
+        return [s.duration for s in self.samples]
+
+    def __getitem__(self, item) -> dict:
+        _init_worker_once()
+        index, epoch = item if isinstance(item, tuple) else (int(item), 0)
+        sample = self.samples[index]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        audio = sample.utterance.load_audio()
+        segments = sample.segments
+        with_timestamps = bool(self.training and segments and rng.random() < self.timestamp_fraction)
+        if self.augmenter:
+            audio, segments = self.augmenter(audio, segments if with_timestamps else None, rng)
+        if with_timestamps:
+            labels = self.builder.timestamped(sample.language, segments)
+        else:
+            labels = self.builder.plain(sample.language, sample.text_ids)
+        features = self.features(audio)
+        return {"input_features": features, "labels": labels, "key": sample.key, "language": sample.language}
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """Log-mel features ``[n_mels, 3000]`` (float32) of up to 30 s of 16 kHz audio."""
+        from whisper_ft.audio import SAMPLE_RATE
+
+        out = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="np")
+        return out["input_features"][0].astype(np.float32, copy=False)
+
+
+class DurationGroupedSampler:
+    """Shuffled, length-grouped order of ``(index, epoch)`` pairs; deterministic in (seed, epoch).
+
+    The shuffled indices are cut into groups of ``group_batches`` batches, each group is sorted by
+    duration (longest first) and cut into batches, and the batches are shuffled: a batch holds
+    utterances of similar length while the data order stays random. The longest batch of all
+    comes first, so an out-of-memory batch size fails at step 1, not hours later.
+    """
+
+    def __init__(self, durations: list[float], batch_size: int, seed: int, group_batches: int = 50):
+        self.durations = np.asarray(durations, dtype=np.float64)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_batches = group_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.durations)
+
+    def order(self, epoch: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(len(self.durations))
+        group = self.batch_size * self.group_batches
+        batches = []
+        for start in range(0, len(perm), group):
+            chunk = perm[start : start + group]
+            chunk = chunk[np.argsort(-self.durations[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        longest = max(range(len(batches)), key=lambda b: self.durations[batches[b]].max())
+        rest = [batches[b] for b in rng.permutation(len(batches)) if b != longest]
+        return [int(i) for b in [batches[longest], *rest] for i in b]
+
+    def __iter__(self):
+        epoch = self.epoch
+        return iter([(i, epoch) for i in self.order(epoch)])
+
+
+@dataclass
+class SpeechCollator:
+    """Stacks features and pads labels (without the leading start token) with -100."""
+
+    decoder_start_token_id: int
+    feature_dtype: object = None  # a torch dtype; None = float32
+
+    def __call__(self, items: list[dict]) -> dict:
+        import torch
+
+        features = torch.from_numpy(np.stack([it["input_features"] for it in items]))
+        if self.feature_dtype is not None:
+            features = features.to(self.feature_dtype)
+        seqs = [it["labels"][1:] if it["labels"][0] == self.decoder_start_token_id else it["labels"] for it in items]
+        labels = torch.full((len(seqs), max(len(s) for s in seqs)), IGNORE_INDEX, dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            labels[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return {"input_features": features, "labels": labels}
+

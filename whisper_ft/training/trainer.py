@@ -1,0 +1,330 @@
+"""Fine-tune Whisper with LoRA/AdaLoRA: :func:`finetune` goes from manifests to ``best/``.
+
+Read :func:`finetune` top to bottom; every step is one call:
+
+1. threads, seed, hardware options (``--use_8bit`` without CUDA fails here);
+2. both manifests checked completely (missing audio, languages, durations) with counts;
+3. the base model resolved (a bad name fails here), its tokenizer turns transcripts into labels
+   (over-long labels dropped and counted) -- all before any weights are loaded;
+4. the base model loaded (SDPA, frozen), LoRA/AdaLoRA adapters added;
+5. a Hugging Face ``Seq2SeqTrainer`` (subclassed for the length-grouped sampler and the decoding
+   evaluation) with callbacks for AdaLoRA, ``best/``, Ctrl-C and the progress bar;
+6. train; the first Ctrl-C saves a resumable checkpoint and stops.
+
+Run folder ``output_dir/<model-name>/``: ``checkpoint-N/`` (resumable; also a loadable adapter),
+``best/`` (adapter + processor + ``finetune_config.json`` + ``metrics.json``), ``runs/``
+(TensorBoard) and ``finetune_config.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import Seq2SeqTrainer
+
+from whisper_ft.console import log, warn
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.training.config import CONFIG_FILE, FinetuneConfig, TrainSettings
+from whisper_ft.training.data import DurationGroupedSampler
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    best_dir: Path | None  # None when no evaluation ran (e.g. interrupted before the first)
+    best_metrics: dict | None
+    global_step: int
+    max_steps: int
+    interrupted: bool
+    last_checkpoint: Path | None
+
+    def to_dict(self) -> dict:
+        return {
+            "run_dir": str(self.run_dir),
+            "best_dir": str(self.best_dir) if self.best_dir else None,
+            "best_metrics": self.best_metrics,
+            "global_step": self.global_step,
+            "max_steps": self.max_steps,
+            "interrupted": self.interrupted,
+            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+        }
+
+
+class WhisperLoraTrainer(Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` with a length-grouped sampler and an evaluation that really decodes.
+
+    ``evaluate()`` computes the teacher-forced loss as usual, then transcribes the evaluation
+    set with ``generate`` (prompt tokens only) and adds ``eval_cer`` / ``eval_wer``; the
+    Trainer's logging, best-metric tracking and callbacks all see those metrics.
+    """
+
+    def __init__(self, *args, processor, task: str, eval_num_beams: int, max_eval_samples: int | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.processor = processor
+        self.task = task
+        self.eval_num_beams = eval_num_beams
+        self.max_eval_samples = max_eval_samples
+        # Whisper's forward takes **kwargs, so the Trainer would assume it normalises the loss by
+        # `num_items_in_batch` itself and skip dividing by the accumulation steps. It does not (mean
+        # cross-entropy per batch): let the Trainer average over accumulation steps as usual.
+        self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return DurationGroupedSampler(dataset.durations, self.args.per_device_train_batch_size, seed=self.args.seed)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        from whisper_ft.training.evaluation import evaluate_by_decoding
+
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        scored = evaluate_by_decoding(
+            self.model, self.processor, dataloader.dataset, task=self.task,
+            batch_size=self.args.per_device_eval_batch_size, num_beams=self.eval_num_beams,
+            max_samples=self.max_eval_samples, num_workers=self.args.dataloader_num_workers,
+            accelerator=self.accelerator,
+        )
+        for name, value in scored.metrics().items():
+            output.metrics[f"{metric_key_prefix}_{name}"] = value
+        output.metrics[f"{metric_key_prefix}_decoded"] = scored.n_utterances
+        if self.is_world_process_zero():
+            for ref, hyp in scored.examples[:2]:
+                log(f"  ref: {ref}\n  hyp: {hyp}")
+        return output
+
+
+def configure_threads(num_threads: int | None) -> int:
+    """Set torch's intra-op threads explicitly (shared between the processes of this machine)."""
+    import torch
+
+    if num_threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        num_threads = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // local_procs)
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def planned_optimizer_steps(n_samples: int, train: TrainSettings, world_size: int) -> int:
+    """Optimizer steps of the run, computed like the Trainer does (used to size AdaLoRA's schedule;
+    the callback re-checks it against the Trainer's own number at the start of training)."""
+    if train.max_steps:
+        return train.max_steps
+    batches = math.ceil(math.ceil(n_samples / train.per_device_train_batch_size) / world_size)
+    per_epoch = max(1, math.ceil(batches / train.gradient_accumulation_steps))
+    return math.ceil(train.num_train_epochs * per_epoch)
+
+
+def resolve_checkpoint(value: str | None, run_dir: Path) -> Path | None:
+    """``None`` -> None; ``latest`` -> the newest checkpoint-N of the run; a path -> checked."""
+    if not value:
+        return None
+    if value.lower() in {"latest", "last", "true"}:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+        if found is None:
+            raise WhisperFtError(f"--resume_from_checkpoint: no checkpoint-N folder in {run_dir} to resume from")
+        return Path(found)
+    path = Path(value)
+    if not (path / "trainer_state.json").is_file():
+        raise WhisperFtError(f"--resume_from_checkpoint: {path} is not a checkpoint folder (no trainer_state.json)")
+    return path
+
+
+def check_checkpoint_matches(checkpoint: Path, config: FinetuneConfig) -> None:
+    """A checkpoint must have the adapter type and rank the run asks for."""
+    import json
+
+    cfg = json.loads((checkpoint / "adapter_config.json").read_text())
+    want = "ADALORA" if config.lora.use_adalora else "LORA"
+    rank = cfg.get("init_r") if want == "ADALORA" else cfg.get("r")
+    if cfg.get("peft_type") != want or rank != config.lora.r:
+        raise WhisperFtError(
+            f"--resume_from_checkpoint {checkpoint}: it holds a {cfg.get('peft_type')} adapter of rank {rank}, "
+            f"this run asks for {want} rank {config.lora.r}; use the same --use_adalora/--lora_r"
+        )
+
+
+def training_arguments(config: FinetuneConfig, run_dir: Path, metric: str, *, use_cpu: bool):
+    from transformers import Seq2SeqTrainingArguments
+
+    t = config.train
+    return Seq2SeqTrainingArguments(
+        output_dir=str(run_dir),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        fp16=t.fp16,
+        bf16=t.bf16,
+        use_cpu=use_cpu,
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        metric_for_best_model=metric,
+        greater_is_better=False,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=["tensorboard"],
+        seed=t.seed,
+        dataloader_num_workers=config.data.num_workers,
+        dataloader_pin_memory=not use_cpu,
+        remove_unused_columns=False,  # our items carry a key and language the collator drops
+        label_names=["labels"],
+        prediction_loss_only=True,  # the loss pass; evaluation_loop adds the decoding metrics
+        predict_with_generate=False,
+        ddp_find_unused_parameters=False,  # frozen base: every trainable (LoRA) weight is used
+        deepspeed=t.deepspeed,
+        log_level="warning",
+        disable_tqdm=False,  # our ProgressBar replaces the default one (PrinterCallback would use stdout)
+    )
+
+
+def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
+    """Fine-tune ``config.base_model`` on ``config.data``; see the module docstring."""
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_callback import ProgressCallback
+
+    from whisper_ft.models.languages import default_metric
+    from whisper_ft.training.augment import load_augmenter
+    from whisper_ft.training.callbacks import (
+        AdaLoraCallback,
+        BestModelCallback,
+        GracefulInterrupt,
+        ProgressBar,
+        previous_best_value,
+    )
+    from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.labels import LabelBuilder
+    from whisper_ft.training.model import (
+        add_adapters,
+        check_hardware,
+        load_base_for_training,
+        load_processor,
+        resolve_base_model,
+    )
+
+    data, train = config.data, config.train
+    run_dir = config.run_dir
+
+    # 1. Environment.
+    threads = configure_threads(train.num_threads)
+    set_seed(train.seed)
+    check_hardware(train)
+    use_cpu = not torch.cuda.is_available()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+
+    # 2. Data: both manifests checked before any model is touched.
+    limits = {"language": data.language, "min_duration": data.min_duration, "max_duration": data.max_duration}
+    train_pairs, train_report = check_manifest(data.train_data, name="train", **limits)
+    test_pairs, test_report = check_manifest(data.test_data, name="test", **limits)
+    augmenter = load_augmenter(data.augment_config)
+    checkpoint = resolve_checkpoint(train.resume_from_checkpoint, run_dir)
+    if checkpoint is not None:
+        check_checkpoint_matches(checkpoint, config)
+
+    # 3. Base model resolved; its tokenizer makes the labels.
+    base = resolve_base_model(config.base_model)
+    log(f"base model: {base.source.describe()}")
+    processor = load_processor(base)
+    builder = LabelBuilder.from_tokenizer(processor.tokenizer, data.task)
+    train_samples = build_samples(train_pairs, train_report, processor.tokenizer, builder, timestamps=data.timestamps)
+    test_samples = build_samples(test_pairs, test_report, processor.tokenizer, builder, timestamps=False)
+    log(train_report.summary())
+    log(test_report.summary())
+    if data.timestamps:
+        n = sum(1 for s in train_samples if s.segments)
+        log(f"timestamps: {n} of {len(train_samples)} training utterances have sentence times; about "
+            f"{data.timestamp_fraction:.0%} of those are trained with timestamp tokens each epoch")
+    main_language = data.language or test_report.languages.most_common(1)[0][0]
+    metric = train.metric_for_best or default_metric(main_language)
+    log(f"best checkpoint chosen by {metric}" + ("" if train.metric_for_best else f" (default for {main_language})"))
+
+    # 4. Model: frozen base + adapters.
+    total_steps = _planned_steps(len(train_samples), train, world_size, checkpoint)
+    model = load_base_for_training(base, train, device_index=int(os.environ.get("LOCAL_RANK", "0")))
+    model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
+
+    # 5. Datasets and the Trainer.
+    feature_dtype = torch.float16 if train.use_8bit else None
+    train_ds = SpeechDataset(train_samples, builder, processor.feature_extractor, training=True, seed=train.seed,
+                             timestamp_fraction=data.timestamp_fraction, augmenter=augmenter)
+    eval_ds = SpeechDataset(test_samples, builder, processor.feature_extractor, training=False, seed=train.seed)
+    run_config = {
+        **config.to_dict(),
+        "resolved": {"base_model": base.recorded_name, "hf_path": str(base.hf_path), "metric_for_best": metric,
+                     "train_utterances": len(train_samples), "test_utterances": len(test_samples),
+                     "num_threads": threads, "world_size": world_size},
+    }
+    if checkpoint is None and run_dir.is_dir() and any(run_dir.glob("checkpoint-*")):
+        warn(f"{run_dir} already holds checkpoints of an earlier run; they will be rotated with this run's "
+             "(pass --resume_from_checkpoint to continue that run instead)")
+    previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
+    best_cb = BestModelCallback(run_dir / "best", metric, processor, run_config, previous_best)
+    interrupt = GracefulInterrupt()
+    trainer = WhisperLoraTrainer(
+        model=model,
+        args=training_arguments(config, run_dir, metric, use_cpu=use_cpu),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=SpeechCollator(builder.sot, feature_dtype),
+        processor=processor,
+        task=data.task,
+        eval_num_beams=train.eval_num_beams,
+        max_eval_samples=data.max_eval_samples,
+    )
+    trainer.remove_callback(ProgressCallback)
+    for cb in (ProgressBar(), best_cb, interrupt, *( [AdaLoraCallback()] if config.lora.use_adalora else [] ),
+               *callbacks):
+        trainer.add_callback(cb)
+    if trainer.is_world_process_zero():
+        from whisper_ft.models.io import write_json
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / CONFIG_FILE, run_config)
+
+    # 6. Train.
+    log(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
+        + (f", resuming from {checkpoint}" if checkpoint else ""))
+    with interrupt:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    state = trainer.state
+    last = run_dir / f"checkpoint-{state.global_step}"
+    if interrupt.requested:
+        log(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
+    best_dir = run_dir / "best"
+    return FinetuneResult(
+        run_dir=run_dir,
+        best_dir=best_dir if (best_dir / "adapter_config.json").is_file() else None,
+        best_metrics=best_cb.best_metrics,
+        global_step=state.global_step,
+        max_steps=state.max_steps,
+        interrupted=interrupt.requested,
+        last_checkpoint=last if last.is_dir() else None,
+    )
+
+
+def _planned_steps(n_samples: int, train: TrainSettings, world_size: int, checkpoint: Path | None) -> int:
+    """The run's optimizer steps; a resumed run keeps the checkpoint's (AdaLoRA's schedule depends on it)."""
+    if checkpoint is not None:
+        import json
+
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        if state.get("max_steps"):
+            return int(state["max_steps"])
+    return planned_optimizer_steps(n_samples, train, world_size)
