@@ -124,6 +124,8 @@ def finetune_cmd(
     from whisper_ft.training.trainer import finetune
 
     result = finetune(config)
+    if not result.is_main_process:  # other processes of a multi-GPU run: the main one reports
+        raise typer.Exit(130 if result.interrupted else 0)
     if result.interrupted:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         raise typer.Exit(130)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from whisper_ft.console import log
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE
+from whisper_ft.training.dist import log_main
 
 
 class AdaLoraCallback(TrainerCallback):
@@ -32,7 +32,7 @@ class AdaLoraCallback(TrainerCallback):
         from whisper_ft.training.model import set_adalora_total_steps
 
         if set_adalora_total_steps(model, state.max_steps):
-            log(f"AdaLoRA schedule set to the run's {state.max_steps} optimizer steps")
+            log_main(f"AdaLoRA schedule set to the run's {state.max_steps} optimizer steps")
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         # Called after optimizer.step() and before zero_grad(): the importance scores need the
@@ -103,7 +103,7 @@ class BestModelCallback(TrainerCallback):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log(f"new best {self.metric} {self.best:.4f} at step {self.best_metrics['step']} -> {self.best_dir}")
+        log_main(f"new best {self.metric} {self.best:.4f} at step {self.best_metrics['step']} -> {self.best_dir}")
 
 
 def previous_best_value(best_dir: Path, metric: str) -> float | None:

@@ -66,15 +66,19 @@ def transcribe_dataset(
 
     loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate)
+    from transformers.utils import logging as hf_logging
+
     hyps: list[str] = []
-    was_training = model.training
+    was_training, verbosity = model.training, hf_logging.get_verbosity()
     model.eval()
+    hf_logging.set_verbosity_error()  # generate()'s per-call notices would repeat at every evaluation
     try:
         for feats, langs in loader:
             hyps += generate_texts(model, processor, feats, language=langs, task=task, num_beams=num_beams,
                                    max_new_tokens=max_new_tokens)
     finally:
         model.train(was_training)
+        hf_logging.set_verbosity(verbosity)
     return hyps
 
 

@@ -15,10 +15,10 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.console import log
 from whisper_ft.errors import ModelNotFoundError, WhisperFtError
 from whisper_ft.models.registry import ModelSource
 from whisper_ft.training.config import LoraSettings, TrainSettings
+from whisper_ft.training.dist import log_main
 
 
 @dataclass
@@ -131,6 +131,8 @@ def adalora_schedule(total_steps: int) -> dict[str, int]:
 
 def add_adapters(model, lora: LoraSettings, *, recorded_name: str, total_steps: int):
     """Wrap ``model`` in a peft model with LoRA (or AdaLoRA) adapters; everything else frozen."""
+    import warnings
+
     from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
     available = linear_module_names(model)
@@ -152,12 +154,14 @@ def add_adapters(model, lora: LoraSettings, *, recorded_name: str, total_steps: 
         )
     else:
         config = LoraConfig(r=lora.r, bias="none", **common)
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft probes a transformers attribute deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
     peft_model.peft_config["default"].base_model_name_or_path = recorded_name
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     kind = "AdaLoRA" if lora.use_adalora else "LoRA"
-    log(f"{kind} r={lora.r} on {', '.join(lora.target_modules)}: {trainable:,} trainable of {total:,} parameters "
+    log_main(f"{kind} r={lora.r} on {', '.join(lora.target_modules)}: {trainable:,} trainable of {total:,} parameters "
         f"({100 * trainable / total:.2f}%)")
     return peft_model
 

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from transformers import Seq2SeqTrainer
 
-from whisper_ft.console import log, warn
+from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.training.config import CONFIG_FILE, FinetuneConfig, TrainSettings
 from whisper_ft.training.data import DurationGroupedSampler
+from whisper_ft.training.dist import is_main_process, local_rank, local_world_size, log_main, world_size
 
 
 @dataclass
@@ -40,6 +41,7 @@ class FinetuneResult:
     max_steps: int
     interrupted: bool
     last_checkpoint: Path | None
+    is_main_process: bool = True  # False on the other processes of a multi-GPU run
 
     def to_dict(self) -> dict:
         return {
@@ -93,7 +95,7 @@ class WhisperLoraTrainer(Seq2SeqTrainer):
         output.metrics[f"{metric_key_prefix}_decoded"] = scored.n_utterances
         if self.is_world_process_zero():
             for ref, hyp in scored.examples[:2]:
-                log(f"  ref: {ref}\n  hyp: {hyp}")
+                log_main(f"  ref: {ref}\n  hyp: {hyp}")
         return output
 
 
@@ -103,18 +105,17 @@ def configure_threads(num_threads: int | None) -> int:
 
     if num_threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
-        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        num_threads = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // local_procs)
+        num_threads = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // local_world_size())
     torch.set_num_threads(num_threads)
     return num_threads
 
 
-def planned_optimizer_steps(n_samples: int, train: TrainSettings, world_size: int) -> int:
+def planned_optimizer_steps(n_samples: int, train: TrainSettings, n_processes: int) -> int:
     """Optimizer steps of the run, computed like the Trainer does (used to size AdaLoRA's schedule;
     the callback re-checks it against the Trainer's own number at the start of training)."""
     if train.max_steps:
         return train.max_steps
-    batches = math.ceil(math.ceil(n_samples / train.per_device_train_batch_size) / world_size)
+    batches = math.ceil(math.ceil(n_samples / train.per_device_train_batch_size) / n_processes)
     per_epoch = max(1, math.ceil(batches / train.gradient_accumulation_steps))
     return math.ceil(train.num_train_epochs * per_epoch)
 
@@ -226,7 +227,7 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     set_seed(train.seed)
     check_hardware(train)
     use_cpu = not torch.cuda.is_available()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    n_procs = world_size()
 
     # 2. Data: both manifests checked before any model is touched.
     limits = {"language": data.language, "min_duration": data.min_duration, "max_duration": data.max_duration}
@@ -239,24 +240,24 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
 
     # 3. Base model resolved; its tokenizer makes the labels.
     base = resolve_base_model(config.base_model)
-    log(f"base model: {base.source.describe()}")
+    log_main(f"base model: {base.source.describe()}")
     processor = load_processor(base)
     builder = LabelBuilder.from_tokenizer(processor.tokenizer, data.task)
     train_samples = build_samples(train_pairs, train_report, processor.tokenizer, builder, timestamps=data.timestamps)
     test_samples = build_samples(test_pairs, test_report, processor.tokenizer, builder, timestamps=False)
-    log(train_report.summary())
-    log(test_report.summary())
+    log_main(train_report.summary())
+    log_main(test_report.summary())
     if data.timestamps:
         n = sum(1 for s in train_samples if s.segments)
-        log(f"timestamps: {n} of {len(train_samples)} training utterances have sentence times; about "
+        log_main(f"timestamps: {n} of {len(train_samples)} training utterances have sentence times; about "
             f"{data.timestamp_fraction:.0%} of those are trained with timestamp tokens each epoch")
     main_language = data.language or test_report.languages.most_common(1)[0][0]
     metric = train.metric_for_best or default_metric(main_language)
-    log(f"best checkpoint chosen by {metric}" + ("" if train.metric_for_best else f" (default for {main_language})"))
+    log_main(f"best checkpoint chosen by {metric}" + ("" if train.metric_for_best else f" (default for {main_language})"))
 
     # 4. Model: frozen base + adapters.
-    total_steps = _planned_steps(len(train_samples), train, world_size, checkpoint)
-    model = load_base_for_training(base, train, device_index=int(os.environ.get("LOCAL_RANK", "0")))
+    total_steps = _planned_steps(len(train_samples), train, n_procs, checkpoint)
+    model = load_base_for_training(base, train, device_index=local_rank())
     model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
 
     # 5. Datasets and the Trainer.
@@ -268,9 +269,9 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         **config.to_dict(),
         "resolved": {"base_model": base.recorded_name, "hf_path": str(base.hf_path), "metric_for_best": metric,
                      "train_utterances": len(train_samples), "test_utterances": len(test_samples),
-                     "num_threads": threads, "world_size": world_size},
+                     "num_threads": threads, "world_size": n_procs},
     }
-    if checkpoint is None and run_dir.is_dir() and any(run_dir.glob("checkpoint-*")):
+    if checkpoint is None and is_main_process() and run_dir.is_dir() and any(run_dir.glob("checkpoint-*")):
         warn(f"{run_dir} already holds checkpoints of an earlier run; they will be rotated with this run's "
              "(pass --resume_from_checkpoint to continue that run instead)")
     previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
@@ -298,7 +299,7 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         write_json(run_dir / CONFIG_FILE, run_config)
 
     # 6. Train.
-    log(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
+    log_main(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
         + (f", resuming from {checkpoint}" if checkpoint else ""))
     with interrupt:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -306,7 +307,7 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     state = trainer.state
     last = run_dir / f"checkpoint-{state.global_step}"
     if interrupt.requested:
-        log(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
+        log_main(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
     best_dir = run_dir / "best"
     return FinetuneResult(
         run_dir=run_dir,
@@ -316,10 +317,11 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         max_steps=state.max_steps,
         interrupted=interrupt.requested,
         last_checkpoint=last if last.is_dir() else None,
+        is_main_process=is_main_process(),
     )
 
 
-def _planned_steps(n_samples: int, train: TrainSettings, world_size: int, checkpoint: Path | None) -> int:
+def _planned_steps(n_samples: int, train: TrainSettings, n_processes: int, checkpoint: Path | None) -> int:
     """The run's optimizer steps; a resumed run keeps the checkpoint's (AdaLoRA's schedule depends on it)."""
     if checkpoint is not None:
         import json
@@ -327,4 +329,4 @@ def _planned_steps(n_samples: int, train: TrainSettings, world_size: int, checkp
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         if state.get("max_steps"):
             return int(state["max_steps"])
-    return planned_optimizer_steps(n_samples, train, world_size)
+    return planned_optimizer_steps(n_samples, train, n_processes)
