@@ -1,8 +1,9 @@
 """Transcribe audio of any length with a transformers Whisper (``whisper-ft infer``).
 
-Up to 30 s: one window, generated with timestamps. Longer: transformers' sequential long-form
-decoding (30 s windows, each one starting where the last complete segment ended, as OpenAI's
-``transcribe`` does). The language, when not given, is detected on the first 30 s.
+Up to 30 s: one window, generated with timestamps (deterministic). Longer: transformers'
+sequential long-form decoding (30 s windows, each one starting where the last complete segment
+ended, with OpenAI's fallback settings, see ``LONG_FORM_OPTIONS``). The language, when not given,
+is detected on the first 30 s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from whisper_ft.decoding.results import Segment, Transcription
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import TIMESTAMP_STEP, language_token_ids, special_token_ids
 from whisper_ft.models.languages import normalize_language
+
+# OpenAI's transcribe() defaults, which faster-whisper shares: condition each window on the
+# previous text and retry a window at higher temperatures when it looks like a hallucination
+# (gzip ratio 1.35 in transformers ~ zlib 2.4 in OpenAI) or a low-confidence skip. Without them
+# whisper-base skipped a whole 30 s window of our Mandarin test audio.
+LONG_FORM_OPTIONS = {
+    "condition_on_prev_tokens": True,
+    "temperature": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    "compression_ratio_threshold": 1.35,
+    "logprob_threshold": -1.0,
+    "no_speech_threshold": 0.6,
+}
 
 
 def _param(model):
@@ -122,7 +135,7 @@ def transcribe_hf(
                 num_beams=num_beams,
                 return_timestamps=True,
                 return_segments=True,
-                condition_on_prev_tokens=False,
+                **LONG_FORM_OPTIONS,
             )
         segments = []
         for seg in out["segments"][0]:
