@@ -109,3 +109,20 @@ def test_write_is_atomic_on_failure(tmp_path):
         write_manifest(path, broken())
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]
+
+
+def test_text_key_and_plain_audio_string_are_accepted(tmp_path, make_wav):
+    """Manifests written by other tools ({"audio": "x.wav", "text": ...}) read as ours."""
+    import json
+
+    from whisper_ft.manifest import read_manifest, write_manifest
+
+    wav = make_wav("clips/a.wav", 1.0)
+    src = tmp_path / "other.jsonl"
+    src.write_text(json.dumps({"id": "a", "audio": "clips/a.wav", "text": "你好", "duration": 1.0,
+                               "language": "zh"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    (utt,) = read_manifest(src)
+    assert utt.sentence == "你好" and utt.audio_file == wav and "text" not in utt.extra
+    write_manifest(tmp_path / "ours.jsonl", [utt])
+    record = json.loads((tmp_path / "ours.jsonl").read_text(encoding="utf-8"))
+    assert record["sentence"] == "你好" and "text" not in record

@@ -111,6 +111,9 @@ class Utterance:
         if not isinstance(audio, dict) or not isinstance(audio.get("path"), str) or not audio["path"]:
             raise ValueError('missing "audio": {"path": ...}')
         sentence = record.get("sentence")
+        text_key = "sentence"
+        if sentence is None and isinstance(record.get("text"), str):  # {"audio": ..., "text": ...} manifests
+            sentence, text_key = record["text"], "text"
         if not isinstance(sentence, str):
             raise ValueError('missing "sentence" (the transcript, a string)')
         duration = record.get("duration")
@@ -140,7 +143,7 @@ class Utterance:
             sentences=sentences,
             language=record.get("language") or None,
             id=None if record.get("id") is None else str(record["id"]),
-            extra={k: v for k, v in record.items() if k not in _KNOWN_KEYS},
+            extra={k: v for k, v in record.items() if k not in _KNOWN_KEYS and k != text_key},
             root=root,
         )
 
