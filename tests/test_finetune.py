@@ -211,7 +211,8 @@ def test_adalora_reallocates_ranks(trainable_tiny_dir, four_utterances, tmp_path
     config = make_config(trainable_tiny_dir, four_utterances, tmp_path,
                          lora={"use_adalora": True, "r": 8, "adalora_target_r": 2},
                          train={"max_steps": 12, "eval_steps": 100, "save_steps": 100,
-                                "per_device_train_batch_size": 2, "learning_rate": 5e-3})
+                                "per_device_train_batch_size": 2, "learning_rate": 5e-3,
+                                "gradient_checkpointing": True})  # (checkpointing exercised here too)
     result = finetune(config)
     assert calls == list(range(12))  # every optimizer step, 0-based
     adapter = json.loads((result.best_dir / "adapter_config.json").read_text())
@@ -226,9 +227,33 @@ def test_adalora_reallocates_ranks(trainable_tiny_dir, four_utterances, tmp_path
         assert weights[f"base_model.model.{name}"].numel() == sum(mask), name
     metrics = json.loads((result.best_dir / "metrics.json").read_text())
     assert sum(metrics["adalora_ranks"].values()) == 2 * n_modules
-    from whisper_ft.merge import merge_lora  # modules cut to rank 0 still load and merge
+    # Saved cut to the final ranks, the adapter reloads to the model that was evaluated: decoding the
+    # test set again gives the same error rates, and merging it (rank-0 modules too) keeps the logits.
+    import torch
+    from transformers import WhisperForConditionalGeneration
 
-    assert (merge_lora(result.best_dir, tmp_path / "merged").output_dir / "model.safetensors").is_file()
+    from whisper_ft.merge import merge_lora
+    from whisper_ft.models.loading import load_whisper
+    from whisper_ft.training.data import SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.evaluation import evaluate_by_decoding
+    from whisper_ft.training.labels import LabelBuilder
+
+    loaded = load_whisper(result.best_dir)
+    builder = LabelBuilder.from_tokenizer(loaded.processor.tokenizer)
+    pairs, report = check_manifest(four_utterances / "test.jsonl", name="test", language=None, min_duration=0.5,
+                                   max_duration=30)
+    samples = build_samples(pairs, report, loaded.processor.tokenizer, builder, timestamps=False)
+    dataset = SpeechDataset(samples, builder, loaded.processor.feature_extractor, training=False)
+    again = evaluate_by_decoding(loaded.model, loaded.processor, dataset, task="transcribe", batch_size=4)
+    assert (again.cer, again.wer) == (metrics["eval_cer"], metrics["eval_wer"])
+    merged = WhisperForConditionalGeneration.from_pretrained(
+        str(merge_lora(result.best_dir, tmp_path / "merged").output_dir)).eval()
+    features = torch.from_numpy(np.stack([dataset[i]["input_features"] for i in range(4)]))
+    prompt = torch.tensor([builder.prefix("en", timestamps=False)] * 4)
+    with torch.no_grad():
+        want = loaded.model(input_features=features, decoder_input_ids=prompt).logits
+        got = merged(input_features=features, decoder_input_ids=prompt).logits
+    assert (got - want).abs().max().item() < 1e-4
 
 
 def test_timestamp_labels_decode_back_to_the_given_times(tiny_model_dir):
@@ -425,3 +450,50 @@ def test_adapter_as_base_model_is_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(ModelNotFoundError, match="is a LoRA adapter, not a base model"):
         resolve_base_model(str(tmp_path))
+
+
+def test_augmentation_is_deterministic_and_moves_times(tmp_path):
+    import soundfile as sf
+
+    from whisper_ft.training.augment import load_augmenter, time_shift
+
+    (tmp_path / "noise").mkdir()
+    sf.write(str(tmp_path / "noise" / "n.wav"), np.random.default_rng(0).normal(0, 0.1, 8000).astype(np.float32),
+             16000)
+    cfg = tmp_path / "aug.json"
+    cfg.write_text(json.dumps([
+        {"type": "speed", "prob": 1.0, "params": {"min_speed_rate": 0.9, "max_speed_rate": 1.1, "num_rates": 3}},
+        {"type": "shift", "prob": 1.0, "params": {"min_shift_ms": -50, "max_shift_ms": 50}},
+        {"type": "volume", "prob": 1.0},
+        {"type": "noise", "prob": 1.0, "params": {"noise_dir": "noise", "min_snr_dB": 10, "max_snr_dB": 20}},
+    ]))
+    augment = load_augmenter(cfg)  # noise_dir relative to the config file
+    audio = (0.3 * np.sin(np.arange(32000) / 10)).astype(np.float32)
+    original = audio.copy()
+    segs = [(0.5, 1.5, "a")]
+    a1, s1 = augment(audio, segs, np.random.default_rng([7, 0, 1]))
+    a2, s2 = augment(audio, segs, np.random.default_rng([7, 0, 1]))
+    a3, _ = augment(audio, segs, np.random.default_rng([7, 1, 1]))
+    assert np.array_equal(a1, a2) and s1 == s2 and not (len(a1) == len(a3) and np.array_equal(a1, a3))
+    assert np.array_equal(audio, original)  # the input is never modified
+    out, moved = time_shift(audio, segs, 0.25)
+    assert len(out) == len(audio) + 4000 and moved == [(0.75, 1.75, "a")]
+    out, moved = time_shift(audio, segs, -0.75)
+    assert len(out) == len(audio) - 12000 and moved == [(0.0, 0.75, "a")]
+
+
+def test_cli_finetune_then_merge(trainable_tiny_dir, four_utterances, tmp_path, capsys):
+    """The CLI end to end, with a DataLoader worker: results on stdout, logs and progress on stderr."""
+    main(["finetune", "--base_model", str(trainable_tiny_dir), "--train_data", str(four_utterances / "train.jsonl"),
+          "--test_data", str(four_utterances / "test.jsonl"), "--output_dir", str(tmp_path / "models"),
+          "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "2",
+          "--num_workers", "1", "--num_threads", "1", "--metric_for_best", "cer", "--timestamps",
+          "--use_adalora", "--lora_r", "4"])
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert result["global_step"] == 2 and result["best_metrics"]["metric"] == "cer"
+    assert "training" in out.err and "best checkpoint chosen by cer" in out.err
+    main(["merge", "--lora_model", result["best_dir"], "--output_dir", str(tmp_path / "models"),
+          "--dtype", "float16"])
+    out = capsys.readouterr()
+    assert out.out.strip() == str(tmp_path / "models" / "tiny-trainable-finetune")

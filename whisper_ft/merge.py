@@ -12,6 +12,7 @@ replaced with ``force=True``.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,11 @@ def merge_lora(
         base = WhisperForConditionalGeneration.from_pretrained(str(hf_path), dtype=torch.float32)
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load base model {base_name!r} from {hf_path}: {exc}") from exc
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with warnings.catch_warnings():
+        # AdaLoRA adapters name their final ranks per lora_E parameter; peft resizes the modules by
+        # them while loading, but its generic key check still reports them as unmatched.
+        warnings.filterwarnings("ignore", message=".*rank_pattern keys did not match.*")
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.eval()
     # The adapter folder carries the processor it was trained with; fall back to the base's.
     processor = load_processor(adapter_dir if (adapter_dir / "preprocessor_config.json").is_file() else hf_path)

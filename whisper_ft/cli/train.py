@@ -88,6 +88,7 @@ def finetune_cmd(
     max_duration: float = _opt(DataSettings, "max_duration", "--max_duration"),
     max_eval_samples: int = _opt(DataSettings, "max_eval_samples", "--max_eval_samples"),
     eval_num_beams: int = _opt(TrainSettings, "eval_num_beams", "--eval_num_beams"),
+    eval_on_start: bool = _opt(TrainSettings, "eval_on_start", "--eval_on_start"),
     seed: int = _opt(TrainSettings, "seed", "--seed"),
     num_workers: int = _opt(DataSettings, "num_workers", "--num_workers"),
     num_threads: int = _opt(TrainSettings, "num_threads", "--num_threads"),
@@ -117,7 +118,7 @@ def finetune_cmd(
             gradient_accumulation_steps=gradient_accumulation_steps, fp16=fp16, bf16=bf16, use_8bit=use_8bit,
             gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, save_steps=save_steps,
             save_total_limit=save_total_limit, logging_steps=logging_steps, metric_for_best=metric_for_best,
-            eval_num_beams=eval_num_beams, seed=seed, num_threads=num_threads,
+            eval_num_beams=eval_num_beams, eval_on_start=eval_on_start, seed=seed, num_threads=num_threads,
             resume_from_checkpoint=resume_from_checkpoint, deepspeed=deepspeed,
         ),
     )

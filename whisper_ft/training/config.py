@@ -173,6 +173,9 @@ class TrainSettings:
         None, "cer, wer or loss: what picks best/ (default: cer for zh/ja/ko-like languages, wer otherwise)."
     )
     eval_num_beams: int = setting(1, "Beam size of the decoding done at each evaluation.")
+    eval_on_start: bool = setting(
+        False, "Also evaluate before the first step: the base model's score, kept as best/ if nothing beats it."
+    )
     seed: int = setting(42, "Random seed: data order, augmentation, dropout and initialisation.")
     num_threads: int | None = setting(
         None, "Torch CPU threads (default: OMP_NUM_THREADS, else all cores, shared between local processes)."

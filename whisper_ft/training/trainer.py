@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from transformers import Seq2SeqTrainer
 
 from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.training.config import CONFIG_FILE, FinetuneConfig, TrainSettings
+from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE, FinetuneConfig, TrainSettings
 from whisper_ft.training.data import DurationGroupedSampler
 from whisper_ft.training.dist import is_main_process, local_rank, local_world_size, log_main, world_size
 
@@ -172,6 +173,7 @@ def training_arguments(config: FinetuneConfig, run_dir: Path, metric: str, *, us
         use_cpu=use_cpu,
         eval_strategy="steps",
         eval_steps=t.eval_steps,
+        eval_on_start=t.eval_on_start,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
@@ -250,10 +252,11 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     if data.timestamps:
         n = sum(1 for s in train_samples if s.segments)
         log_main(f"timestamps: {n} of {len(train_samples)} training utterances have sentence times; about "
-            f"{data.timestamp_fraction:.0%} of those are trained with timestamp tokens each epoch")
+                 f"{data.timestamp_fraction:.0%} of those are trained with timestamp tokens each epoch")
     main_language = data.language or test_report.languages.most_common(1)[0][0]
     metric = train.metric_for_best or default_metric(main_language)
-    log_main(f"best checkpoint chosen by {metric}" + ("" if train.metric_for_best else f" (default for {main_language})"))
+    log_main(f"best checkpoint chosen by {metric}"
+             + ("" if train.metric_for_best else f" (the default for {main_language})"))
 
     # 4. Model: frozen base + adapters.
     total_steps = _planned_steps(len(train_samples), train, n_procs, checkpoint)
@@ -261,7 +264,6 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
 
     # 5. Datasets and the Trainer.
-    feature_dtype = torch.float16 if train.use_8bit else None
     train_ds = SpeechDataset(train_samples, builder, processor.feature_extractor, training=True, seed=train.seed,
                              timestamp_fraction=data.timestamp_fraction, augmenter=augmenter)
     eval_ds = SpeechDataset(test_samples, builder, processor.feature_extractor, training=False, seed=train.seed)
@@ -282,15 +284,15 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         args=training_arguments(config, run_dir, metric, use_cpu=use_cpu),
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=SpeechCollator(builder.sot, feature_dtype),
+        data_collator=SpeechCollator(builder.sot),  # float32 features; AMP autocasts them
         processor=processor,
         task=data.task,
         eval_num_beams=train.eval_num_beams,
         max_eval_samples=data.max_eval_samples,
     )
-    trainer.remove_callback(ProgressCallback)
-    for cb in (ProgressBar(), best_cb, interrupt, *( [AdaLoraCallback()] if config.lora.use_adalora else [] ),
-               *callbacks):
+    trainer.remove_callback(ProgressCallback)  # ours writes to stderr and shows loss/lr
+    our_callbacks = [ProgressBar(), best_cb, interrupt] + ([AdaLoraCallback()] if config.lora.use_adalora else [])
+    for cb in [*our_callbacks, *callbacks]:
         trainer.add_callback(cb)
     if trainer.is_world_process_zero():
         from whisper_ft.models.io import write_json
@@ -300,8 +302,11 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
 
     # 6. Train.
     log_main(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
-        + (f", resuming from {checkpoint}" if checkpoint else ""))
-    with interrupt:
+             + (f", resuming from {checkpoint}" if checkpoint else ""))
+    with interrupt, warnings.catch_warnings():
+        # AdaLoRA modules whose rank was cut to 0 are saved as empty tensors, which peft mistakes
+        # for un-gathered ZeRO-3/FSDP shards.
+        warnings.filterwarnings("ignore", message=".*LoRA tensor.*have invalid shape.*")
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     state = trainer.state
@@ -309,16 +314,26 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     if interrupt.requested:
         log_main(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
     best_dir = run_dir / "best"
+    has_best = (best_dir / "adapter_config.json").is_file()
     return FinetuneResult(
         run_dir=run_dir,
-        best_dir=best_dir if (best_dir / "adapter_config.json").is_file() else None,
-        best_metrics=best_cb.best_metrics,
+        best_dir=best_dir if has_best else None,
+        best_metrics=best_cb.best_metrics or (_read_json(best_dir / METRICS_FILE) if has_best else None),
         global_step=state.global_step,
         max_steps=state.max_steps,
         interrupted=interrupt.requested,
         last_checkpoint=last if last.is_dir() else None,
         is_main_process=is_main_process(),
     )
+
+
+def _read_json(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _planned_steps(n_samples: int, train: TrainSettings, n_processes: int, checkpoint: Path | None) -> int:
