@@ -406,6 +406,9 @@ def test_bad_model_and_options_fail_before_training(tiny_model_dir, good_manifes
     code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--resume_from_checkpoint", *common],
                            capsys)
     assert code == 1 and "no checkpoint-N folder in" in err  # bare flag = latest
+    code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--resume_from_checkpoint",
+                            str(tmp_path / "checkpoint-7"), *common], capsys)
+    assert code == 1 and "checkpoint-7 is not a checkpoint folder" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -497,3 +500,18 @@ def test_cli_finetune_then_merge(trainable_tiny_dir, four_utterances, tmp_path, 
           "--dtype", "float16"])
     out = capsys.readouterr()
     assert out.out.strip() == str(tmp_path / "models" / "tiny-trainable-finetune")
+
+
+def test_latest_checkpoint_skips_incomplete_saves(tmp_path):
+    from whisper_ft.training.trainer import resolve_checkpoint
+
+    for step, complete in ((2, True), (10, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert resolve_checkpoint("latest", tmp_path) == tmp_path / "checkpoint-10"
+    assert resolve_checkpoint(None, tmp_path) is None
+    assert resolve_checkpoint(str(tmp_path / "checkpoint-2"), tmp_path) == tmp_path / "checkpoint-2"
+    with pytest.raises(WhisperFtError, match="not a checkpoint folder"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-12"), tmp_path)

@@ -126,12 +126,13 @@ def resolve_checkpoint(value: str | None, run_dir: Path) -> Path | None:
     if not value:
         return None
     if value.lower() in {"latest", "last", "true"}:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        found = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
-        if found is None:
+        # The newest complete checkpoint: the Trainer writes trainer_state.json last, so a save cut
+        # short (crash, power loss) is skipped rather than resumed from.
+        complete = [p for p in run_dir.glob("checkpoint-*")
+                    if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+        if not complete:
             raise WhisperFtError(f"--resume_from_checkpoint: no checkpoint-N folder in {run_dir} to resume from")
-        return Path(found)
+        return max(complete, key=lambda p: int(p.name.split("-")[-1]))
     path = Path(value)
     if not (path / "trainer_state.json").is_file():
         raise WhisperFtError(f"--resume_from_checkpoint: {path} is not a checkpoint folder (no trainer_state.json)")
