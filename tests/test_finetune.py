@@ -194,9 +194,12 @@ def test_resume_continues_same_step_and_data_order(trainable_tiny_dir, four_utte
         assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6), k
 
 
-def test_adalora_reallocates_ranks(trainable_tiny_dir, four_utterances, tmp_path, monkeypatch):
+def test_adalora_reallocates_ranks_and_resumes(trainable_tiny_dir, four_utterances, tmp_path, monkeypatch):
+    import os
+
     from peft.tuners.adalora import AdaLoraModel
     from safetensors.torch import load_file
+    from transformers import TrainerCallback
 
     from whisper_ft.training.trainer import finetune
 
@@ -208,13 +211,25 @@ def test_adalora_reallocates_ranks(trainable_tiny_dir, four_utterances, tmp_path
         return original(self, global_step)
 
     monkeypatch.setattr(AdaLoraModel, "update_and_allocate", spy)
-    config = make_config(trainable_tiny_dir, four_utterances, tmp_path,
-                         lora={"use_adalora": True, "r": 8, "adalora_target_r": 2},
-                         train={"max_steps": 12, "eval_steps": 100, "save_steps": 100,
-                                "per_device_train_batch_size": 2, "learning_rate": 5e-3,
-                                "gradient_checkpointing": True})  # (checkpointing exercised here too)
-    result = finetune(config)
-    assert calls == list(range(12))  # every optimizer step, 0-based
+    settings = {"max_steps": 12, "eval_steps": 100, "save_steps": 100, "per_device_train_batch_size": 2,
+                "learning_rate": 5e-3, "gradient_checkpointing": True}  # (checkpointing exercised here too)
+    lora = {"use_adalora": True, "r": 8, "adalora_target_r": 2}
+
+    class CtrlCAtStep6(TrainerCallback):  # stop in the middle of the rank budgeting phase (steps 2-9)
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 6:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cut = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, lora=lora, train=settings),
+                   callbacks=[CtrlCAtStep6()])
+    assert cut.interrupted
+    # The checkpoint keeps full-rank tensors (what the optimizer state fits) and the ranks beside them.
+    pattern = json.loads((cut.last_checkpoint / "adalora_rank_pattern.json").read_text())
+    assert 2 * len(pattern) <= sum(map(sum, pattern.values())) < 8 * len(pattern)
+    result = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, lora=lora,
+                                  train={**settings, "resume_from_checkpoint": "latest"}))
+    assert result.global_step == 12 and not result.interrupted
+    assert calls == list(range(12))  # every optimizer step exactly once (0-based), across the resume
     adapter = json.loads((result.best_dir / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "ADALORA" and adapter["total_step"] == 12
     ranks = {name: sum(mask) for name, mask in adapter["rank_pattern"].items()}

@@ -24,15 +24,27 @@ from transformers import TrainerCallback
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE
 from whisper_ft.training.dist import log_main
 
+ADALORA_PATTERN_FILE = "adalora_rank_pattern.json"  # in checkpoints: the ranks kept so far
+
 
 class AdaLoraCallback(TrainerCallback):
-    """Budgets AdaLoRA's ranks on every optimizer step (Whisper-Finetune's never did)."""
+    """Budgets AdaLoRA's ranks on every optimizer step (Whisper-Finetune's never did).
+
+    A resumed run restores the rank pattern saved with the checkpoint (the pruned values are zero
+    in its weights); the importance averages restart from zero, as peft does not save them.
+    """
+
+    def __init__(self, resumed_from: Path | None = None):
+        self.resumed_from = resumed_from
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         from whisper_ft.training.model import set_adalora_total_steps
 
         if set_adalora_total_steps(model, state.max_steps):
             log_main(f"AdaLoRA schedule set to the run's {state.max_steps} optimizer steps")
+        saved = Path(self.resumed_from or "") / ADALORA_PATTERN_FILE
+        if self.resumed_from is not None and saved.is_file():
+            model.peft_config["default"].rank_pattern = json.loads(saved.read_text())
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         # Called after optimizer.step() and before zero_grad(): the importance scores need the

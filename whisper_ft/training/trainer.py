@@ -28,6 +28,7 @@ from transformers import Seq2SeqTrainer
 
 from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
+from whisper_ft.training.callbacks import ADALORA_PATTERN_FILE
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE, FinetuneConfig, TrainSettings
 from whisper_ft.training.data import DurationGroupedSampler
 from whisper_ft.training.dist import is_main_process, local_rank, local_world_size, log_main, world_size
@@ -74,6 +75,26 @@ class WhisperLoraTrainer(Seq2SeqTrainer):
         # `num_items_in_batch` itself and skip dividing by the accumulation steps. It does not (mean
         # cross-entropy per batch): let the Trainer average over accumulation steps as usual.
         self.model_accepts_loss_kwargs = False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints of an AdaLoRA run keep full-rank tensors (pruned singular values are zero) so
+        the optimizer state still fits them on resume; the rank pattern is saved beside them.
+
+        (peft would cut the tensors to the current ranks, which a resumed run cannot load.)
+        """
+        config = self.model.peft_config["default"]
+        pattern = getattr(config, "rank_pattern", None)
+        if not pattern:
+            return super().save_model(output_dir, _internal_call)
+        config.rank_pattern = None
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            config.rank_pattern = pattern
+        if self.args.should_save:
+            from whisper_ft.models.io import write_json
+
+            write_json(Path(output_dir or self.args.output_dir) / ADALORA_PATTERN_FILE, pattern)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -292,7 +313,9 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         max_eval_samples=data.max_eval_samples,
     )
     trainer.remove_callback(ProgressCallback)  # ours writes to stderr and shows loss/lr
-    our_callbacks = [ProgressBar(), best_cb, interrupt] + ([AdaLoraCallback()] if config.lora.use_adalora else [])
+    our_callbacks = [ProgressBar(), best_cb, interrupt]
+    if config.lora.use_adalora:
+        our_callbacks.append(AdaLoraCallback(resumed_from=checkpoint))
     for cb in [*our_callbacks, *callbacks]:
         trainer.add_callback(cb)
     if trainer.is_world_process_zero():
