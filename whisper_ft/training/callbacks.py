@@ -42,8 +42,8 @@ class AdaLoraCallback(TrainerCallback):
 
         if set_adalora_total_steps(model, state.max_steps):
             log_main(f"AdaLoRA schedule set to the run's {state.max_steps} optimizer steps")
-        saved = Path(self.resumed_from or "") / ADALORA_PATTERN_FILE
-        if self.resumed_from is not None and saved.is_file():
+        if self.resumed_from is not None and (Path(self.resumed_from) / ADALORA_PATTERN_FILE).is_file():
+            saved = Path(self.resumed_from) / ADALORA_PATTERN_FILE
             model.peft_config["default"].rank_pattern = json.loads(saved.read_text())
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
