@@ -126,3 +126,15 @@ def test_text_key_and_plain_audio_string_are_accepted(tmp_path, make_wav):
     write_manifest(tmp_path / "ours.jsonl", [utt])
     record = json.loads((tmp_path / "ours.jsonl").read_text(encoding="utf-8"))
     assert record["sentence"] == "你好" and "text" not in record
+
+
+def test_write_absolute_resolves_against_the_source_manifest(tmp_path, make_wav):
+    """relative=False writes paths that still point at the audio from any other folder."""
+    from whisper_ft.manifest import read_manifest, write_manifest
+
+    wav = make_wav("data/clips/a.wav", 1.0)
+    src = tmp_path / "data" / "m.jsonl"
+    src.write_text('{"audio": {"path": "clips/a.wav"}, "sentence": "x", "duration": 1.0}\n', encoding="utf-8")
+    write_manifest(tmp_path / "elsewhere" / "copy.jsonl", read_manifest(src), relative=False)
+    (utt,) = read_manifest(tmp_path / "elsewhere" / "copy.jsonl")
+    assert utt.audio_file == wav and utt.audio_file.is_file()

@@ -78,7 +78,7 @@ class Utterance:
         return load_audio(self.audio_file, self.start_time, self.end_time)
 
     def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
-        path = self.audio_path
+        path = self.audio_path if self.root is None else str(self.audio_file)
         if relative_to is not None:
             try:
                 path = os.path.relpath(self.audio_file.resolve(), relative_to.resolve())
