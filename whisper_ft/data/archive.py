@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -91,16 +92,21 @@ def safe_extract(archive: str | Path, dest: str | Path, strip: str | None = None
             raise DataError(f"cannot extract {archive}: {type(exc).__name__}: {exc} "
                             "(the file is corrupt or truncated: download it again)") from exc
         moved = []
-        for child in sorted(tmp.iterdir()):
-            target = dest / child.name
-            _replace(child, target)
-            moved.append(child.name)
+        # Archives extracted in parallel into one dest share top folders (AISHELL: train/, dev/):
+        # merging them must not interleave.
+        with _MERGE_LOCK:
+            for child in sorted(tmp.iterdir()):
+                _replace(child, dest / child.name)
+                moved.append(child.name)
         ok = True
         return moved
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if not ok and created:
             shutil.rmtree(dest, ignore_errors=True)  # we made it and nothing valid went in
+
+
+_MERGE_LOCK = threading.Lock()
 
 
 def _replace(src: Path, dst: Path) -> None:
