@@ -8,7 +8,11 @@
 - :func:`generate_token_ids_ct2` / :func:`generate_texts_ct2` decode 30 s windows in batches with
   the CTranslate2 engine directly, with exactly the prompt the transformers path uses
   (``<|startoftranscript|><|lang|><|task|><|notimestamps|>``): the like-for-like comparison used
-  by ``eval --backend ct2`` and ``convert --verify``.
+  by ``eval --backend ct2`` and ``convert --verify``. With ``pack=True`` they are the fast path
+  for many short clips: same-language clips share 30 s windows (timestamps split them back, with
+  a fallback to their own windows), and with ``load_ct2_whisper(..., inter_threads=N)`` a batch is
+  decoded by N workers side by side. ``benchmarks/inference.py`` measures both against
+  transformers and plain faster-whisper.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from whisper_ft.console import log
 from whisper_ft.decoding.hf import per_sample_languages, validate_task
 from whisper_ft.decoding.results import Segment, Transcription, Word
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.generation import MAX_TARGET_TOKENS
+from whisper_ft.models.generation import MAX_TARGET_TOKENS, TIMESTAMP_STEP
 
 N_FRAMES = N_SAMPLES // 160
 
@@ -105,8 +109,15 @@ def load_ct2_whisper(
     device: str = "auto",
     compute_type: str = "auto",
     cpu_threads: int | None = None,
+    inter_threads: int = 1,
 ) -> CT2Whisper:
-    """Open a model with faster-whisper (see :func:`ensure_ct2_folder` for what names work)."""
+    """Open a model with faster-whisper (see :func:`ensure_ct2_folder` for what names work).
+
+    ``inter_threads > 1`` splits the ``cpu_threads`` into that many workers of
+    ``cpu_threads // inter_threads`` threads each: batches given to :func:`generate_token_ids_ct2`
+    are then cut into one part per worker, decoded side by side (faster on CPU than one batch on
+    all threads; measured in benchmarks/inference.py). faster-whisper's own ``transcribe`` decodes
+    one window at a time and so uses one worker's threads only: keep 1 for ``transcribe_ct2``."""
     from faster_whisper import WhisperModel
 
     path = ensure_ct2_folder(name_or_path)
@@ -118,7 +129,10 @@ def load_ct2_whisper(
             )
     device, compute_type = resolve_device(device, compute_type)
     threads = cpu_threads or default_cpu_threads()
-    model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
+    if inter_threads < 1:
+        raise WhisperFtError(f"inter_threads must be at least 1 (got {inter_threads})")
+    model = WhisperModel(str(path), device=device, compute_type=compute_type,
+                         cpu_threads=max(1, threads // inter_threads), num_workers=inter_threads,
                          local_files_only=True)
     if not model.model.is_multilingual and _config_lang_ids(path) > 1:
         model.model = _MultilingualEngine(model.model)
@@ -251,6 +265,49 @@ def detect_languages_ct2(ct2: CT2Whisper, features) -> list[tuple[str, float]]:
     return [(r[0][0].strip("<|>"), float(r[0][1])) for r in results]
 
 
+def _prompt(ct2: CT2Whisper, language: str | None, task: str, *, timestamps: bool = False) -> list[int]:
+    """``<|startoftranscript|><|lang|><|task|>`` (+ ``<|notimestamps|>``), as transformers builds it."""
+    prompt = [_token_id(ct2, "<|startoftranscript|>")]
+    if ct2.is_multilingual:
+        prompt += [_token_id(ct2, f"<|{language or 'en'}|>"), _token_id(ct2, f"<|{task}|>")]
+    return prompt if timestamps else prompt + [_token_id(ct2, "<|notimestamps|>")]
+
+
+def _generate(ct2: CT2Whisper, groups: list[tuple[np.ndarray, list[list[int]]]], **kwargs) -> list[list]:
+    """``engine.generate`` on batches of (features, prompts); one list of results per batch.
+
+    CTranslate2 wants prompts of one length in a batch, hence several batches. With several
+    workers (``inter_threads``) each batch is dealt out to them (items k, k + workers, ...: similar
+    lengths when sorted) and every part is queued at once, so the workers decode side by side."""
+    import ctranslate2
+
+    workers = max(1, int(getattr(ct2.engine, "num_workers", 1) or 1))
+    if workers == 1:
+        return [ct2.engine.generate(ctranslate2.StorageView.from_array(features), prompts, **kwargs)
+                for features, prompts in groups]
+    queued = []
+    for g, (features, prompts) in enumerate(groups):
+        n = len(prompts)
+        for k in range(min(workers, n)):
+            idx = list(range(k, n, workers))
+            part = ct2.engine.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[idx])),
+                                       [prompts[i] for i in idx], asynchronous=True, **kwargs)
+            queued.append((g, idx, part))
+    results: list[list] = [[None] * len(prompts) for _, prompts in groups]
+    for g, idx, part in queued:
+        for i, r in zip(idx, part):
+            results[g][i] = r.result()
+    return results
+
+
+def _max_length(max_new_tokens: int | None, prompts: list[list[int]]) -> int:
+    # CTranslate2's Whisper generates at most max_length // 2 new tokens (measured; OpenAI's
+    # sample_len = n_text_ctx // 2): 448 -> 224, the default of OpenAI and faster-whisper.
+    if max_new_tokens is None:
+        return MAX_TARGET_TOKENS
+    return 2 * min(max_new_tokens, MAX_TARGET_TOKENS - max(len(p) for p in prompts))
+
+
 def generate_token_ids_ct2(
     ct2: CT2Whisper,
     audios: list[np.ndarray],
@@ -259,38 +316,243 @@ def generate_token_ids_ct2(
     task: str = "transcribe",
     num_beams: int = 1,
     max_new_tokens: int | None = None,
+    pack: bool = False,
+    stats: dict | None = None,
 ) -> list[list[int]]:
-    """Generated tokens (no prompt, no ``<|endoftext|>``) for each audio's first 30 s."""
+    """Generated tokens (no prompt, no ``<|endoftext|>``) for each audio's first 30 s.
+
+    All audios go through the engine in one batch (encoder and decoder). ``pack=True`` is the fast
+    path for short clips: clips of the same (given) language share 30 s windows (see
+    :func:`generate_packed_token_ids_ct2`, which fills ``stats``); without it every clip gets a
+    window of its own, decoded exactly like transformers decodes it.
+    """
     import ctranslate2
 
     task = validate_task(task)
+    if num_beams < 1:
+        raise WhisperFtError(f"num_beams must be at least 1 (got {num_beams})")
     langs = per_sample_languages(language, len(audios))
-    features = ctranslate2.StorageView.from_array(ct2_features(ct2, audios))
-    multilingual = ct2.is_multilingual
+    if not audios:
+        return []
+    if pack:
+        return generate_packed_token_ids_ct2(ct2, audios, language=langs, task=task, num_beams=num_beams,
+                                             max_new_tokens=max_new_tokens, stats=stats)
+    features = ct2_features(ct2, audios)
     if any(lang is None for lang in langs):
-        if multilingual:
-            detected = detect_languages_ct2(ct2, features)
+        if ct2.is_multilingual:
+            detected = detect_languages_ct2(ct2, ctranslate2.StorageView.from_array(features))
             langs = [lang or det[0] for lang, det in zip(langs, detected)]
-    sot, notimestamps = _token_id(ct2, "<|startoftranscript|>"), _token_id(ct2, "<|notimestamps|>")
-    prompts = []
-    for lang in langs:
-        prompt = [sot]
-        if multilingual:
-            prompt += [_token_id(ct2, f"<|{lang or 'en'}|>"), _token_id(ct2, f"<|{task}|>")]
-        prompts.append(prompt + [notimestamps])
-    kwargs = {"beam_size": num_beams, "suppress_blank": True, "suppress_tokens": [-1]}
-    # CTranslate2's Whisper generates at most max_length // 2 new tokens (measured; OpenAI's
-    # sample_len = n_text_ctx // 2): 448 -> 224, the default of OpenAI and faster-whisper.
-    if max_new_tokens is None:
-        kwargs["max_length"] = MAX_TARGET_TOKENS
-    else:
-        kwargs["max_length"] = 2 * min(max_new_tokens, MAX_TARGET_TOKENS - max(len(p) for p in prompts))
-    results = ct2.engine.generate(features, prompts, return_scores=False, **kwargs)
+    prompts = [_prompt(ct2, lang, task) for lang in langs]
+    (results,) = _generate(ct2, [(features, prompts)], return_scores=False, beam_size=num_beams,
+                           suppress_blank=True, suppress_tokens=[-1], max_length=_max_length(max_new_tokens, prompts))
     return [list(r.sequences_ids[0]) for r in results]
 
 
+# --- packing: several short clips in one 30 s window -----------------------------------------
+#
+# Encoding a 30 s window costs the same whether it holds 2 s or 29 s of speech, and on CPU the
+# encoder is most of the work for short clips. Packing lays same-language clips one after another
+# with PACK_GAP_SECONDS of silence between them, decodes the window *with* timestamps (so the
+# model sees real 30 s inputs, unlike trimming the padding, which makes it loop) and gives each
+# timestamped segment to the clip it overlaps. A clip is decoded again on its own (the unpacked
+# path) whenever its share is not clean: a segment straddling two clips, a segment in a gap, an
+# unfinished last segment, a clip with no text, a window cut at the length limit.
+
+PACK_GAP_SECONDS = 2.0  # silence between clips (1 s: whisper-base often ran short clips together)
+PACK_WINDOW_SECONDS = 26.0  # clips + gaps per window: room before 30 s so the last clip is finished
+PACK_OVERLAP_TOLERANCE = 1.0  # seconds a segment may spill into a neighbouring clip (timestamp slack)
+
+
+@dataclass
+class PackedWindow:
+    """Clips sharing one window: their indices (in window order) and (start, end) seconds in it."""
+
+    language: str | None
+    indices: list[int]
+    spans: list[tuple[float, float]]
+
+    @property
+    def seconds(self) -> float:
+        return self.spans[-1][1] if self.spans else 0.0
+
+
+def plan_packed_windows(
+    durations: list[float],
+    languages: list[str | None],
+    *,
+    gap: float = PACK_GAP_SECONDS,
+    window_seconds: float = PACK_WINDOW_SECONDS,
+) -> list[PackedWindow]:
+    """First-fit decreasing packing of clips into windows, one language per window; a clip longer
+    than ``window_seconds`` gets a window of its own."""
+    windows: list[PackedWindow] = []
+    for lang in dict.fromkeys(languages):
+        order = sorted((i for i, x in enumerate(languages) if x == lang), key=lambda i: (-durations[i], i))
+        bins: list[list] = []  # [used seconds, indices]
+        for i in order:
+            for b in bins:
+                if b[0] + gap + durations[i] <= window_seconds:
+                    b[0] += gap + durations[i]
+                    b[1].append(i)
+                    break
+            else:
+                bins.append([durations[i], [i]])
+        for _, idx in bins:
+            spans, t = [], 0.0
+            for k, i in enumerate(idx):
+                t += gap if k else 0.0
+                spans.append((t, t + durations[i]))
+                t += durations[i]
+            windows.append(PackedWindow(lang, idx, spans))
+    return windows
+
+
+def packed_audio(audios: list[np.ndarray], window: PackedWindow, gap: float = PACK_GAP_SECONDS) -> np.ndarray:
+    """The window's samples: its clips with ``gap`` seconds of silence between them."""
+    out = np.zeros(int(round(window.seconds * SAMPLE_RATE)) + 1, dtype=np.float32)
+    for i, (start, _) in zip(window.indices, window.spans):
+        a = np.asarray(audios[i], dtype=np.float32)
+        s = int(round(start * SAMPLE_RATE))
+        a = a[: max(0, len(out) - s)]
+        out[s:s + len(a)] = a
+    return out
+
+
+def split_packed_tokens(
+    tokens: list[int],
+    window: PackedWindow,
+    *,
+    eot: int,
+    timestamp_begin: int,
+    truncated: bool = False,
+    tolerance: float = PACK_OVERLAP_TOLERANCE,
+) -> list[list[int] | None]:
+    """Each clip's text tokens from a window's timestamped output, or None where the split is not
+    trustworthy (see the module comment on packing)."""
+    n = len(window.spans)
+    texts: list[list[int]] = [[] for _ in range(n)]
+    bad = [False] * n
+    segments: list[tuple[float, float | None, list[int]]] = []
+    start: float | None = None
+    last_end = 0.0
+    current: list[int] = []
+    for t in tokens:
+        if t >= timestamp_begin:
+            ts = (t - timestamp_begin) * TIMESTAMP_STEP
+            if start is None:
+                start = ts
+            else:
+                segments.append((start, ts, current))
+                current, start, last_end = [], None, ts
+        elif t < eot:
+            if start is None:
+                start = last_end
+            current.append(int(t))
+    open_from = None
+    if start is not None or truncated:
+        open_from = start if start is not None else last_end
+        if current:
+            segments.append((open_from, None, current))
+    for seg_start, seg_end, seg_tokens in segments:
+        if seg_end is None:
+            continue
+        overlaps = [max(0.0, min(seg_end, e) - max(seg_start, s)) for s, e in window.spans]
+        ranked = sorted(range(n), key=lambda k: -overlaps[k])
+        k = ranked[0]
+        if overlaps[k] <= 0.0:  # text in a gap: whose is it?
+            before = [j for j in range(n) if window.spans[j][1] <= seg_start]
+            after = [j for j in range(n) if window.spans[j][0] >= seg_end]
+            for j in before[-1:] + after[:1]:
+                bad[j] = True
+            continue
+        if n > 1 and overlaps[ranked[1]] > tolerance:  # runs two clips together
+            bad[k] = bad[ranked[1]] = True
+        texts[k] += seg_tokens
+    if open_from is not None:  # an unfinished segment: everything after its start is unreliable
+        for j, (_, e) in enumerate(window.spans):
+            if e > open_from + tolerance:
+                bad[j] = True
+    return [None if bad[j] or not texts[j] else texts[j] for j in range(n)]
+
+
+def generate_packed_token_ids_ct2(
+    ct2: CT2Whisper,
+    audios: list[np.ndarray],
+    *,
+    language: str | list[str | None] | None,
+    task: str = "transcribe",
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    gap: float = PACK_GAP_SECONDS,
+    window_seconds: float = PACK_WINDOW_SECONDS,
+    stats: dict | None = None,
+) -> list[list[int]]:
+    """:func:`generate_token_ids_ct2` with packing: clips of the same language share windows
+    (decoded together in one batch, with timestamps, split back by timestamp); a clip with a window
+    to itself is decoded unpacked in the same batch; clips that do not split cleanly or have no
+    language given are decoded unpacked in a second batch. ``stats`` (a dict) receives counts:
+    ``windows``, ``packed_clips``, ``refused_clips`` (packed, then decoded again unpacked) and
+    ``unpacked_clips`` (all clips decoded unpacked)."""
+    task = validate_task(task)
+    langs = per_sample_languages(language, len(audios))
+    if not ct2.is_multilingual:  # English-only: no language token in the prompt, all clips pack together
+        langs = [lang or "en" for lang in langs]
+    durations = [len(a) / SAMPLE_RATE for a in audios]
+    known = [i for i, lang in enumerate(langs) if lang is not None]
+    windows = plan_packed_windows([durations[i] for i in known], [langs[i] for i in known], gap=gap,
+                                  window_seconds=window_seconds)
+    for w in windows:
+        w.indices = [known[i] for i in w.indices]
+    packed = [w for w in windows if len(w.indices) > 1]
+    singles = [w.indices[0] for w in windows if len(w.indices) == 1]
+    later = [i for i, lang in enumerate(langs) if lang is None]  # detected by the unpacked path
+    if max_new_tokens is not None and num_beams > 1:
+        # a shared batch caps every item at the windows' length; beam search would notice
+        later, singles = later + singles, []
+    results: list[list[int] | None] = [None] * len(audios)
+    refused = 0
+    if packed:
+        # the packed windows (timestamped prompt) and the clips alone in a window (the unpacked
+        # prompt, so their result is exactly the unpacked path's), queued together
+        groups = [(ct2_features(ct2, [packed_audio(audios, w, gap) for w in packed]),
+                   [_prompt(ct2, w.language, task, timestamps=True) for w in packed])]
+        if singles:
+            groups.append((ct2_features(ct2, [audios[i] for i in singles]), [_prompt(ct2, langs[i], task) for i in singles]))
+        out = _generate(ct2, groups, beam_size=num_beams, return_scores=False, suppress_blank=True,
+                        suppress_tokens=[-1], max_length=MAX_TARGET_TOKENS)
+        eot = _token_id(ct2, "<|endoftext|>")
+        timestamp_begin = _token_id(ct2, "<|notimestamps|>") + 1
+        limit = MAX_TARGET_TOKENS // 2 - len(groups[0][1][0]) - 1  # CTranslate2's cap on new tokens, less slack
+        for w, r in zip(packed, out[0]):
+            seq = list(r.sequences_ids[0])
+            split = split_packed_tokens(seq, w, eot=eot, timestamp_begin=timestamp_begin, truncated=len(seq) >= limit)
+            for i, toks in zip(w.indices, split):
+                if toks is None:
+                    later.append(i)
+                    refused += 1
+                else:
+                    results[i] = toks[:max_new_tokens] if max_new_tokens is not None else toks
+        for i, r in zip(singles, out[1] if singles else []):
+            seq = list(r.sequences_ids[0])
+            results[i] = seq[:max_new_tokens] if max_new_tokens is not None else seq
+    else:
+        later += singles
+    later.sort()
+    if later:
+        ids = generate_token_ids_ct2(ct2, [audios[i] for i in later], language=[langs[i] for i in later],
+                                     task=task, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        for i, toks in zip(later, ids):
+            results[i] = toks
+    if stats is not None:
+        for key, n in (("windows", len(packed)), ("packed_clips", sum(len(w.indices) for w in packed)),
+                       ("refused_clips", refused), ("unpacked_clips", len(audios) - sum(len(w.indices) for w in packed) + refused)):
+            stats[key] = stats.get(key, 0) + n
+    return results  # type: ignore[return-value]
+
+
 def generate_texts_ct2(ct2: CT2Whisper, audios: list[np.ndarray], **kwargs) -> list[str]:
-    """One transcript per audio (first 30 s), decoded like :func:`generate_token_ids_ct2`."""
+    """One transcript per audio (first 30 s), decoded like :func:`generate_token_ids_ct2`
+    (``pack=True``: the packed fast path)."""
     from whisper_ft.decoding.hf import text_token_ids
 
     eot = _token_id(ct2, "<|endoftext|>")
