@@ -530,3 +530,41 @@ def test_latest_checkpoint_skips_incomplete_saves(tmp_path):
     assert resolve_checkpoint(str(tmp_path / "checkpoint-2"), tmp_path) == tmp_path / "checkpoint-2"
     with pytest.raises(WhisperFtError, match="not a checkpoint folder"):
         resolve_checkpoint(str(tmp_path / "checkpoint-12"), tmp_path)
+
+
+def test_lora_encoder_layers_adapts_only_the_top_layers_and_saves_no_lower_activations(tiny_model_dir):
+    """--lora_encoder_layers N: adapters in the decoder and the top N encoder layers only; the
+    frozen layers below record no autograd graph (that is where the memory of 30 s windows goes)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_ft.training.model import adapter_targets, add_adapters
+
+    base = WhisperForConditionalGeneration.from_pretrained(str(tiny_model_dir))
+    n = base.config.encoder_layers
+    lora = LoraSettings(r=4, alpha=8, dropout=0.0, encoder_layers=1)
+    targets = adapter_targets(base, lora)
+    enc = {t for t in targets if ".encoder." in f".{t}."}
+    assert enc and all(f"encoder.layers.{n - 1}." in t for t in enc)
+    assert any(".decoder." in f".{t}." for t in targets)
+    assert adapter_targets(base, LoraSettings(encoder_layers=None)) == list(LoraSettings().target_modules)
+    assert not {t for t in adapter_targets(base, LoraSettings(encoder_layers=0)) if "encoder" in t}
+    with pytest.raises(WhisperFtError, match="encoder layers"):
+        adapter_targets(base, LoraSettings(encoder_layers=n + 1))
+    with pytest.raises(WhisperFtError, match="--lora_encoder_layers must be 0 or more"):
+        LoraSettings(encoder_layers=-1)
+
+    model = add_adapters(base, lora, recorded_name="tiny", total_steps=10)
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(f"encoder.layers.{n - 1}." in t or "decoder" in t for t in trained)
+    outputs = {}
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: outputs.__setitem__(k, o[0] if isinstance(o, tuple) else o))
+             for k, layer in enumerate(model.base_model.model.model.encoder.layers)]
+    feats = torch.randn(1, base.config.num_mel_bins, 3000)
+    out = model(input_features=feats, labels=torch.tensor([[1, 2, 3]]))
+    for h in hooks:
+        h.remove()
+    assert all(outputs[k].grad_fn is None for k in range(n - 1))  # no graph below the top layer
+    assert outputs[n - 1].grad_fn is not None
+    out.loss.backward()
+    assert all(p.grad is not None for name, p in model.named_parameters() if p.requires_grad)

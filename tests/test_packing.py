@@ -129,3 +129,56 @@ def test_inter_threads_workers_give_the_same_tokens(tiny_ct2):
             == generate_token_ids_ct2(one, audios, language="zh", max_new_tokens=10))
     with pytest.raises(WhisperFtError, match="inter_threads"):
         load_ct2_whisper(tiny_ct2, compute_type="float32", inter_threads=0)
+
+
+def test_prepare_pack_writes_windows_with_clip_times(tmp_path, capsys):
+    """`prepare pack`: same-language clips share windows; every clip's text sits at its time in
+    the window (as `sentences`), the audio is where the times say, and bad options fail cleanly."""
+    import soundfile as sf
+
+    from whisper_ft.cli import main
+    from whisper_ft.manifest import read_manifest
+
+    records = []
+    for i in range(7):
+        seconds = 3.0 + 0.5 * i
+        lang = "zh" if i % 2 else "en"
+        t = np.arange(int(seconds * 16000)) / 16000
+        sf.write(str(tmp_path / f"c{i}.wav"), (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32), 16000)
+        records.append({"audio": {"path": f"c{i}.wav"}, "sentence": f"clip {i}" if lang == "en" else f"片段{i}",
+                        "language": lang, "duration": seconds, "id": f"c{i}"})
+    (tmp_path / "in.jsonl").write_text("".join(__import__("json").dumps(r, ensure_ascii=False) + "\n" for r in records))
+    out = tmp_path / "out" / "packed.jsonl"
+    def cli(*args) -> int:
+        try:
+            return main(list(args)) or 0
+        except SystemExit as exc:
+            return exc.code or 0
+
+    assert cli("prepare", "pack", "--manifest", str(tmp_path / "in.jsonl"), "--output", str(out),
+               "--window_seconds", "20", "--gap", "1") == 0
+    packed = read_manifest(out)
+    originals = {r["id"]: r for r in records}
+    seen = []
+    for u in packed:
+        assert u.duration <= 20.0
+        ids = u.extra.get("packed", [u.id])
+        seen += ids
+        assert len({originals[i]["language"] for i in ids}) == 1 and u.language == originals[ids[0]]["language"]
+        if len(ids) == 1:
+            continue
+        texts = [originals[i]["sentence"] for i in ids]
+        assert [s.text for s in u.sentences] == texts
+        assert u.sentence == ("".join(texts) if u.language == "zh" else " ".join(texts))
+        audio = u.load_audio()
+        for s, i in zip(u.sentences, ids):
+            assert s.end - s.start == pytest.approx(originals[i]["duration"], abs=1e-3)
+            inside = audio[int(s.start * 16000) + 100:int(s.end * 16000) - 100]
+            assert np.abs(inside).max() > 0.1  # the clip is there ...
+        for a, b in zip(u.sentences, u.sentences[1:]):
+            assert b.start - a.end == pytest.approx(1.0, abs=1e-3)
+            assert np.abs(audio[int(a.end * 16000) + 10:int(b.start * 16000) - 10]).max() == 0.0  # ... the gap is silent
+    assert sorted(seen) == sorted(originals) and any(len(u.extra.get("packed", [])) > 1 for u in packed)
+    assert cli("prepare", "pack", "--manifest", str(tmp_path / "in.jsonl"), "--output", str(out),
+               "--window_seconds", "31") == 1
+    assert "--window_seconds" in capsys.readouterr().err

@@ -44,6 +44,7 @@ class EvalSettings:
     cpu_threads: int | None = None
     max_new_tokens: int | None = None
     show_progress: bool = True
+    pack: bool = False  # ct2 only: the packed fast path (short same-language clips share 30 s windows)
 
 
 @dataclass
@@ -140,20 +141,25 @@ class _HFDecoder:
 
 class _CT2Decoder:
     def __init__(self, settings: EvalSettings):
-        from whisper_ft.decoding.ct2 import load_ct2_whisper
+        from whisper_ft.decoding.ct2 import default_cpu_threads, load_ct2_whisper
 
+        # packed batches are decoded by one single-threaded worker per CPU thread (measured fastest
+        # on CPU in benchmarks/inference.py); unpacked decoding keeps one worker for exactness
+        threads = settings.cpu_threads or default_cpu_threads()
+        inter = threads if settings.pack and settings.device != "cuda" else 1
         self.ct2 = load_ct2_whisper(settings.model, device=settings.device, compute_type=settings.compute_type,
-                                    cpu_threads=settings.cpu_threads)
+                                    cpu_threads=threads, inter_threads=inter)
         self.settings = settings
         self.info = {"name": settings.model, "path": str(self.ct2.path), "kind": "ct2", "backend": "ct2",
-                     "device": self.ct2.device, "compute_type": self.ct2.compute_type}
+                     "device": self.ct2.device, "compute_type": self.ct2.compute_type,
+                     "pack": settings.pack, "inter_threads": inter}
 
     def texts(self, audios, languages) -> list[str]:
         from whisper_ft.decoding.ct2 import generate_texts_ct2
 
         s = self.settings
         return generate_texts_ct2(self.ct2, audios, language=languages, task=s.task, num_beams=s.num_beams,
-                                  max_new_tokens=s.max_new_tokens)
+                                  max_new_tokens=s.max_new_tokens, pack=s.pack)
 
     def long(self, audio, language) -> str:
         from whisper_ft.decoding.ct2 import transcribe_ct2
@@ -194,6 +200,8 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     validate_task(settings.task)
     if settings.batch_size < 1:
         raise WhisperFtError(f"--batch_size must be at least 1 (got {settings.batch_size})")
+    if settings.pack and backend != "ct2":
+        raise WhisperFtError("--pack needs --backend ct2 (transformers decodes every clip in its own window)")
     forced = normalize_language(settings.language)
     utterances = load_test_data(settings.test_data)
     languages = [forced or normalize_language(u.language) for u in utterances]

@@ -47,6 +47,7 @@ def eval_command(
     compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only: auto (cuda float16, cpu int8), int8, float32, ..."),
     cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads (default: up to 4)."),
     max_new_tokens: int = typer.Option(None, "--max_new_tokens", help="Cap on generated tokens per utterance."),
+    pack: bool = typer.Option(False, "--pack", help="ct2 only: the fast path for short clips: same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone)."),
 ) -> None:
     """Score a model on a test manifest (CER/WER with S/D/I, report.json, per-utterance JSONL)."""
     _quiet_libraries()
@@ -68,7 +69,7 @@ def eval_command(
     report = evaluate(EvalSettings(
         model=model_path, test_data=test_data, metric=metric, language=language, task=task, batch_size=batch_size,
         num_beams=num_beams, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=max_new_tokens, pack=pack,
     ))
     report_path, preds_path = write_report(report, output_dir)
     log(f"model: {report.model['path']} ({report.model['backend']}, {report.model['device']})")

@@ -156,3 +156,22 @@ def tts(
     _finish(prepare_tts(text, language, output_dir, voices=voice_list, speeds=_int_list(speeds, "--speeds"),
                         pitches=_int_list(pitches, "--pitches"), test_fraction=test_fraction, seed=seed,
                         options=opts))
+
+
+@prepare_app.command("pack")
+def pack(
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest of short clips (e.g. dataset/train.jsonl)."),
+    output: Path = typer.Option(..., "--output", help="Packed manifest to write; wavs go to <output stem>_wav/ "
+                                                      "next to it."),
+    window_seconds: float = typer.Option(26.0, "--window_seconds", help="Clips + gaps per window (at most 30)."),
+    gap: float = typer.Option(2.0, "--gap", help="Seconds of silence between clips."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the order clips are packed in."),
+) -> None:
+    """Short clips -> packed 30 s training windows (several clips each, per-clip times as `sentences`).
+
+    Train on the result with `whisper-ft finetune --timestamps`: the encoder sees several clips per
+    window, so an epoch costs a fraction of the time and memory.
+    """
+    from whisper_ft.data.pack import pack_manifest
+
+    _finish(pack_manifest(manifest, output, window_seconds=window_seconds, gap=gap, seed=seed))

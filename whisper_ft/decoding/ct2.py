@@ -30,6 +30,13 @@ from whisper_ft.decoding.hf import per_sample_languages, validate_task
 from whisper_ft.decoding.results import Segment, Transcription, Word
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS, TIMESTAMP_STEP
+from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's planning)
+    PACK_GAP_SECONDS,
+    PACK_WINDOW_SECONDS,
+    PackedWindow,
+    packed_audio,
+    plan_packed_windows,
+)
 
 N_FRAMES = N_SAMPLES // 160
 
@@ -358,64 +365,7 @@ def generate_token_ids_ct2(
 # path) whenever its share is not clean: a segment straddling two clips, a segment in a gap, an
 # unfinished last segment, a clip with no text, a window cut at the length limit.
 
-PACK_GAP_SECONDS = 2.0  # silence between clips (1 s: whisper-base often ran short clips together)
-PACK_WINDOW_SECONDS = 26.0  # clips + gaps per window: room before 30 s so the last clip is finished
 PACK_OVERLAP_TOLERANCE = 1.0  # seconds a segment may spill into a neighbouring clip (timestamp slack)
-
-
-@dataclass
-class PackedWindow:
-    """Clips sharing one window: their indices (in window order) and (start, end) seconds in it."""
-
-    language: str | None
-    indices: list[int]
-    spans: list[tuple[float, float]]
-
-    @property
-    def seconds(self) -> float:
-        return self.spans[-1][1] if self.spans else 0.0
-
-
-def plan_packed_windows(
-    durations: list[float],
-    languages: list[str | None],
-    *,
-    gap: float = PACK_GAP_SECONDS,
-    window_seconds: float = PACK_WINDOW_SECONDS,
-) -> list[PackedWindow]:
-    """First-fit decreasing packing of clips into windows, one language per window; a clip longer
-    than ``window_seconds`` gets a window of its own."""
-    windows: list[PackedWindow] = []
-    for lang in dict.fromkeys(languages):
-        order = sorted((i for i, x in enumerate(languages) if x == lang), key=lambda i: (-durations[i], i))
-        bins: list[list] = []  # [used seconds, indices]
-        for i in order:
-            for b in bins:
-                if b[0] + gap + durations[i] <= window_seconds:
-                    b[0] += gap + durations[i]
-                    b[1].append(i)
-                    break
-            else:
-                bins.append([durations[i], [i]])
-        for _, idx in bins:
-            spans, t = [], 0.0
-            for k, i in enumerate(idx):
-                t += gap if k else 0.0
-                spans.append((t, t + durations[i]))
-                t += durations[i]
-            windows.append(PackedWindow(lang, idx, spans))
-    return windows
-
-
-def packed_audio(audios: list[np.ndarray], window: PackedWindow, gap: float = PACK_GAP_SECONDS) -> np.ndarray:
-    """The window's samples: its clips with ``gap`` seconds of silence between them."""
-    out = np.zeros(int(round(window.seconds * SAMPLE_RATE)) + 1, dtype=np.float32)
-    for i, (start, _) in zip(window.indices, window.spans):
-        a = np.asarray(audios[i], dtype=np.float32)
-        s = int(round(start * SAMPLE_RATE))
-        a = a[: max(0, len(out) - s)]
-        out[s:s + len(a)] = a
-    return out
 
 
 def split_packed_tokens(

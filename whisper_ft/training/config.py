@@ -70,6 +70,12 @@ class LoraSettings:
         "Comma-separated module names that get adapters (encoder and decoder alike).",
         "--target_modules",
     )
+    encoder_layers: int | None = setting(
+        None,
+        "Adapters in the top N encoder layers only (0: decoder only; default: all). The layers below stay "
+        "frozen and keep no activations: peak memory and step time fall with N.",
+        "--lora_encoder_layers",
+    )
     use_adalora: bool = setting(
         False, "AdaLoRA: start at rank r and reallocate a smaller rank budget to the weights that matter.",
         "--use_adalora",
@@ -83,6 +89,8 @@ class LoraSettings:
         _positive(self, "r")
         _positive(self, "alpha")
         _require(0 <= self.dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.dropout})")
+        _require(self.encoder_layers is None or self.encoder_layers >= 0,
+                 f"--lora_encoder_layers must be 0 or more (got {self.encoder_layers})")
         _require(bool(self.target_modules), "--target_modules is empty: name at least one module, e.g. q_proj,v_proj")
         if self.adalora_target_r is None:
             self.adalora_target_r = max(1, self.r // 4)

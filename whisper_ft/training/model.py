@@ -110,6 +110,33 @@ def linear_module_names(model) -> set[str]:
     return {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
 
 
+def adapter_targets(model, lora: LoraSettings) -> list[str]:
+    """What peft wraps: the short names, or with ``--lora_encoder_layers N`` the full names of those
+    modules in the decoder and in the top N encoder layers.
+
+    The encoder layers below get no adapter and their input needs no gradient, so autograd keeps
+    none of their activations: the memory of 30 s windows is in the encoder's activations."""
+    import torch
+
+    if lora.encoder_layers is None:
+        return list(lora.target_modules)
+    n_layers = model.config.encoder_layers
+    if lora.encoder_layers > n_layers:
+        raise WhisperFtError(f"--lora_encoder_layers {lora.encoder_layers}: this model has {n_layers} encoder layers")
+    first_trained = n_layers - lora.encoder_layers
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name.rsplit(".", 1)[-1] not in lora.target_modules:
+            continue
+        parts = name.split(".")
+        if "encoder" in parts:
+            i = parts.index("encoder")
+            if parts[i + 1:i + 2] != ["layers"] or int(parts[i + 2]) < first_trained:
+                continue
+        names.append(name)
+    return names
+
+
 def adalora_schedule(total_steps: int) -> dict[str, int]:
     """AdaLoRA's phases for a run of ``total_steps`` optimizer steps.
 
@@ -141,7 +168,8 @@ def add_adapters(model, lora: LoraSettings, *, recorded_name: str, total_steps: 
         raise WhisperFtError(
             f"--target_modules: {', '.join(unknown)} not in this model; Linear modules: {', '.join(sorted(available))}"
         )
-    common = {"target_modules": list(lora.target_modules), "lora_alpha": lora.alpha, "lora_dropout": lora.dropout}
+    targets = adapter_targets(model, lora)
+    common = {"target_modules": targets, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout}
     if lora.use_adalora:
         config = AdaLoraConfig(
             init_r=lora.r,
@@ -161,7 +189,8 @@ def add_adapters(model, lora: LoraSettings, *, recorded_name: str, total_steps: 
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     kind = "AdaLoRA" if lora.use_adalora else "LoRA"
-    log_main(f"{kind} r={lora.r} on {', '.join(lora.target_modules)}: {trainable:,} trainable of {total:,} parameters "
+    where = "" if lora.encoder_layers is None else f" (decoder + top {lora.encoder_layers} encoder layers)"
+    log_main(f"{kind} r={lora.r} on {', '.join(lora.target_modules)}{where}: {trainable:,} trainable of {total:,} parameters "
         f"({100 * trainable / total:.2f}%)")
     return peft_model
 
