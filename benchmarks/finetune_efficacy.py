@@ -1,0 +1,282 @@
+"""Fine-tune efficacy: does LoRA teach whisper-base a new domain without forgetting real speech?
+
+    .venv/bin/python benchmarks/finetune_efficacy.py                       # default recipe, 30 min budget
+    .venv/bin/python benchmarks/finetune_efficacy.py --recipes packed-top2,packed-top2-r8 --minutes 20
+
+The domain: HSK Mandarin sentences spoken by espeak-ng (built like `make demo` builds it, or
+--train/--test manifests). For each recipe (a set of `whisper-ft finetune` options, below) the
+script trains for at most --minutes of wall time (``--max_steps`` from a measured step time), then
+measures with the same commands a user runs (`whisper-ft eval`, transformers greedy):
+
+  domain CER      held-out espeak sentences (no sentence shared with training), before and after
+  real zh / en    the real clips of ../shared/audio (forgetting; within +2 points is the target)
+  loops           hypotheses that repeat themselves (a 1-4 token n-gram 4+ times in a row, or
+                  twice the reference's length): hallucination loops
+  minutes, s/step training wall time (evaluations during training included) and seconds per step
+  peak RSS        the largest process of the run (``ru_maxrss`` of the finetune process tree)
+
+The table goes to stdout and everything to --output (JSON). One heavy job at a time: timings on
+a shared machine drift, so each row also records the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "finetune_efficacy.json"
+SHARED_MANIFEST = ROOT.parent / "shared" / "audio" / "manifest.jsonl"
+DOMAIN_MAX_NEW_TOKENS = "96"  # domain sentences are < 60 tokens; caps the base model's loops
+
+# name -> (help, pack the training clips?, finetune options). Common options are added in train().
+RECIPES: dict[str, tuple[str, bool, list[str]]] = {
+    "issue-probe": (
+        "the issue's throwaway recipe: LoRA r32 on every layer, one clip per window, lr 1e-3",
+        False, ["--lora_r", "32", "--lora_alpha", "64", "--learning_rate", "1e-3", "--warmup_steps", "0"],
+    ),
+    "packed-top2": (
+        "packed windows (--timestamps), LoRA r32 on the decoder + top 2 encoder layers, lr 1e-3",
+        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "2",
+               "--timestamps", "--learning_rate", "1e-3", "--warmup_steps", "5"],
+    ),
+    "packed-top2-lr5e-4": (
+        "packed-top2 with lr 5e-4 (gentler: less forgetting, slower learning)",
+        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "2",
+               "--timestamps", "--learning_rate", "5e-4", "--warmup_steps", "5"],
+    ),
+    "packed-top2-r8": (
+        "packed-top2 with rank 8 (alpha 16)",
+        True, ["--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0", "--lora_encoder_layers", "2",
+               "--timestamps", "--learning_rate", "1e-3", "--warmup_steps", "5"],
+    ),
+    "packed-decoder": (
+        "packed windows, LoRA r32 on the decoder only (encoder frozen)",
+        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "0",
+               "--timestamps", "--learning_rate", "1e-3", "--warmup_steps", "5"],
+    ),
+}
+DEFAULT_RECIPES = "packed-top2"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    recipes = "\n".join(f"  {k:<20} {v[0]}" for k, v in RECIPES.items())
+    ap = argparse.ArgumentParser(description=__doc__ + "\nrecipes:\n" + recipes,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma-separated (default {DEFAULT_RECIPES})")
+    ap.add_argument("--minutes", type=float, default=30.0, help="training budget per recipe, wall minutes (default 30)")
+    ap.add_argument("--max_steps", type=int, default=None, help="fixed step count instead of --minutes")
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--eval_every", type=int, default=20, help="training-time domain CER every N steps (default 20)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train", default=None, help="training manifest (default: build the demo's espeak set)")
+    ap.add_argument("--test", default=None, help="held-out domain manifest (default: the demo's)")
+    ap.add_argument("--real", default=str(SHARED_MANIFEST), help="real clips for forgetting (default ../shared/audio)")
+    ap.add_argument("--train_sentences", type=int, default=400)
+    ap.add_argument("--test_sentences", type=int, default=100)
+    ap.add_argument("--test_clips", type=int, default=32)
+    ap.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "work" / "efficacy"))
+    ap.add_argument("--output", default=str(DEFAULT_OUTPUT))
+    args = ap.parse_args(argv)
+    args.recipe_list = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in args.recipe_list if r not in RECIPES]
+    if unknown or not args.recipe_list:
+        ap.error(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    return args
+
+
+def whisper_ft_exe() -> str:
+    exe = Path(sys.executable).parent / "whisper-ft"
+    return str(exe) if exe.exists() else "whisper-ft"
+
+
+def run_measured(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Run ``cmd``; (wall seconds, peak RSS GB of its largest process), via a small wrapper process
+    so that ru_maxrss covers this command only."""
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]).returncode; "
+               "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+               "sys.exit(rc)")
+    rss_file = Path(env["WF_BENCH_TMP"]) / "rss.txt"
+    log("$ " + " ".join(cmd))
+    t0 = time.time()
+    rc = subprocess.run([sys.executable, "-c", wrapper, str(rss_file), *cmd], env=env).returncode
+    if rc != 0:
+        sys.exit(f"finetune_efficacy: command failed (exit {rc}): {' '.join(cmd)}")
+    return time.time() - t0, int(rss_file.read_text()) / 2**20
+
+
+def evaluate(model: str, manifest: Path, out: Path, metric: str, threads: int, cap: str | None = None) -> dict:
+    cmd = [whisper_ft_exe(), "eval", "--model_path", model, "--test_data", str(manifest), "--metric", metric,
+           "--batch_size", "8", "--cpu_threads", str(threads), "--output_dir", str(out)]
+    if cap:
+        cmd += ["--max_new_tokens", cap]
+    log("$ " + " ".join(cmd))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    report = json.loads((out / "report.json").read_text())
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    return {"error_rate": 100 * report["error_rate"], "loops": sum(is_loop(p) for p in preds), "n": len(preds)}
+
+
+_REPEAT = re.compile(r"(.{1,8}?)\1{3,}")  # a 1-8 character unit 4+ times in a row
+
+
+def is_loop(pred: dict) -> bool:
+    """A hallucination loop: a short unit repeated 4+ times in a row that the reference does not
+    repeat, or a hypothesis over twice the reference's length (+10 characters)."""
+    hyp, ref = pred.get("hyp_norm", ""), pred.get("ref_norm", "")
+    squeezed_hyp, squeezed_ref = hyp.replace(" ", ""), ref.replace(" ", "")
+    if _REPEAT.search(squeezed_hyp) and not _REPEAT.search(squeezed_ref):
+        return True
+    return len(squeezed_hyp) > 2 * len(squeezed_ref) + 10
+
+
+def real_manifests(path: Path, work: Path) -> dict[str, Path]:
+    from demo import shared_manifests
+
+    if not path.is_file():
+        log(f"{path} not found: forgetting on real speech is not measured")
+        return {}
+    if path == SHARED_MANIFEST:
+        return shared_manifests(work)
+    return {"real": path}
+
+
+def measure(model: str, domain: Path, real: dict[str, Path], out: Path, threads: int) -> dict:
+    row = {"domain": evaluate(model, domain, out / "domain", "cer", threads, DOMAIN_MAX_NEW_TOKENS)}
+    for lang, manifest in real.items():
+        row[f"real_{lang}"] = evaluate(model, manifest, out / f"real_{lang}", "cer" if lang == "zh" else "wer", threads)
+    return row
+
+
+def curve(run_dir: Path) -> list[dict]:
+    """Training-time domain CER per evaluation (from the last checkpoint's trainer_state.json)."""
+    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if not states:
+        return []
+    history = json.loads(states[-1].read_text())["log_history"]
+    return [{"step": h["step"], "cer": round(100 * h["eval_cer"], 2)} for h in history if "eval_cer" in h]
+
+
+def step_seconds(run_dir: Path) -> float | None:
+    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if not states:
+        return None
+    history = json.loads(states[-1].read_text())["log_history"]
+    final = [h for h in history if "train_runtime" in h]
+    return final[-1]["train_runtime"] / final[-1]["step"] if final else None
+
+
+def train(name: str, args, train_manifest: Path, test_manifest: Path, work: Path, env: dict,
+          max_steps: int) -> dict:
+    _, pack, options = RECIPES[name]
+    run_root = work / "runs" / name
+    data = train_manifest
+    if pack:
+        data = work / "packed" / "train.jsonl"
+        if not data.is_file():
+            subprocess.run([whisper_ft_exe(), "prepare", "pack", "--manifest", str(train_manifest), "--output", str(data)],
+                           check=True, stdout=subprocess.DEVNULL)
+    cmd = [whisper_ft_exe(), "finetune", "--base_model", "base", "--train_data", str(data),
+           "--test_data", str(test_manifest), "--language", "zh", "--output_dir", str(run_root),
+           "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max_steps),
+           "--eval_steps", str(args.eval_every), "--save_steps", str(args.eval_every), "--save_total_limit", "1",
+           "--max_eval_samples", str(args.test_clips), "--num_threads", str(args.threads), *options]
+    seconds, rss = run_measured(cmd, env)
+    run_dir = next(p for p in run_root.iterdir() if p.is_dir())
+    return {"run_dir": str(run_dir), "train_minutes": round(seconds / 60, 2), "max_steps": max_steps,
+            "seconds_per_step": step_seconds(run_dir), "peak_rss_gb": round(rss, 2), "curve": curve(run_dir),
+            "command": " ".join(cmd)}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4194304")  # glibc: give freed activation memory back
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "WF_BENCH_TMP": str(work)}
+    if args.train and args.test:
+        train_manifest, test_manifest = Path(args.train), Path(args.test)
+    else:
+        from demo import build_domain_set
+
+        train_manifest, test_manifest = work / "tts" / "train.jsonl", work / "tts" / "test_small.jsonl"
+        if not (train_manifest.is_file() and test_manifest.is_file()):
+            train_manifest, test_manifest = build_domain_set(work, args.train_sentences, args.test_sentences,
+                                                             args.test_clips, seed=0)
+    real = real_manifests(Path(args.real), work)
+    output = Path(args.output)
+    results = json.loads(output.read_text()) if output.is_file() else {}
+    results.setdefault("rows", {})
+    results["settings"] = {k: v for k, v in vars(args).items() if k != "recipe_list"} | {
+        "train": str(train_manifest), "test": str(test_manifest), "cpu": os.cpu_count()}
+
+    log("measuring the base model")
+    results["base"] = measure("base", test_manifest, real, work / "reports" / "base", args.threads)
+    for name in args.recipe_list:
+        if args.max_steps:
+            steps = args.max_steps
+        else:  # a short timing run sets max_steps for the minute budget
+            probe = train(name, args, train_manifest, test_manifest, work / "probe", env, max_steps=3)
+            per_step = probe["seconds_per_step"] or 60.0
+            steps = max(args.eval_every, int(args.minutes * 60 * 0.9 / per_step) // args.eval_every * args.eval_every)
+            log(f"{name}: {per_step:.1f} s/step -> {steps} steps in {args.minutes:g} min")
+        row = train(name, args, train_manifest, test_manifest, work, env, steps)
+        merged = work / "merged" / name
+        subprocess.run([whisper_ft_exe(), "merge", "--lora_model", str(Path(row["run_dir"]) / "best"),
+                        "--output_dir", str(merged), "--force"], check=True, stdout=subprocess.DEVNULL)
+        model = next(p for p in merged.iterdir() if p.is_dir())
+        row |= measure(str(model), test_manifest, real, work / "reports" / name, args.threads)
+        row["help"] = RECIPES[name][0]
+        row["load_average"] = os.getloadavg()
+        results["rows"][name] = row
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    print_table(results)
+    log(f"wrote {output}")
+
+
+def print_table(results: dict) -> None:
+    base = results["base"]
+    real_keys = [k for k in base if k.startswith("real_")]
+    head = ["recipe", "domain CER", *[k.replace("_", " ") for k in real_keys], "loops", "train min", "s/step",
+            "peak RSS GB"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+
+    def cells(name: str, row: dict, train: bool) -> list[str]:
+        loops = sum(row[k]["loops"] for k in ["domain", *real_keys] if k in row)
+        out = [name, f"{row['domain']['error_rate']:.1f}%"]
+        out += [f"{row[k]['error_rate']:.1f}% ({row[k]['error_rate'] - base[k]['error_rate']:+.1f})" if train and k in row
+                else f"{row[k]['error_rate']:.1f}%" for k in real_keys]
+        out.append(str(loops))
+        if train:
+            sps = row.get("seconds_per_step")
+            out += [f"{row['train_minutes']:.1f} ({row['max_steps']} steps)", f"{sps:.1f}" if sps else "—",
+                    f"{row['peak_rss_gb']:.2f}"]
+        else:
+            out += ["—", "—", "—"]
+        return out
+
+    print("| " + " | ".join(cells("base (zero-shot)", base, False)) + " |")
+    for name, row in results["rows"].items():
+        print("| " + " | ".join(cells(name, row, True)) + " |")
+
+
+if __name__ == "__main__":
+    main()
