@@ -64,6 +64,12 @@ def test_tiny_ct2_round_trip(tiny_model_dir, tmp_path):
     imported = import_ct2_model(ct2_dir, tmp_path / "imported")
     for name in ("preprocessor_config.json", "tokenizer.json", "generation_config.json"):
         assert (imported / name).is_file(), name
+    from transformers import WhisperTokenizer
+
+    # pads like OpenAI's tokenizer (a bare tokenizer.json has no pad token; tokenizer.pad would fail)
+    tokenizer = WhisperTokenizer.from_pretrained(str(imported))
+    assert tokenizer.pad_token == "<|endoftext|>"
+    assert tokenizer.pad([{"input_ids": [1, 2, 3]}, {"input_ids": [4]}])["input_ids"][1][-1] == tokenizer.pad_token_id
 
     original = WhisperForConditionalGeneration.from_pretrained(str(tiny_model_dir)).eval()
     restored = WhisperForConditionalGeneration.from_pretrained(str(imported)).eval()

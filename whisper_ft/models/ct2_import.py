@@ -137,7 +137,10 @@ def load_ct2_tokenizer(ct2_dir: Path):
             f"{ct2_dir} has no tokenizer.json: copy the tokenizer of the original model into it "
             "(faster-whisper needs it too)"
         )
-    return WhisperTokenizer(tokenizer_object=Tokenizer.from_file(str(tok_file)))
+    tokenizer = WhisperTokenizer(tokenizer_object=Tokenizer.from_file(str(tok_file)))
+    if tokenizer.pad_token is None:  # as OpenAI's tokenizer_config.json: pad with <|endoftext|>
+        tokenizer.pad_token = "<|endoftext|>"
+    return tokenizer
 
 
 def load_ct2_feature_extractor(ct2_dir: Path, n_mels: int):

@@ -75,7 +75,16 @@ def adapter_base(adapter_dir: Path) -> ModelSource:
 def load_processor(path: Path | str):
     from transformers import WhisperProcessor
 
-    return WhisperProcessor.from_pretrained(str(path))
+    processor = WhisperProcessor.from_pretrained(str(path))
+    ensure_pad_token(processor.tokenizer)
+    return processor
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """OpenAI's Whisper tokenizers pad with ``<|endoftext|>``; a tokenizer rebuilt from a bare
+    ``tokenizer.json`` (CTranslate2 folders) has no pad token, and ``tokenizer.pad`` would fail."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def load_whisper(name_or_path, *, dtype=None, device: str = "cpu", source: ModelSource | None = None) -> LoadedWhisper:

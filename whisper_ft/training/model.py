@@ -46,10 +46,10 @@ def resolve_base_model(name: str) -> BaseModel:
 
 
 def load_processor(base: BaseModel):
-    from transformers import WhisperProcessor
+    from whisper_ft.models.loading import load_processor as load_whisper_processor
 
     try:
-        return WhisperProcessor.from_pretrained(str(base.hf_path))
+        return load_whisper_processor(base.hf_path)
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load the processor of {base.source.name!r} from {base.hf_path}: {exc}") from exc
 
