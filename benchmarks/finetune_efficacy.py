@@ -59,6 +59,11 @@ RECIPES: dict[str, tuple[str, bool, list[str]]] = {
         True, ["--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0", "--lora_encoder_layers", "2",
                "--timestamps", "--learning_rate", "1e-3", "--warmup_steps", "5"],
     ),
+    "packed-all": (
+        "packed windows (--timestamps), LoRA r32 on every layer (encoder included), lr 1e-3",
+        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--timestamps",
+               "--learning_rate", "1e-3", "--warmup_steps", "5"],
+    ),
     "packed-decoder": (
         "packed windows, LoRA r32 on the decoder only (encoder frozen)",
         True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "0",
@@ -89,9 +94,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--test_sentences", type=int, default=100)
     ap.add_argument("--test_clips", type=int, default=32)
     ap.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "work" / "efficacy"))
+    ap.add_argument("--scales", default="1.0,0.5",
+                    help="merge each adapter at these --scale values (WiSE-FT interpolation toward the base; default 1.0,0.5)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse finished runs and reports under --work_dir instead of training/evaluating again")
     ap.add_argument("--output", default=str(DEFAULT_OUTPUT))
     args = ap.parse_args(argv)
     args.recipe_list = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    try:
+        args.scale_list = [float(x) for x in args.scales.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--scales {args.scales!r}: give comma-separated numbers, e.g. 1.0,0.5")
     unknown = [r for r in args.recipe_list if r not in RECIPES]
     if unknown or not args.recipe_list:
         ap.error(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
@@ -118,13 +131,22 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float]:
     return time.time() - t0, int(rss_file.read_text()) / 2**20
 
 
+REUSE = False  # --reuse: an existing report.json is read instead of evaluating again
+
+
 def evaluate(model: str, manifest: Path, out: Path, metric: str, threads: int, cap: str | None = None) -> dict:
+    if REUSE and (out / "report.json").is_file() and (out / "predictions.jsonl").is_file():
+        return score(out)
     cmd = [whisper_ft_exe(), "eval", "--model_path", model, "--test_data", str(manifest), "--metric", metric,
            "--batch_size", "8", "--cpu_threads", str(threads), "--output_dir", str(out)]
     if cap:
         cmd += ["--max_new_tokens", cap]
     log("$ " + " ".join(cmd))
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return score(out)
+
+
+def score(out: Path) -> dict:
     report = json.loads((out / "report.json").read_text())
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     return {"error_rate": 100 * report["error_rate"], "loops": sum(is_loop(p) for p in preds), "n": len(preds)}
@@ -170,13 +192,15 @@ def curve(run_dir: Path) -> list[dict]:
     return [{"step": h["step"], "cer": round(100 * h["eval_cer"], 2)} for h in history if "eval_cer" in h]
 
 
-def step_seconds(run_dir: Path) -> float | None:
+def step_seconds(run_dir: Path, wall_seconds: float) -> float | None:
+    """Seconds per optimizer step: the run's wall time less its evaluations, per step (an upper
+    bound: model loading and checkpoint saving are included)."""
     states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     if not states:
         return None
-    history = json.loads(states[-1].read_text())["log_history"]
-    final = [h for h in history if "train_runtime" in h]
-    return final[-1]["train_runtime"] / final[-1]["step"] if final else None
+    state = json.loads(states[-1].read_text())
+    evals = sum(h.get("eval_runtime", 0.0) for h in state["log_history"])
+    return round((wall_seconds - evals) / max(1, state["global_step"]), 1)
 
 
 def train(name: str, args, train_manifest: Path, test_manifest: Path, work: Path, env: dict,
@@ -194,15 +218,22 @@ def train(name: str, args, train_manifest: Path, test_manifest: Path, work: Path
            "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max_steps),
            "--eval_steps", str(args.eval_every), "--save_steps", str(args.eval_every), "--save_total_limit", "1",
            "--max_eval_samples", str(args.test_clips), "--num_threads", str(args.threads), *options]
+    done = run_root / "measured.json"
+    if REUSE and done.is_file():
+        return json.loads(done.read_text())
     seconds, rss = run_measured(cmd, env)
     run_dir = next(p for p in run_root.iterdir() if p.is_dir())
-    return {"run_dir": str(run_dir), "train_minutes": round(seconds / 60, 2), "max_steps": max_steps,
-            "seconds_per_step": step_seconds(run_dir), "peak_rss_gb": round(rss, 2), "curve": curve(run_dir),
-            "command": " ".join(cmd)}
+    row = {"run_dir": str(run_dir), "train_minutes": round(seconds / 60, 2), "max_steps": max_steps,
+           "seconds_per_step": step_seconds(run_dir, seconds), "peak_rss_gb": round(rss, 2), "curve": curve(run_dir),
+           "command": " ".join(cmd)}
+    done.write_text(json.dumps(row, indent=1))
+    return row
 
 
 def main(argv=None) -> None:
+    global REUSE
     args = parse_args(argv)
+    REUSE = args.reuse
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -223,7 +254,7 @@ def main(argv=None) -> None:
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
     results.setdefault("rows", {})
-    results["settings"] = {k: v for k, v in vars(args).items() if k != "recipe_list"} | {
+    results["settings"] = {k: v for k, v in vars(args).items() if k not in {"recipe_list", "scale_list"}} | {
         "train": str(train_manifest), "test": str(test_manifest), "cpu": os.cpu_count()}
 
     log("measuring the base model")
@@ -236,17 +267,19 @@ def main(argv=None) -> None:
             per_step = probe["seconds_per_step"] or 60.0
             steps = max(args.eval_every, int(args.minutes * 60 * 0.9 / per_step) // args.eval_every * args.eval_every)
             log(f"{name}: {per_step:.1f} s/step -> {steps} steps in {args.minutes:g} min")
-        row = train(name, args, train_manifest, test_manifest, work, env, steps)
-        merged = work / "merged" / name
-        subprocess.run([whisper_ft_exe(), "merge", "--lora_model", str(Path(row["run_dir"]) / "best"),
-                        "--output_dir", str(merged), "--force"], check=True, stdout=subprocess.DEVNULL)
-        model = next(p for p in merged.iterdir() if p.is_dir())
-        row |= measure(str(model), test_manifest, real, work / "reports" / name, args.threads)
-        row["help"] = RECIPES[name][0]
-        row["load_average"] = os.getloadavg()
-        results["rows"][name] = row
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+        trained = train(name, args, train_manifest, test_manifest, work, env, steps)
+        for scale in args.scale_list:
+            label = name if scale == 1.0 else f"{name} --scale {scale:g}"
+            merged = work / "merged" / label.replace(" --scale ", "_x")
+            subprocess.run([whisper_ft_exe(), "merge", "--lora_model", str(Path(trained["run_dir"]) / "best"),
+                            "--output_dir", str(merged), "--force", "--scale", str(scale)],
+                           check=True, stdout=subprocess.DEVNULL)
+            model = next(p for p in merged.iterdir() if p.is_dir())
+            row = dict(trained, scale=scale, help=RECIPES[name][0], load_average=os.getloadavg())
+            row |= measure(str(model), test_manifest, real, work / "reports" / merged.name, args.threads)
+            results["rows"][label] = row
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print_table(results)
     log(f"wrote {output}")
 

@@ -45,6 +45,11 @@ def whisper_ft(*args: str, capture: bool = False) -> subprocess.CompletedProcess
 # zero-shot model's hallucination loops from costing 448 tokens per clip; they still count as errors.
 DOMAIN_MAX_NEW_TOKENS = "96"
 
+# The demo's recipe (benchmarks/finetune_efficacy.py measures the alternatives): packed 30 s
+# windows, LoRA on the decoder + the top encoder layers, as many steps as fit in ~20 minutes.
+DEMO_STEPS = 30
+DEMO_ENCODER_LAYERS = "2"
+
 
 def eval_report(model: str, data: Path, out: Path, backend: str = "hf", metric: str = "cer",
                 max_new_tokens: str | None = None) -> dict:
@@ -102,10 +107,13 @@ def main() -> None:
     ap.add_argument("--work_dir", default=str(REPO / "demo_work"))
     ap.add_argument("--train_sentences", type=int, default=400)
     ap.add_argument("--test_sentences", type=int, default=100)
-    ap.add_argument("--test_clips", type=int, default=60)
-    ap.add_argument("--max_steps", type=int, default=60)
+    ap.add_argument("--test_clips", type=int, default=32)
+    ap.add_argument("--max_steps", type=int, default=DEMO_STEPS)
     ap.add_argument("--learning_rate", default="1e-3")
     ap.add_argument("--lora_r", default="32")
+    ap.add_argument("--lora_encoder_layers", default=DEMO_ENCODER_LAYERS,
+                    help="adapters in the top N encoder layers ('all' for every layer)")
+    ap.add_argument("--no_pack", action="store_true", help="train on the clips one per window (slower)")
     ap.add_argument("--extra_finetune_args", default="", help="More `whisper-ft finetune` options.")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -124,8 +132,9 @@ def main() -> None:
     shared = shared_manifests(work)
     rows: dict[str, dict[str, float]] = {"base": {}, "fine-tuned": {}}
 
-    rows["base"]["domain CER (hf)"] = eval_report("base", test, work / "reports/base_domain",
-                                                   max_new_tokens=DOMAIN_MAX_NEW_TOKENS)["error_rate"]
+    rtf: dict[str, dict[str, float]] = {"base": {}, "fine-tuned": {}}  # real-time factors (lower is faster)
+    base_hf = eval_report("base", test, work / "reports/base_domain", max_new_tokens=DOMAIN_MAX_NEW_TOKENS)
+    rows["base"]["domain CER (hf)"], rtf["base"]["domain RTF (hf)"] = base_hf["error_rate"], base_hf["rtf"]
     for lang, manifest in shared.items():
         metric = "cer" if lang == "zh" else "wer"
         rows["base"][f"real {lang} {metric.upper()} (hf)"] = eval_report(
@@ -133,12 +142,20 @@ def main() -> None:
 
     models = work / "models"
     t_train = time.time()
+    recipe = ["--lora_dropout", "0", "--warmup_steps", "5"]
+    if args.lora_encoder_layers != "all":
+        recipe += ["--lora_encoder_layers", args.lora_encoder_layers]
+    if not args.no_pack:
+        # Whisper encodes 30 s whatever the clip length: ~5 short clips per window cost what one does.
+        packed = work / "packed" / "train.jsonl"
+        whisper_ft("prepare", "pack", "--manifest", str(train), "--output", str(packed), "--seed", str(args.seed))
+        train, recipe = packed, [*recipe, "--timestamps"]
     whisper_ft("finetune", "--base_model", "base", "--train_data", str(train), "--test_data", str(test),
                "--output_dir", str(models), "--language", "zh", "--max_steps", str(args.max_steps),
                "--learning_rate", args.learning_rate, "--lora_r", args.lora_r,
                "--lora_alpha", str(2 * int(args.lora_r)), "--per_device_train_batch_size", "8",
                "--eval_steps", str(args.max_steps), "--save_steps", str(args.max_steps),
-               "--max_eval_samples", "24", "--seed", str(args.seed), *args.extra_finetune_args.split())
+               "--max_eval_samples", "16", "--seed", str(args.seed), *recipe, *args.extra_finetune_args.split())
     train_minutes = (time.time() - t_train) / 60
     best = next(models.glob("*/best"))
     whisper_ft("merge", "--lora_model", str(best), "--output_dir", str(models))
@@ -148,12 +165,14 @@ def main() -> None:
                "--verify", str(test), "--max_drift", "2.0", "--max_new_tokens", DOMAIN_MAX_NEW_TOKENS)
 
     ft = rows["fine-tuned"]
-    ft["domain CER (hf)"] = eval_report(str(merged), test, work / "reports/ft_domain",
-                                        max_new_tokens=DOMAIN_MAX_NEW_TOKENS)["error_rate"]
-    rows["base"]["domain CER (ct2 int8)"] = eval_report(
-        "base", test, work / "reports/base_domain_ct2", backend="ct2", max_new_tokens=DOMAIN_MAX_NEW_TOKENS)["error_rate"]
-    ft["domain CER (ct2 int8)"] = eval_report(str(ct2), test, work / "reports/ft_domain_ct2", backend="ct2",
-                                              max_new_tokens=DOMAIN_MAX_NEW_TOKENS)["error_rate"]
+    ft_hf = eval_report(str(merged), test, work / "reports/ft_domain", max_new_tokens=DOMAIN_MAX_NEW_TOKENS)
+    ft["domain CER (hf)"], rtf["fine-tuned"]["domain RTF (hf)"] = ft_hf["error_rate"], ft_hf["rtf"]
+    base_ct2 = eval_report("base", test, work / "reports/base_domain_ct2", backend="ct2",
+                           max_new_tokens=DOMAIN_MAX_NEW_TOKENS)
+    ft_ct2 = eval_report(str(ct2), test, work / "reports/ft_domain_ct2", backend="ct2",
+                         max_new_tokens=DOMAIN_MAX_NEW_TOKENS)
+    rows["base"]["domain CER (ct2 int8)"], ft["domain CER (ct2 int8)"] = base_ct2["error_rate"], ft_ct2["error_rate"]
+    rtf["base"]["domain RTF (ct2 int8)"], rtf["fine-tuned"]["domain RTF (ct2 int8)"] = base_ct2["rtf"], ft_ct2["rtf"]
     for lang, manifest in shared.items():
         metric = "cer" if lang == "zh" else "wer"
         ft[f"real {lang} {metric.upper()} (hf)"] = eval_report(
@@ -167,7 +186,8 @@ def main() -> None:
                      capture=True)
 
     print("\nwhisper-ft demo: bundled whisper-base, LoRA fine-tuned on espeak-ng Mandarin (HSK sentences)")
-    print(f"training: {args.max_steps} steps, batch 8, {train_minutes:.1f} min; whole demo "
+    print(f"training: {args.max_steps} steps, batch 8{'' if args.no_pack else ' packed windows'}, "
+          f"{train_minutes:.1f} min; whole demo "
           f"{(time.time() - t_start) / 60:.1f} min")
     keys = list(dict.fromkeys([*rows["base"], *ft]))
     print(f"\n| {'metric':<24} | {'base':>8} | {'fine-tuned':>10} |")
@@ -176,10 +196,14 @@ def main() -> None:
         b, f = rows["base"].get(k), ft.get(k)
         fmt = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         print(f"| {k:<24} | {fmt(b):>8} | {fmt(f):>10} |")
+    for k in rtf["fine-tuned"]:
+        b, f = rtf["base"].get(k), rtf["fine-tuned"].get(k)
+        print(f"| {k:<24} | {b if b is not None else '—':>8} | {f:>10} |")
     print(f"\ninfer-ct2 {clip.name}: {out.stdout.strip()}")
     if not shared:
         print("(../shared/audio not found: forgetting on real speech not measured)")
-    (work / "demo_results.json").write_text(json.dumps({"rows": rows, "train_minutes": train_minutes}, indent=2))
+    (work / "demo_results.json").write_text(json.dumps({"rows": rows, "rtf": rtf, "train_minutes": train_minutes,
+                                                               "max_steps": args.max_steps}, indent=2))
 
 
 if __name__ == "__main__":

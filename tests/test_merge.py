@@ -75,6 +75,29 @@ def test_merged_logits_equal_adapter_logits(tiny_model_dir, tmp_path, adalora):
     assert merged.generation_config.lang_to_id["<|en|>"] == 258
 
 
+@pytest.mark.parametrize("adalora", [False, True])
+def test_scaled_merge_interpolates_weights_toward_the_base(tiny_model_dir, tmp_path, adalora):
+    """--scale s: every merged weight is base + s * (fully merged - base); s out of range is refused."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_ft.merge import merge_lora
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "best", adalora=adalora)
+    full = merge_lora(adapter, tmp_path / "full").output_dir
+    half = merge_lora(adapter, tmp_path / "half", scale=0.5)
+    assert half.scale == 0.5 and json.loads((half.output_dir / "whisper_ft_merge.json").read_text())["scale"] == 0.5
+    load = lambda p: WhisperForConditionalGeneration.from_pretrained(str(p)).state_dict()  # noqa: E731
+    base, w1, w_half = load(tiny_model_dir), load(full), load(half.output_dir)
+    changed = [k for k in base if not torch.equal(base[k], w1[k])]
+    assert any("encoder" in k for k in changed) and any("decoder" in k for k in changed)
+    for k in changed:
+        torch.testing.assert_close(w_half[k], base[k] + 0.5 * (w1[k] - base[k]), atol=1e-5, rtol=1e-4)
+    for bad in (0.0, -1.0, 2.5):
+        with pytest.raises(WhisperFtError, match="--scale .* out of range"):
+            merge_lora(adapter, tmp_path / "bad", scale=bad)
+
+
 def test_float16_refusal_force_and_ct2_conversion(tiny_model_dir, tmp_path):
     import torch
     from transformers import WhisperForConditionalGeneration

@@ -7,6 +7,10 @@
 ``WhisperProcessor`` and convertible with CTranslate2's converter (``whisper-ft`` serves it).
 The folder is written aside and renamed into place; an existing non-empty folder is only
 replaced with ``force=True``.
+
+``scale`` multiplies the adapter's update before merging (base + scale * delta): below 1 it
+interpolates between the base and the fine-tuned model (WiSE-FT), trading some of the new domain
+for less forgetting of everything else, without retraining.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from whisper_ft.models.registry import MODELS_DIR, bundled_for
 
 DTYPES = ("float32", "float16", "bfloat16")
 MERGE_INFO_FILE = "whisper_ft_merge.json"
+MAX_SCALE = 2.0  # --scale above 1 extrapolates the update; beyond 2 is almost surely a typo
 
 
 @dataclass
@@ -31,10 +36,11 @@ class MergeResult:
     adapter_dir: Path
     base_model: str
     dtype: str
+    scale: float = 1.0
 
     def to_dict(self) -> dict:
         return {"output_dir": str(self.output_dir), "adapter_dir": str(self.adapter_dir),
-                "base_model": self.base_model, "dtype": self.dtype}
+                "base_model": self.base_model, "dtype": self.dtype, "scale": self.scale}
 
 
 def newest_adapter(models_dir: str | Path = MODELS_DIR) -> Path:
@@ -77,6 +83,7 @@ def merge_lora(
     *,
     dtype: str = "float32",
     force: bool = False,
+    scale: float = 1.0,
 ) -> MergeResult:
     """Merge ``lora_model`` into its base model and write ``output_dir/<base>-finetune``."""
     import torch
@@ -88,6 +95,9 @@ def merge_lora(
 
     if dtype not in DTYPES:
         raise WhisperFtError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    if not 0.0 < scale <= MAX_SCALE:
+        raise WhisperFtError(f"--scale {scale} is out of range: use a number in (0, {MAX_SCALE:g}] "
+                             "(1 = the adapter as trained, 0.5 = halfway between base and fine-tuned)")
     adapter_dir = _check_adapter_dir(Path(lora_model))
     base_name = base_model_of(adapter_dir)
     out = Path(output_dir) / merged_name(base_name)
@@ -105,10 +115,28 @@ def merge_lora(
         # AdaLoRA adapters name their final ranks per lora_E parameter; peft resizes the modules by
         # them while loading, but its generic key check still reports them as unmatched.
         warnings.filterwarnings("ignore", message=".*rank_pattern keys did not match.*")
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
+        if scale != 1.0:
+            scale_adapter(peft_model, scale)
+        merged = peft_model.merge_and_unload()
     merged.eval()
     # The adapter folder carries the processor it was trained with; fall back to the base's.
     processor = load_processor(adapter_dir if (adapter_dir / "preprocessor_config.json").is_file() else hf_path)
-    info = {"adapter": str(adapter_dir.resolve()), "base_model": base_name, "dtype": dtype}
+    info = {"adapter": str(adapter_dir.resolve()), "base_model": base_name, "dtype": dtype, "scale": scale}
     save_whisper_folder(out, merged, processor, extra_json={MERGE_INFO_FILE: info}, dtype=getattr(torch, dtype))
-    return MergeResult(output_dir=out, adapter_dir=adapter_dir, base_model=base_name, dtype=dtype)
+    return MergeResult(output_dir=out, adapter_dir=adapter_dir, base_model=base_name, dtype=dtype, scale=scale)
+
+
+def scale_adapter(peft_model, scale: float) -> int:
+    """Multiply every LoRA/AdaLoRA layer's update by ``scale`` (its ``scaling`` factor); returns
+    the number of layers scaled."""
+    n = 0
+    for module in peft_model.modules():
+        scaling = getattr(module, "scaling", None)
+        if isinstance(scaling, dict) and hasattr(module, "lora_A"):
+            for name in scaling:
+                scaling[name] *= scale
+            n += 1
+    if n == 0:
+        raise WhisperFtError("--scale: the adapter has no LoRA layers to scale")
+    return n

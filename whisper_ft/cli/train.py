@@ -146,6 +146,10 @@ def merge_cmd(
     output_dir: str = typer.Option("models/", "--output_dir", help="The merged model goes to OUTPUT_DIR/<base>-finetune."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights of the merged model: float32, float16 or bfloat16."),
     force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty output folder."),
+    scale: float = typer.Option(
+        1.0, "--scale", help="Multiply the adapter's update (0 < scale <= 2): below 1 interpolates toward the base "
+        "model (less forgetting, less of the new domain; WiSE-FT)."
+    ),
 ) -> None:
     """Merge a LoRA adapter into its base model: a standalone transformers Whisper folder."""
     from whisper_ft.console import log
@@ -154,6 +158,6 @@ def merge_cmd(
     if lora_model is None:
         lora_model = str(newest_adapter())
         log(f"no --lora_model given: using the newest adapter, {lora_model}")
-    result = merge_lora(lora_model, output_dir, dtype=dtype, force=force)
+    result = merge_lora(lora_model, output_dir, dtype=dtype, force=force, scale=scale)
     log(f"merged model written to {result.output_dir}")
     print(result.output_dir)
