@@ -38,37 +38,29 @@ DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "finetune_efficacy.json"
 SHARED_MANIFEST = ROOT.parent / "shared" / "audio" / "manifest.jsonl"
 DOMAIN_MAX_NEW_TOKENS = "96"  # domain sentences are < 60 tokens; caps the base model's loops
 
+
+def packed_recipe(*, r: int = 32, lr: str = "1e-3", encoder_layers: int | None = None) -> list[str]:
+    """finetune options of a packed-window recipe (--timestamps: the windows carry clip times)."""
+    layers = [] if encoder_layers is None else ["--lora_encoder_layers", str(encoder_layers)]
+    return ["--lora_r", str(r), "--lora_alpha", str(2 * r), "--lora_dropout", "0", *layers,
+            "--timestamps", "--learning_rate", lr, "--warmup_steps", "5"]
+
+
 # name -> (help, pack the training clips?, finetune options). Common options are added in train().
 RECIPES: dict[str, tuple[str, bool, list[str]]] = {
     "issue-probe": (
         "the issue's throwaway recipe: LoRA r32 on every layer, one clip per window, lr 1e-3",
         False, ["--lora_r", "32", "--lora_alpha", "64", "--learning_rate", "1e-3", "--warmup_steps", "0"],
     ),
-    "packed-top2": (
-        "packed windows (--timestamps), LoRA r32 on the decoder + top 2 encoder layers, lr 1e-3",
-        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "2",
-               "--timestamps", "--learning_rate", "1e-3", "--warmup_steps", "5"],
-    ),
-    "packed-top2-lr5e-4": (
-        "packed-top2 with lr 5e-4 (gentler: less forgetting, slower learning)",
-        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "2",
-               "--timestamps", "--learning_rate", "5e-4", "--warmup_steps", "5"],
-    ),
-    "packed-top2-r8": (
-        "packed-top2 with rank 8 (alpha 16)",
-        True, ["--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0", "--lora_encoder_layers", "2",
-               "--timestamps", "--learning_rate", "1e-3", "--warmup_steps", "5"],
-    ),
-    "packed-all": (
-        "packed windows (--timestamps), LoRA r32 on every layer (encoder included), lr 1e-3",
-        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--timestamps",
-               "--learning_rate", "1e-3", "--warmup_steps", "5"],
-    ),
-    "packed-decoder": (
-        "packed windows, LoRA r32 on the decoder only (encoder frozen)",
-        True, ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "0",
-               "--timestamps", "--learning_rate", "1e-3", "--warmup_steps", "5"],
-    ),
+    "packed-top2": ("packed windows (--timestamps), LoRA r32 on the decoder + top 2 encoder layers, lr 1e-3",
+                    True, packed_recipe(encoder_layers=2)),
+    "packed-top2-lr5e-4": ("packed-top2 with lr 5e-4 (gentler: less forgetting, slower learning)",
+                           True, packed_recipe(lr="5e-4", encoder_layers=2)),
+    "packed-top2-r8": ("packed-top2 with rank 8 (alpha 16)", True, packed_recipe(r=8, encoder_layers=2)),
+    "packed-all": ("packed windows (--timestamps), LoRA r32 on every layer (encoder included), lr 1e-3",
+                   True, packed_recipe()),
+    "packed-decoder": ("packed windows, LoRA r32 on the decoder only (encoder frozen)",
+                       True, packed_recipe(encoder_layers=0)),
 }
 DEFAULT_RECIPES = "packed-top2"
 
