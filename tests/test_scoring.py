@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.scoring import score
+from whisper_ft.scoring import NORMALIZERS, score
+from whisper_ft.text import NORMALIZER_NAME
 
 
 def test_cer_hand_computed():
@@ -61,3 +62,71 @@ def test_bad_inputs():
         score(["a"], ["a", "b"], metric="wer", language="en")
     with pytest.raises(WhisperFtError, match="nothing to score"):
         score(["。"], ["x"], metric="cer", language="zh")
+
+
+# --- the normaliser named in every result; numbers (issue 10 §7)
+def test_real_pair_number_formatting_no_longer_counts():
+    # ../shared/aishell_sample/test.jsonl BAC009S0252W0142 and the bundled base model's output
+    r = score(["累计推出约四千套房源"], ["累計推出約4000套房源"], metric="cer", language="zh")
+    assert r.error_rate == 0.0 and r.hits == 10
+    old = score(["累计推出约四千套房源"], ["累計推出約4000套房源"], metric="cer", language="zh",
+                normalizer="whisper-ft/1")
+    assert (old.substitutions, old.insertions) == (2, 2)
+
+
+def test_real_pair_keeps_its_real_errors():
+    # BAC009S0252W0133, verbatim
+    ref, hyp = "其中中行三百亿授信创新其对房地产的授信记录", "其中中行300億受信創新其對房地產的受信記錄"
+    r = score([ref], [hyp], metric="cer", language="zh")
+    # only 授 -> 受 (twice) remains; numbers as written: 三百 -> 30 (S 2) and 0 inserted
+    assert (r.substitutions, r.deletions, r.insertions) == (2, 0, 0)
+    old = score([ref], [hyp], metric="cer", language="zh", normalizer="whisper-ft/1")
+    assert (old.substitutions, old.deletions, old.insertions) == (4, 0, 1)
+
+
+def test_spaces_in_reference_letters_ignored_for_zh_cer():
+    r = score(["图东方I C十月十日"], ["圖東方IC10月10日"], metric="cer", language="zh")  # BAC009S0252W0464
+    assert r.error_rate == 0.0
+
+
+def test_english_wer_real_clip():
+    # ../shared/audio/en/english.wav: reference "ONE TWO THREE"; Whisper writes digits or words
+    r = score(["ONE TWO THREE", "ONE TWO THREE"], ["1, 2, 3.", "One, two, three."], metric="wer", language="en")
+    assert r.errors == 0
+    old = score(["ONE TWO THREE"], ["1, 2, 3."], metric="wer", language="en", normalizer="whisper-ft/1")
+    assert old.errors == 3  # "123" vs "one 2 3"
+
+
+def test_normalizer_named_in_result():
+    d = score(["你好"], ["你好"], metric="cer", language="zh").to_dict()
+    assert d["normalizer"] == NORMALIZER_NAME == "whisper-ft/2"
+    assert "numerals" in d["normalizer_description"]
+    assert set(NORMALIZERS) == {"whisper-ft/2", "whisper-ft/1", "raw"}
+
+
+def test_raw_scores_text_as_written():
+    r = score(["你好"], ["你好！"], metric="cer", language="zh", raw=True)
+    assert r.normalizer == "raw" and r.to_dict()["normalizer"] == "raw"
+    assert r.insertions == 1 and r.hits == 2
+    r = score(["四千套"], ["4000套"], metric="cer", language="zh", raw=True)
+    assert (r.substitutions, r.insertions) == (2, 2)  # 四千 vs 4000, counted as written
+    r = score(["The  dog"], ["the dog."], metric="wer", language="en", raw=True)
+    assert r.substitutions == 2  # case and punctuation count; only whitespace is collapsed
+    assert score(["The  dog"], ["the dog."], metric="wer", language="en", normalizer="raw").substitutions == 2
+
+
+def test_bad_normalizer_choices():
+    with pytest.raises(WhisperFtError, match="unknown normaliser 'nfkc'; choose one of: whisper-ft/2, whisper-ft/1, raw"):
+        score(["a"], ["a"], metric="wer", language="en", normalizer="nfkc")
+    with pytest.raises(WhisperFtError, match="raw=True .* cannot be combined"):
+        score(["a"], ["a"], metric="wer", language="en", raw=True, normalizer="whisper-ft/1")
+
+
+def test_training_time_evaluation_uses_the_same_normaliser():
+    # the metrics logged during fine-tuning must agree with `whisper-ft eval`
+    from whisper_ft.training.evaluation import pooled_error_rates
+
+    refs = ["累计推出约四千套房源", "ONE TWO THREE"]
+    hyps = ["累計推出約4000套房源", "1, 2, 3."]
+    cer, wer = pooled_error_rates(refs, hyps, ["zh", "en"])
+    assert cer == 0.0 and wer == 0.0

@@ -3,6 +3,11 @@
 ``score(refs, hyps, metric="cer", language="zh")`` returns a :class:`ScoreResult` with the
 corpus-level error rate (total edits / total reference length, not a mean of per-utterance
 rates) and one :class:`UtteranceScore` per pair, so mistakes can be inspected.
+
+Both sides go through one normaliser, named in the result (``ScoreResult.normalizer``, and so in
+report.json): ``whisper-ft/2`` by default (number formatting made comparable), ``whisper-ft/1``
+(numbers as written, like tools that only strip punctuation), or ``raw`` (``raw=True``:
+whitespace only).
 """
 
 from __future__ import annotations
@@ -11,9 +16,26 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.text import cer_ignores_spaces, normalize_text, remove_spaces
+from whisper_ft.text import (
+    BASIC_NORMALIZER_NAME,
+    NORMALIZER_DESCRIPTIONS,
+    NORMALIZER_NAME,
+    RAW_NORMALIZER_NAME,
+    cer_ignores_spaces,
+    normalize_text,
+    normalize_whitespace,
+    remove_spaces,
+)
 
 METRICS = ("cer", "wer")
+NORMALIZERS = tuple(NORMALIZER_DESCRIPTIONS)
+
+
+def validate_normalizer(name: str) -> str:
+    """A normaliser name (:data:`NORMALIZERS`); anything else raises :class:`WhisperFtError`."""
+    if name not in NORMALIZER_DESCRIPTIONS:
+        raise WhisperFtError(f"unknown normaliser {name!r}; choose one of: {', '.join(NORMALIZERS)}")
+    return name
 
 
 def validate_metric(metric: str) -> str:
@@ -69,6 +91,7 @@ class ScoreResult:
     ref_len: int
     n_utterances: int
     utterances: list[UtteranceScore] = field(default_factory=list, repr=False)
+    normalizer: str = NORMALIZER_NAME
 
     @property
     def errors(self) -> int:
@@ -92,6 +115,8 @@ class ScoreResult:
             "hits": self.hits,
             "ref_len": self.ref_len,
             "n_utterances": self.n_utterances,
+            "normalizer": self.normalizer,
+            "normalizer_description": NORMALIZER_DESCRIPTIONS[self.normalizer],
         }
         if with_utterances:
             d["utterances"] = [u.to_dict() for u in self.utterances]
@@ -113,10 +138,14 @@ def _counts(alignment) -> tuple[int, int, int, int]:
     return s, d, i, h
 
 
-def prepare_for_metric(text: str, *, metric: str, language: str | None) -> str:
-    """The normalised text a metric compares: :func:`normalize_text`, and for CER on languages
-    written without spaces (or an unknown language) the spaces removed."""
-    norm = normalize_text(text, language)
+def prepare_for_metric(text: str, *, metric: str, language: str | None, normalizer: str = NORMALIZER_NAME) -> str:
+    """The normalised text a metric compares: the named normaliser (:func:`normalize_text` by
+    default), and for CER on languages written without spaces (or an unknown language) the
+    spaces removed."""
+    if normalizer == RAW_NORMALIZER_NAME:
+        norm = normalize_whitespace(text)
+    else:
+        norm = normalize_text(text, language, numbers=validate_normalizer(normalizer) != BASIC_NORMALIZER_NAME)
     if metric == "cer" and cer_ignores_spaces(language):
         norm = remove_spaces(norm)
     return norm
@@ -129,18 +158,26 @@ def score(
     metric: str,
     language: str | None,
     languages: list[str | None] | None = None,
+    raw: bool = False,
+    normalizer: str | None = None,
 ) -> ScoreResult:
     """Score hypotheses against references (both normalised first); see the module docstring.
 
     ``languages`` (optional, one per pair) normalises each pair by its own language (mixed test
-    sets); a ``None`` in it falls back to ``language``.
+    sets); a ``None`` in it falls back to ``language``. ``raw=True`` scores the texts as written
+    (whitespace collapsed only; the ``raw`` normaliser); ``normalizer`` picks one of
+    :data:`NORMALIZERS` by name (default :data:`~whisper_ft.text.NORMALIZER_NAME`).
 
-    Raises :class:`WhisperFtError` for an unknown metric, lists of different lengths, or when
-    every reference is empty after normalisation (nothing to score against).
+    Raises :class:`WhisperFtError` for an unknown metric or normaliser, ``raw=True`` with another
+    normaliser, lists of different lengths, or when every reference is empty after normalisation
+    (nothing to score against).
     """
     import jiwer
 
     metric = validate_metric(metric)
+    if raw and normalizer not in (None, RAW_NORMALIZER_NAME):
+        raise WhisperFtError(f"raw=True scores without normalising; it cannot be combined with normalizer={normalizer!r}")
+    normalizer = validate_normalizer(RAW_NORMALIZER_NAME if raw else normalizer or NORMALIZER_NAME)
     refs, hyps = list(refs), list(hyps)
     if len(refs) != len(hyps):
         raise WhisperFtError(f"{len(refs)} references but {len(hyps)} hypotheses: give one hypothesis per reference")
@@ -152,8 +189,8 @@ def score(
         raise WhisperFtError(f"{len(languages)} languages for {len(refs)} references: give one per reference")
     else:
         langs = [lang or language for lang in languages]
-    ref_norm = [prepare_for_metric(r, metric=metric, language=lang) for r, lang in zip(refs, langs)]
-    hyp_norm = [prepare_for_metric(h, metric=metric, language=lang) for h, lang in zip(hyps, langs)]
+    ref_norm = [prepare_for_metric(r, metric=metric, language=lang, normalizer=normalizer) for r, lang in zip(refs, langs)]
+    hyp_norm = [prepare_for_metric(h, metric=metric, language=lang, normalizer=normalizer) for h, lang in zip(hyps, langs)]
     if metric == "cer":
         out = jiwer.process_characters(ref_norm, hyp_norm)
     else:
@@ -175,5 +212,6 @@ def score(
         ref_len=ref_len,
         n_utterances=len(utterances),
         utterances=utterances,
+        normalizer=normalizer,
         **total,
     )

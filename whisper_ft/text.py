@@ -13,6 +13,14 @@
    (``3.5`` stays ``3.5``);
 5. whitespace collapsed to single spaces, trimmed.
 
+With ``numbers=True`` (the default, :data:`NORMALIZER_NAME`) number formatting is made
+comparable too (:mod:`whisper_ft.numbers`): for Chinese, Arabic digits become Chinese numerals as
+the references write them (``2015年`` -> ``二零一五年``, ``1000億`` -> ``一千亿``, ``80%`` ->
+``百分之八十``), between steps 3 and 4; for English, written digit runs are joined like the
+spoken runs Whisper's normaliser joins (``1, 2, 3`` and ``ONE TWO THREE`` -> ``123``).
+``numbers=False`` is the previous normaliser (:data:`BASIC_NORMALIZER_NAME`), and
+:func:`normalize_whitespace` the raw form (:data:`RAW_NORMALIZER_NAME`).
+
 Spaces are kept; :mod:`whisper_ft.scoring` drops them for CER on languages written without
 spaces (see :func:`cer_ignores_spaces`).
 """
@@ -26,6 +34,20 @@ from functools import lru_cache
 from importlib import resources
 
 from whisper_ft.models.languages import CER_LANGUAGES, normalize_language
+from whisper_ft.numbers import chinese_numbers, english_decimals, english_number_runs
+
+# Names that go into report.json with every score, so numbers stay comparable across tools
+# and versions; bump the version whenever what normalize_text does changes.
+NORMALIZER_NAME = "whisper-ft/2"
+BASIC_NORMALIZER_NAME = "whisper-ft/1"
+RAW_NORMALIZER_NAME = "raw"
+NORMALIZER_DESCRIPTIONS = {
+    NORMALIZER_NAME: "NFKC, zh traditional->simplified, zh digits->Chinese numerals, Whisper English "
+                     "normaliser + digit runs joined, lower case, punctuation and symbols removed",
+    BASIC_NORMALIZER_NAME: "NFKC, zh traditional->simplified, Whisper English normaliser, lower case, "
+                           "punctuation and symbols removed (numbers as written)",
+    RAW_NORMALIZER_NAME: "whitespace collapsed only (case, punctuation and numbers as written)",
+}
 
 _CHINESE = frozenset({"zh", "yue"})
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
@@ -83,18 +105,34 @@ def _language_code(language: str | None) -> str | None:
     return normalize_language(language) if language else None
 
 
-def normalize_text(text: str, language: str | None) -> str:
-    """Normalise a transcript for scoring (see the module docstring); ``language`` may be None."""
+def normalize_text(text: str, language: str | None, *, numbers: bool = True) -> str:
+    """Normalise a transcript for scoring (see the module docstring); ``language`` may be None.
+
+    ``numbers=False`` leaves number formatting as written (the ``whisper-ft/1`` normaliser).
+    """
     lang = _language_code(language)
     s = unicodedata.normalize("NFKC", text)
-    if lang in _CHINESE or (lang is None and _HAN.search(s)):
+    chinese = lang in _CHINESE or (lang is None and _HAN.search(s) is not None)
+    if chinese:
         s = to_simplified(s)
     if lang == "en":
         s = _english_normalizer()(s)
+        if numbers:
+            s = english_decimals(s)
     else:
         s = s.lower()
+    if numbers and chinese:
+        s = chinese_numbers(s)
     s = remove_punctuation_and_symbols(s)
-    return _SPACES.sub(" ", s).strip()
+    s = _SPACES.sub(" ", s).strip()
+    if numbers and lang == "en":
+        s = english_number_runs(s)
+    return s
+
+
+def normalize_whitespace(text: str) -> str:
+    """The raw form: whitespace collapsed to single spaces and trimmed, nothing else changed."""
+    return _SPACES.sub(" ", text).strip()
 
 
 def cer_ignores_spaces(language: str | None) -> bool:
