@@ -50,7 +50,12 @@ DOMAIN_MAX_NEW_TOKENS = "96"
 # ~20 minutes on 2 cores.
 DEMO_STEPS = 20
 DEMO_ENCODER_LAYERS = "all"
-INT8_MAX_DRIFT = "8.0"  # CER points `convert --verify` accepts between transformers and CTranslate2 int8
+# `convert --verify` allows 0.5 points by default: right for float16/float32, which decode like the
+# source (measured drift 0.00). int8 on a CPU without VNNI moves whisper-base by several points:
+# the fine-tuned demo model by +5.0 CER points on its domain test set (69.6% -> 74.6%, README's
+# table), plain whisper-base by +4.7 on the 8 real Mandarin clips (benchmarks/inference.py). 8.0 =
+# that measured +5.0 plus 3 points for run-to-run spread of a 20-step fine-tune; more is a broken export.
+INT8_MAX_DRIFT = "8.0"
 
 
 def eval_report(model: str, data: Path, out: Path, backend: str = "hf", metric: str = "cer",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -103,13 +102,25 @@ def test_eval_option_errors(hand_case):
         evaluate(EvalSettings(model="x", test_data="nope.jsonl"), decoder=ScriptedDecoder({}))
 
 
+def text_only_copy(src: Path, out: Path) -> Path:
+    """A copy of a Whisper whose generation config suppresses every special and timestamp token, so
+    even a random model writes text (the plain tiny model mostly ends at once: empty hypotheses)."""
+    from whisper_ft.models.io import save_whisper_folder
+    from whisper_ft.models.loading import load_whisper
+
+    loaded = load_whisper(src)
+    eot = loaded.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    loaded.model.generation_config.suppress_tokens = list(range(eot + 1, loaded.model.config.vocab_size))
+    return save_whisper_folder(out, loaded.model, loaded.processor)
+
+
 def test_eval_cli_backends_agree_and_bare_defaults(tiny_model_dir, make_wav, tmp_path, monkeypatch, capsys):
-    """hf and ct2 (float32) give the same hypotheses on the tiny model; a bare `eval --metric cer`
-    picks the newest model under models/ and dataset/test.jsonl and says so."""
+    """hf and ct2 (float32) give the same non-empty hypotheses on the tiny model; a bare `eval
+    --metric cer` picks the newest model under models/ and dataset/test.jsonl and says so."""
     from whisper_ft.convert import convert_model
 
     models = tmp_path / "models"
-    shutil.copytree(tiny_model_dir, models / "whisper-tiny-finetune")
+    text_only_copy(tiny_model_dir, models / "whisper-tiny-finetune")
     ct2 = convert_model(models / "whisper-tiny-finetune", models / "whisper-tiny-finetune-ct2",
                         quantization="float32").output_dir
     (tmp_path / "dataset").mkdir()
@@ -130,6 +141,7 @@ def test_eval_cli_backends_agree_and_bare_defaults(tiny_model_dir, make_wav, tmp
     assert code == 0, err
     hf = [json.loads(x) for x in Path("r-hf/predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     c2 = [json.loads(x) for x in Path("r-ct2/predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(p["hyp"] for p in hf), hf  # something to compare: the random model emits text tokens
     assert [p["hyp"] for p in hf] == [p["hyp"] for p in c2]
     rep = json.loads(Path("r-ct2/report.json").read_text())
     assert rep["model"]["backend"] == "ct2" and rep["model"]["compute_type"] == "float32"
@@ -141,3 +153,109 @@ def test_eval_cli_missing_default_data(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, _, err = _run_cli(["eval", "--model_path", "base", "--metric", "cer"], capsys)
     assert code == 1 and "dataset/test.jsonl does not exist" in err
+
+
+def test_eval_hf_long_clip_is_deterministic(tiny_model_dir, make_wav, tmp_path):
+    """A clip over 30 s goes through transformers' long-form decoding: at temperature 0 only, two
+    runs with different random seeds give the same text (with the fallback schedule, the tiny
+    model's low-confidence windows were re-decoded by sampling and the runs differed)."""
+    import torch
+
+    from whisper_ft.evaluate import EvalSettings, evaluate
+
+    wav = make_wav("long.wav", 40.0)
+    data = _manifest(tmp_path / "long.jsonl", [{"audio": {"path": str(wav)}, "sentence": "测试", "language": "zh",
+                                                "duration": 40.0}])
+    hyps = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        report = evaluate(EvalSettings(model=str(tiny_model_dir), test_data=data, backend="hf", cpu_threads=1,
+                                       show_progress=False))
+        hyps.append(report.score.utterances[0].hyp)
+    assert hyps[0], "the long-form path decoded nothing: nothing to compare"
+    assert hyps[0] == hyps[1]
+    assert report.settings.temperature_fallback is False
+    assert report.to_dict()["settings"]["temperature_fallback"] is False
+
+
+def slow_loading(delay: float):
+    """``Utterance.load_audio`` with a fixed delay added, so the loading time is known."""
+    import time
+
+    from whisper_ft.manifest import Utterance
+
+    real = Utterance.load_audio
+
+    def load_audio(utt):
+        time.sleep(delay)
+        return real(utt)
+
+    return load_audio
+
+
+def test_eval_reports_loading_and_decoding_time_apart(hand_case, tmp_path, monkeypatch):
+    """RTF is decoding time only: slow audio loading shows up in load_audio_seconds, not in the RTF."""
+    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+    from whisper_ft.manifest import Utterance
+
+    monkeypatch.setattr(Utterance, "load_audio", slow_loading(0.25))
+    decoder = ScriptedDecoder({1: "甚至", 3: "换一首歌", 2: "你好", 31: "广州"})
+    report = evaluate(EvalSettings(model="scripted", test_data=hand_case, batch_size=2, show_progress=False),
+                      decoder=decoder)
+    assert report.load_audio_seconds >= 4 * 0.25
+    assert report.decode_seconds < 0.5  # the scripted decoder is instant; the 1 s of loading is not in it
+    assert report.rtf == pytest.approx(report.decode_seconds / 37.0)
+    summary = report.summary()
+    assert f"RTF {report.rtf:.3f} (decoding {report.decode_seconds:.1f} s for 37.0 s of audio" in summary
+    assert f"loading the audio {report.load_audio_seconds:.1f} s" in summary
+    report_path, _ = write_report(report, tmp_path / "r")
+    times = json.loads(report_path.read_text())["time"]
+    assert set(times) >= {"load_model_seconds", "load_audio_seconds", "decode_seconds"}
+    assert times["load_audio_seconds"] >= 1.0 and times["decode_seconds"] < 0.5
+
+
+def test_eval_skips_undecodable_clips_and_refuses_missing_ones(hand_case, tmp_path):
+    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+
+    rows = [json.loads(line) for line in hand_case.read_text(encoding="utf-8").splitlines()]
+    (tmp_path / "wav" / "broken.wav").write_bytes(b"RIFF but not really audio")
+    broken = {**rows[0], "id": "broken", "audio": {"path": "wav/broken.wav"}}
+    data = _manifest(tmp_path / "with-broken.jsonl", [broken, *rows])
+    decoder = ScriptedDecoder({1: "甚至出现交易几乎停滞的情况", 3: "换一首歌", 2: "你好你好", 31: "广州市房地产中介协会分析"})
+    report = evaluate(EvalSettings(model="scripted", test_data=data, show_progress=False), decoder=decoder)
+    assert [u.key for u in report.utterances] == ["a", "b", "c", "d"]  # scored on the readable clips
+    assert report.score.error_rate == 0.0 and report.score.n_utterances == 4
+    assert [c.id for c in report.skipped] == ["broken"] and "broken.wav" in report.skipped[0].audio
+    assert "1 clip(s) skipped" in report.summary()
+    report_path, preds = write_report(report, tmp_path / "r")
+    skipped = json.loads(report_path.read_text())["skipped"]
+    assert len(skipped) == 1 and skipped[0]["id"] == "broken" and skipped[0]["reason"]
+    assert len(preds.read_text(encoding="utf-8").splitlines()) == 4
+
+    # a missing file is found before anything is decoded
+    missing = _manifest(tmp_path / "with-missing.jsonl", [*rows, {**rows[0], "audio": {"path": "wav/gone.wav"}}])
+    decoder = ScriptedDecoder({})
+    with pytest.raises(WhisperFtError, match=r"1 of 5 audio files .* do not exist \(first: .*gone\.wav\)"):
+        evaluate(EvalSettings(model="scripted", test_data=missing, show_progress=False), decoder=decoder)
+    assert decoder.batches == [] and decoder.long_calls == []
+
+
+def test_eval_option_and_output_dir_errors_come_before_decoding(tiny_model_dir, hand_case, tmp_path, capsys):
+    from whisper_ft.evaluate import EvalSettings, evaluate
+
+    for option, value in [("num_beams", 0), ("batch_size", -1), ("cpu_threads", 0), ("max_new_tokens", 0)]:
+        with pytest.raises(WhisperFtError, match=f"--{option} must be at least 1"):
+            evaluate(EvalSettings(model="x", test_data=hand_case, **{option: value}), decoder=ScriptedDecoder({}))
+    for option in ["--batch_size", "--num_beams", "--cpu_threads", "--max_new_tokens"]:
+        code, _, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
+                                 option, "0"], capsys)
+        assert code == 2 and err.startswith("error: ") and option in err and len(err.strip().splitlines()) == 1
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for out, message in [(a_file, "is a file, not a folder"), (a_file / "sub", "cannot write to --output_dir")]:
+        code, stdout, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
+                                      "--output_dir", str(out)], capsys)
+        assert code == 1 and stdout == "" and message in err, err
+        assert len(err.strip().splitlines()) == 1 and "eval (hf)" not in err  # nothing was decoded
+    assert a_file.read_text() == "x"

@@ -4,9 +4,14 @@ Real generation from the prompt tokens only (Whisper-Finetune's evaluation feeds
 first tokens and so reports optimistic numbers; we don't), with the transformers model
 (``backend="hf"``) or CTranslate2 (``backend="ct2"``, the same prompt, so the two are comparable).
 Utterances are decoded in batches sorted by duration (longest first), with a progress bar on
-stderr; utterances over 30 s are transcribed with long-form decoding. Results: a
-:class:`EvalReport`, written as ``report.json`` (metric, counts, model, data, settings, time, RTF)
-and ``predictions.jsonl`` (per utterance: id, ref, hyp, normalised forms, errors).
+stderr; utterances over 30 s are transcribed with long-form decoding. Decoding is deterministic on
+both backends (greedy or beam search at temperature 0, previous text as the prompt of the next
+30 s window; temperature fallback only with ``temperature_fallback=True``), so a result can be
+reproduced and the backends compared. Audio files are checked before anything is decoded (a
+missing one is an error); a clip that cannot be decoded is skipped and listed in the report.
+Results: a :class:`EvalReport`, written as ``report.json`` (metric, counts, model, data, settings,
+time, RTF, skipped clips) and ``predictions.jsonl`` (per utterance: id, ref, hyp, normalised
+forms, errors).
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
-from whisper_ft.console import progress
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.console import log, progress
+from whisper_ft.errors import DataError, WhisperFtError
 from whisper_ft.manifest import Utterance, read_manifest
 from whisper_ft.models.languages import default_metric, normalize_language
 from whisper_ft.scoring import ScoreResult, score, validate_metric
+from whisper_ft.writers import check_output_dir
 
 BACKENDS = ("hf", "ct2")
 
@@ -45,6 +51,19 @@ class EvalSettings:
     max_new_tokens: int | None = None
     show_progress: bool = True
     pack: bool = False  # ct2 only: the packed fast path (short same-language clips share 30 s windows)
+    temperature_fallback: bool = False  # clips over 30 s: retry a doubtful window at higher temperatures (sampling)
+
+
+@dataclass(frozen=True)
+class SkippedClip:
+    """A test clip that could not be decoded (not scored; listed in report.json)."""
+
+    id: str
+    audio: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "audio": self.audio, "reason": self.reason}
 
 
 @dataclass
@@ -55,18 +74,23 @@ class EvalReport:
     languages: list[str | None]
     model: dict[str, Any]
     audio_seconds: float
-    load_seconds: float
-    decode_seconds: float
+    load_seconds: float  # loading the model
+    decode_seconds: float  # decoding only (features, encoder, decoder)
     started: str
-    per_utterance_seconds: list[float] = field(default_factory=list, repr=False)
+    load_audio_seconds: float = 0.0  # reading and resampling the audio files
+    skipped: list[SkippedClip] = field(default_factory=list)
 
     @property
     def rtf(self) -> float:
-        """Real-time factor: decoding time / audio duration (model loading not counted)."""
+        """Real-time factor: decoding time / audio duration (loading the model or the audio not counted)."""
         return self.decode_seconds / self.audio_seconds if self.audio_seconds > 0 else 0.0
 
     def summary(self) -> str:
-        return f"{self.score.summary()}; RTF {self.rtf:.3f} ({self.decode_seconds:.1f} s for {self.audio_seconds:.1f} s of audio)"
+        line = (f"{self.score.summary()}; RTF {self.rtf:.3f} (decoding {self.decode_seconds:.1f} s for "
+                f"{self.audio_seconds:.1f} s of audio; loading the audio {self.load_audio_seconds:.1f} s more)")
+        if self.skipped:
+            line += f"; {len(self.skipped)} clip(s) skipped: could not be decoded (listed in report.json)"
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
@@ -77,9 +101,11 @@ class EvalReport:
                      "audio_seconds": round(self.audio_seconds, 3)},
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()
                          if k not in {"model", "test_data", "show_progress"}},
-            "time": {"started": self.started, "load_seconds": round(self.load_seconds, 3),
+            "time": {"started": self.started, "load_model_seconds": round(self.load_seconds, 3),
+                     "load_audio_seconds": round(self.load_audio_seconds, 3),
                      "decode_seconds": round(self.decode_seconds, 3)},
             "rtf": round(self.rtf, 4),
+            "skipped": [c.to_dict() for c in self.skipped],
         }
 
     def prediction_records(self) -> list[dict[str, Any]]:
@@ -136,7 +162,8 @@ class _HFDecoder:
         from whisper_ft.decoding.hf_transcribe import transcribe_hf
 
         return transcribe_hf(self.loaded.model, self.loaded.processor, audio, language=language,
-                             task=self.settings.task, num_beams=self.settings.num_beams).text
+                             task=self.settings.task, num_beams=self.settings.num_beams,
+                             temperature_fallback=self.settings.temperature_fallback).text
 
 
 class _CT2Decoder:
@@ -164,15 +191,31 @@ class _CT2Decoder:
     def long(self, audio, language) -> str:
         from whisper_ft.decoding.ct2 import transcribe_ct2
 
+        # temperature 0.0 with faster-whisper's defaults = the hf path's DETERMINISTIC_LONG_FORM_OPTIONS;
+        # None = its fallback schedule, like LONG_FORM_OPTIONS
         return transcribe_ct2(self.ct2, audio, language=language, task=self.settings.task,
-                              beam_size=self.settings.num_beams, temperature=0.0).text
+                              beam_size=self.settings.num_beams,
+                              temperature=None if self.settings.temperature_fallback else 0.0).text
 
 
 def load_test_data(path: str | Path) -> list[Utterance]:
+    """The manifest's utterances; an empty manifest or a missing audio file is an error (found
+    before any model is loaded)."""
     utterances = read_manifest(path)
     if not utterances:
         raise WhisperFtError(f"test data {path} is empty: prepare it with `whisper-ft prepare ...`")
+    missing = [u for u in utterances if not u.audio_file.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(utterances)} audio files in {path} do not exist (first: "
+                        f"{missing[0].audio_file}): fix the paths (relative ones are relative to the manifest's folder)")
     return utterances
+
+
+def check_positive(option: str, value: int | None) -> None:
+    """``--option`` must be None (default) or at least 1."""
+    if value is not None and value < 1:
+        raise WhisperFtError(f"{option} must be at least 1 (got {value})")
+
 
 
 class Decoder(Protocol):
@@ -198,8 +241,9 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
 
     backend = validate_backend(settings.backend)
     validate_task(settings.task)
-    if settings.batch_size < 1:
-        raise WhisperFtError(f"--batch_size must be at least 1 (got {settings.batch_size})")
+    for option, value in (("--batch_size", settings.batch_size), ("--num_beams", settings.num_beams),
+                          ("--cpu_threads", settings.cpu_threads), ("--max_new_tokens", settings.max_new_tokens)):
+        check_positive(option, value)
     if settings.pack and backend != "ct2":
         raise WhisperFtError("--pack needs --backend ct2 (transformers decodes every clip in its own window)")
     forced = normalize_language(settings.language)
@@ -213,15 +257,23 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     load_seconds = time.perf_counter() - t0
 
     order = sorted(range(len(utterances)), key=lambda i: -utterances[i].duration)
-    hyps: list[str] = [""] * len(utterances)
-    audio_seconds = 0.0
-    t1 = time.perf_counter()
+    hyps: list[str | None] = [None] * len(utterances)
+    skipped: dict[int, SkippedClip] = {}
+    audio_seconds = load_audio_seconds = decode_seconds = 0.0
     bar = progress(None, total=len(utterances), desc=f"eval ({backend})", unit="utt",
                    disable=not settings.show_progress)
     try:
         for start in range(0, len(order), settings.batch_size):
-            idx = order[start:start + settings.batch_size]
-            audios = [utterances[i].load_audio() for i in idx]
+            t0 = time.perf_counter()
+            idx, audios = [], []
+            for i in order[start:start + settings.batch_size]:
+                try:
+                    audios.append(utterances[i].load_audio())
+                    idx.append(i)
+                except DataError as exc:  # unreadable: skip it, keep the rest of the run
+                    skipped[i] = SkippedClip(utterances[i].key, str(utterances[i].audio_file), str(exc))
+            t1 = time.perf_counter()
+            load_audio_seconds += t1 - t0
             audio_seconds += sum(len(a) for a in audios) / SAMPLE_RATE
             short = [k for k, a in enumerate(audios) if len(a) <= N_SAMPLES]
             for k, a in enumerate(audios):
@@ -231,14 +283,24 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
                 texts = decoder.texts([audios[k] for k in short], [languages[idx[k]] for k in short])
                 for k, text in zip(short, texts):
                     hyps[idx[k]] = text
-            bar.update(len(idx))
+            decode_seconds += time.perf_counter() - t1
+            bar.update(len(order[start:start + settings.batch_size]))
     finally:
         bar.close()
-    decode_seconds = time.perf_counter() - t1
-    result = score([u.sentence for u in utterances], hyps, metric=metric, language=forced, languages=languages)
+    for clip in skipped.values():
+        log(f"skipped {clip.audio}: {clip.reason}")
+    kept = [i for i in range(len(utterances)) if i not in skipped]
+    if not kept:
+        first = next(iter(skipped.values()))
+        raise DataError(f"none of the {len(utterances)} clips in {settings.test_data} could be decoded "
+                        f"(first: {first.audio}: {first.reason})")
+    utterances, languages = [utterances[i] for i in kept], [languages[i] for i in kept]
+    result = score([u.sentence for u in utterances], [hyps[i] or "" for i in kept], metric=metric, language=forced,
+                   languages=languages)
     return EvalReport(settings=settings, score=result, utterances=utterances, languages=languages,
                       model=decoder.info, audio_seconds=audio_seconds, load_seconds=load_seconds,
-                      decode_seconds=decode_seconds, started=started)
+                      decode_seconds=decode_seconds, started=started, load_audio_seconds=load_audio_seconds,
+                      skipped=[skipped[i] for i in sorted(skipped)])
 
 
 def default_output_dir(settings: EvalSettings) -> Path:
@@ -246,19 +308,19 @@ def default_output_dir(settings: EvalSettings) -> Path:
     def slug(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
+    backend = validate_backend(settings.backend)
     model = Path(settings.model)
     model_name = f"{model.parent.name}-{model.name}" if model.name in {"best", "last", "final"} else model.name
     data = Path(settings.test_data)
     data_name = data.stem if data.stem not in {"test", "dev", "train"} else f"{data.parent.name}-{data.stem}"
-    return Path("reports") / f"{slug(model_name)}_{slug(data_name)}_{settings.backend}"
+    return Path("reports") / f"{slug(model_name)}_{slug(data_name)}_{backend}"
 
 
 def write_report(report: EvalReport, output_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.json`` and ``predictions.jsonl`` into ``output_dir``; returns both paths."""
     from whisper_ft.models.io import write_json
 
-    out = Path(output_dir) if output_dir else default_output_dir(report.settings)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(output_dir if output_dir else default_output_dir(report.settings))
     report_path = out / "report.json"
     write_json(report_path, report.to_dict())
     preds = out / "predictions.jsonl"

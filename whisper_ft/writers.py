@@ -7,6 +7,7 @@ Whisper-Finetune's ``infer_ct2.py``), plus ``words`` per segment with word times
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from whisper_ft.decoding.results import Segment, Transcription
@@ -91,3 +92,17 @@ def write_transcription(transcription: Transcription, path: str | Path, fmt: str
     tmp.write_text(render(transcription, fmt), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Create ``path`` (a folder) if needed and check it can be written, before any work is done."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise WhisperFtError(f"--output_dir {out} is a file, not a folder: give a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise WhisperFtError(f"cannot write to --output_dir {out}: {exc.strerror or exc}; give a writable folder") from exc
+    return out

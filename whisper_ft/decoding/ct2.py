@@ -201,11 +201,14 @@ def transcribe_ct2(
     no_speech_threshold: float | None = 0.6,
     without_timestamps: bool = False,
     source: str | None = None,
+    on_segment=None,
 ) -> Transcription:
     """Transcribe (or translate) one audio array of any length with faster-whisper.
 
     ``batch_size > 1`` uses faster-whisper's batched pipeline (chunks cut by VAD). ``temperature``
-    None means faster-whisper's fallback schedule (0.0, 0.2, ... 1.0).
+    None means faster-whisper's fallback schedule (0.0, 0.2, ... 1.0). ``vad``: only the speech
+    is decoded, and segment times are clipped to it (see :mod:`whisper_ft.decoding.speech`).
+    ``on_segment(segment)`` is called for each segment as soon as it is decoded (progress).
     """
     from whisper_ft.models.languages import normalize_language
 
@@ -226,11 +229,28 @@ def transcribe_ct2(
     )
     if temperature is not None:
         kwargs["temperature"] = temperature
+    speech = None
+    duration = len(audio) / SAMPLE_RATE
     if batch_size > 1:
         from faster_whisper import BatchedInferencePipeline
 
         kwargs["vad_filter"] = True  # the batched pipeline cuts the audio into chunks with VAD
         segments, info = BatchedInferencePipeline(model=ct2.model).transcribe(audio, batch_size=batch_size, **kwargs)
+    elif vad:
+        # faster-whisper's own VAD path (speech chunks glued together, times mapped back), done
+        # here so that the chunks are known and segment times can be clipped to them
+        from faster_whisper.transcribe import restore_speech_timestamps
+        from faster_whisper.vad import collect_chunks
+
+        from whisper_ft.decoding.speech import chunk_seconds, speech_chunks
+
+        chunks = speech_chunks(audio)
+        pieces, _ = collect_chunks(audio, chunks)
+        kwargs["vad_filter"] = False
+        segments, info = ct2.model.transcribe(np.concatenate(pieces), **kwargs)
+        if chunks:
+            segments = restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
+        speech = chunk_seconds(chunks)
     else:
         segments, info = ct2.model.transcribe(audio, **kwargs)
     out = []
@@ -238,10 +258,17 @@ def transcribe_ct2(
         words = None
         if s.words is not None:
             words = [Word(w.start, w.end, w.word, w.probability) for w in s.words]
-        end = min(float(s.end), float(info.duration))
-        out.append(Segment(i, min(float(s.start), end), end, s.text.strip(), list(s.tokens),
-                           s.avg_logprob, s.no_speech_prob, words))
-    return Transcription(language=info.language, duration=float(info.duration), segments=out,
+        end = min(float(s.end), duration)
+        seg = Segment(i, min(float(s.start), end), end, s.text.strip(), list(s.tokens),
+                      s.avg_logprob, s.no_speech_prob, words)
+        if speech:
+            from whisper_ft.decoding.speech import clip_to_speech
+
+            seg = clip_to_speech(seg, speech)
+        out.append(seg)
+        if on_segment is not None:
+            on_segment(seg)
+    return Transcription(language=info.language, duration=duration, segments=out,
                          language_probability=info.language_probability, source=source)
 
 

@@ -2,8 +2,9 @@
 
 Up to 30 s: one window, generated with timestamps (deterministic). Longer: transformers'
 sequential long-form decoding (30 s windows, each one starting where the last complete segment
-ended, with OpenAI's fallback settings, see ``LONG_FORM_OPTIONS``). The language, when not given,
-is detected on the first 30 s.
+ended, with OpenAI's fallback settings, see ``LONG_FORM_OPTIONS``; ``temperature_fallback=False``
+decodes greedily, see ``DETERMINISTIC_LONG_FORM_OPTIONS``). The language, when not given, is
+detected on the first 30 s.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ LONG_FORM_OPTIONS = {
     "logprob_threshold": -1.0,
     "no_speech_threshold": 0.6,
 }
+
+# The same, at temperature 0 only: no sampling, so the same input always gives the same text.
+# Evaluation uses this on both backends (faster-whisper: temperature=0.0 with its defaults, which
+# are the settings above), so `eval` and `convert --verify` compare like with like.
+DETERMINISTIC_LONG_FORM_OPTIONS = {**LONG_FORM_OPTIONS, "temperature": 0.0}
 
 
 def _param(model):
@@ -103,8 +109,11 @@ def transcribe_hf(
     task: str = "transcribe",
     num_beams: int = 1,
     source: str | None = None,
+    temperature_fallback: bool = True,
 ) -> Transcription:
-    """Transcribe (or translate) one audio array of any length; see the module docstring."""
+    """Transcribe (or translate) one audio array of any length; see the module docstring.
+
+    ``temperature_fallback=False``: audio over 30 s is decoded at temperature 0 only (deterministic)."""
     import torch
 
     task = validate_task(task)
@@ -135,7 +144,7 @@ def transcribe_hf(
                 num_beams=num_beams,
                 return_timestamps=True,
                 return_segments=True,
-                **LONG_FORM_OPTIONS,
+                **(LONG_FORM_OPTIONS if temperature_fallback else DETERMINISTIC_LONG_FORM_OPTIONS),
             )
         segments = []
         for seg in out["segments"][0]:
