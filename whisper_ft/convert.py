@@ -4,7 +4,10 @@
 faster-whisper runs it with no network: ``tokenizer.json`` and a ``preprocessor_config.json``
 whose ``feature_size`` is the model's ``num_mel_bins`` (80, or 128 for large-v3), plus
 ``whisper_ft_conversion.json`` (source, quantization, time). The folder is written aside and
-renamed into place. LoRA adapters are refused unless ``merge=True`` (merged on the fly).
+renamed into place. Any model whisper-ft can name converts: a CTranslate2 source (a folder, the
+bundled whisper-base) goes through the exact CTranslate2 -> transformers import first. LoRA
+adapters are refused unless ``merge=True`` (merged on the fly). An existing output folder is
+replaced only with ``force`` and only when it is a model folder (:func:`check_output_dir`).
 
 :func:`verify_conversion` decodes the same clips with the source (transformers) and the converted
 model (CTranslate2, same prompt, greedy) and reports the CER/WER drift.
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import shutil
 import tempfile
 import time
@@ -23,7 +28,7 @@ from pathlib import Path
 from whisper_ft.console import log, warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.io import replace_dir, staging_dir, write_json
-from whisper_ft.models.registry import ModelSource, cache_dir, resolve_model
+from whisper_ft.models.registry import MODELS_DIR, ModelSource, cache_dir, resolve_model
 
 QUANTIZATIONS = ("float16", "int8", "int8_float16", "float32", "int8_float32", "bfloat16", "int8_bfloat16", "int16")
 
@@ -84,51 +89,169 @@ def _complete_folder(out: Path, hf_path: Path | str) -> int:
     return n_mels
 
 
+def default_output_dir(model: str | Path, quantization: str = "float16", source: ModelSource | None = None) -> Path:
+    """Where `convert` writes when no ``--output_dir`` is given, distinct per quantization:
+    ``<model>-ct2`` beside a local model for float16 (the default), ``<model>-<quantization>-ct2``
+    otherwise (so converting one model twice never replaces the other copy); models/ for the bundled
+    model and hub ids. A run's ``best/`` is named after its run; a ``-ct2`` source loses the suffix."""
+    quantization = validate_quantization(quantization)
+    source = source or resolve_model(model)
+    if source.origin == "local":
+        src = Path(source.path)
+        parent, stem = src.parent, src.name
+        if stem in {"best", "last", "final"} or stem.startswith("checkpoint"):
+            parent, stem = src.parent.parent, f"{src.parent.name}-{stem}"
+    else:
+        parent, stem = MODELS_DIR, str(source.name).rstrip("/").split("/")[-1]
+        from whisper_ft.models.registry import bundled_for
+
+        bundled = bundled_for(str(source.name))
+        stem = bundled.name if bundled is not None else stem
+    stem = stem.removesuffix("-ct2")
+    out = parent / (f"{stem}-ct2" if quantization == "float16" else f"{stem}-{quantization}-ct2")
+    if source.origin == "local" and _same_path(out, Path(source.path)):  # a float16 `x-ct2` source
+        out = parent / f"{stem}-{quantization}-ct2"
+    return out
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    inner, outer = inner.resolve(), outer.resolve()
+    return inner == outer or outer in inner.parents
+
+
+def check_output_dir(output_dir: str | Path, *, force: bool = False, source: ModelSource | None = None) -> Path:
+    """Refuse an output folder `convert` must not write to, before any work is done.
+
+    Without ``force`` the target must not exist or be an empty folder. With ``force`` it may be an
+    existing model folder or a file (replaced only after the conversion succeeded), never a folder
+    of other things (``models/`` holding other models, the working folder), the source model or a
+    folder holding it."""
+    from whisper_ft.models.registry import local_kind
+
+    out = Path(output_dir).expanduser()
+    if str(output_dir).strip() == "":
+        raise WhisperFtError("--output_dir is empty: name the folder to write")
+    if source is not None and source.kind != "hub" and _is_within(Path(source.path), out):
+        raise WhisperFtError(f"--output_dir {out} is (or holds) the source model {source.path}: choose another folder")
+    if _is_within(Path.cwd(), out):
+        raise WhisperFtError(f"--output_dir {out} is the working folder (or holds it): choose a new folder for the model")
+    if out.is_symlink() or out.is_file():
+        if not force:
+            raise WhisperFtError(f"--output_dir {out} is an existing file (or link): choose a folder, or pass --force "
+                                 "to replace it")
+    elif out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and not force:
+            raise WhisperFtError(f"--output_dir {out} already exists and is not empty: choose another folder, "
+                                 "or pass --force to replace it")
+        if entries and local_kind(out) is None:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise WhisperFtError(f"--output_dir {out} is not a model folder (it holds {shown}): --force replaces "
+                                 f"only a model folder; choose a new folder, e.g. {out / 'my-model-ct2'}")
+    ancestor = out.parent  # the folder the staging folder and the new parents go in
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise WhisperFtError(f"cannot create --output_dir {out}: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise WhisperFtError(f"cannot write --output_dir {out}: {ancestor} is not writable")
+    return out
+
+
+def check_verify_options(
+    test_data: str | Path | None = None,
+    *,
+    max_drift: float = 0.5,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    metric: str | None = None,
+    language: str | None = None,
+) -> None:
+    """Check ``convert``'s verify options (and read the manifest) before converting anything."""
+    from whisper_ft.errors import DataError
+    from whisper_ft.manifest import read_manifest
+    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.scoring import validate_metric
+
+    if not (isinstance(max_drift, (int, float)) and math.isfinite(max_drift) and max_drift >= 0):
+        raise WhisperFtError(f"--max_drift must be a number >= 0 (CER/WER points; got {max_drift})")
+    if batch_size < 1:
+        raise WhisperFtError(f"--batch_size must be at least 1 (got {batch_size})")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise WhisperFtError(f"--max_new_tokens must be at least 1 (got {max_new_tokens})")
+    if metric:
+        validate_metric(metric)
+    if language:
+        normalize_language(language)
+    if test_data is not None:
+        if Path(test_data).is_dir():
+            raise DataError(f"--verify {test_data} is a folder: pass a manifest file (JSONL)")
+        if not read_manifest(test_data):
+            raise DataError(f"--verify {test_data} holds no records: pass a manifest with at least one clip")
+
+
 def convert_model(
     model: str | Path,
     output_dir: str | Path,
     *,
     quantization: str = "float16",
     merge: bool = False,
+    force: bool = False,
 ) -> ConversionResult:
-    """Convert ``model`` (a transformers folder, hub id, or with ``merge`` a LoRA adapter) to a
-    complete faster-whisper folder at ``output_dir`` (replaced if present)."""
-    from ctranslate2.converters import TransformersConverter
+    """Convert ``model`` to a complete faster-whisper folder at ``output_dir``.
 
+    ``model`` is anything whisper-ft can name: a transformers folder, a hub id, a CTranslate2 folder
+    or the bundled model (imported to transformers exactly, then converted: a new precision of a
+    CTranslate2 model), or with ``merge`` a LoRA adapter. ``output_dir`` must be new or empty unless
+    ``force`` (see :func:`check_output_dir`); every check runs before any work, and the old folder is
+    replaced only once the new one is complete."""
     quantization = validate_quantization(quantization)
     source = resolve_model(model)
-    if source.kind == "ct2":
-        raise WhisperFtError(
-            f"{source.path} is already a CTranslate2 model; to run it in another precision pass "
-            "--compute_type to infer-ct2/eval instead of converting again"
-        )
     if source.kind == "adapter" and not merge:
         raise WhisperFtError(
             f"{source.path} is a LoRA adapter: run `whisper-ft merge` first, or add --merge to merge it on the fly"
         )
-    output_dir = Path(output_dir)
+    output_dir = check_output_dir(output_dir, force=force, source=source)
+    return _convert(source, output_dir, quantization)
+
+
+def _convert(source: ModelSource, output_dir: Path, quantization: str) -> ConversionResult:
+    """The conversion itself (no checks): written in a sibling temp folder, renamed into place."""
+    from ctranslate2.converters import TransformersConverter
+
     started = time.time()
-    work = Path(tempfile.mkdtemp(prefix="whisper-ft-convert-"))
-    tmp = staging_dir(output_dir)
+    work = tmp = None
     try:
-        hf_path = _merged_copy(source, work) if source.kind == "adapter" else source.path
+        work = Path(tempfile.mkdtemp(prefix="whisper-ft-convert-"))
+        tmp = staging_dir(output_dir)
+        if source.kind == "adapter":
+            hf_path = _merged_copy(source, work)
+        else:
+            from whisper_ft.models.loading import ensure_hf_folder
+
+            hf_path = ensure_hf_folder(source)  # a CTranslate2 source: the exact import (cached)
         log(f"converting {hf_path} to CTranslate2 ({quantization})")
         TransformersConverter(str(hf_path)).convert(str(tmp), quantization=quantization, force=True)
         n_mels = _complete_folder(tmp, hf_path)
         write_json(tmp / "whisper_ft_conversion.json", {
             "source": str(source.path),
             "source_kind": source.kind,
+            "imported_from_ct2": str(hf_path) if source.kind == "ct2" else None,
             "merged_adapter": source.kind == "adapter",
             "quantization": quantization,
             "n_mels": n_mels,
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
         replace_dir(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        tmp = None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for folder in (tmp, work):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     return ConversionResult(output_dir, str(source.path), quantization, n_mels, time.time() - started)
 
 
@@ -154,7 +277,7 @@ def cached_conversion(source: ModelSource) -> Path:
     out = cache_dir() / "converted" / f"{name}-{key}"
     if not (out / "model.bin").is_file():
         log(f"{source.name} is not a CTranslate2 model: converting it once to {out}")
-        convert_model(source.name if source.kind == "hub" else source.path, out, quantization="float32", merge=True)
+        _convert(source, out, "float32")  # our own cache folder: replaced as a whole
     return out
 
 

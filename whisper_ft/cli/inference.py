@@ -39,21 +39,22 @@ def eval_command(
     metric: str = typer.Option(None, "--metric", help="cer or wer. Default: cer for zh/ja/ko/..., else wer."),
     language: str = typer.Option(None, "--language", help="Force a language (e.g. zh). Default: each utterance's, else detected."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    batch_size: int = typer.Option(16, "--batch_size", help="Utterances per batch (sorted by duration)."),
-    num_beams: int = typer.Option(1, "--num_beams", help="Beam size (1 = greedy)."),
+    batch_size: int = typer.Option(16, "--batch_size", min=1, help="Utterances per batch (sorted by duration)."),
+    num_beams: int = typer.Option(1, "--num_beams", min=1, help="Beam size (1 = greedy)."),
     backend: str = typer.Option("hf", "--backend", help="hf (transformers) or ct2 (CTranslate2)."),
     output_dir: Path = typer.Option(None, "--output_dir", help="Where report.json and predictions.jsonl go. Default: reports/<model>_<data>_<backend>/."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only: auto (cuda float16, cpu int8), int8, float32, ..."),
-    cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads (default: up to 4)."),
-    max_new_tokens: int = typer.Option(None, "--max_new_tokens", help="Cap on generated tokens per utterance."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads (default: up to 4)."),
+    max_new_tokens: int = typer.Option(None, "--max_new_tokens", min=1, help="Cap on generated tokens per utterance."),
     pack: bool = typer.Option(False, "--pack", help="ct2 only: the fast path for short clips: same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone)."),
+    temperature_fallback: bool = typer.Option(False, "--temperature_fallback", help="Clips over 30 s: retry a doubtful 30 s window at higher temperatures (sampling: results vary from run to run). Default: temperature 0 only, the same on both backends."),
 ) -> None:
     """Score a model on a test manifest (CER/WER with S/D/I, report.json, per-utterance JSONL)."""
     _quiet_libraries()
     from whisper_ft.console import log
     from whisper_ft.errors import WhisperFtError
-    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+    from whisper_ft.evaluate import EvalSettings, check_output_dir, default_output_dir, evaluate, write_report
     from whisper_ft.models.defaults import DEFAULT_TEST_DATA, pick_model
 
     if model_path is None:
@@ -66,11 +67,13 @@ def eval_command(
             raise WhisperFtError(f"no --test_data given and {test_data} does not exist: "
                                  "pass --test_data DATA.jsonl or create it with `whisper-ft prepare ...`")
         log(f"no --test_data given: using {test_data}")
-    report = evaluate(EvalSettings(
+    settings = EvalSettings(
         model=model_path, test_data=test_data, metric=metric, language=language, task=task, batch_size=batch_size,
         num_beams=num_beams, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
-        max_new_tokens=max_new_tokens, pack=pack,
-    ))
+        max_new_tokens=max_new_tokens, pack=pack, temperature_fallback=temperature_fallback,
+    )
+    output_dir = check_output_dir(output_dir or default_output_dir(settings))  # before hours of decoding
+    report = evaluate(settings)
     report_path, preds_path = write_report(report, output_dir)
     log(f"model: {report.model['path']} ({report.model['backend']}, {report.model['device']})")
     log(f"wrote {report_path} and {preds_path}")
@@ -79,10 +82,11 @@ def eval_command(
 
 @app.command("convert")
 def convert_command(
-    model: str = typer.Option(None, "--model", help="transformers folder, hub id, or (with --merge) a LoRA adapter. Default: the newest model under models/."),
-    output_dir: Path = typer.Option(None, "--output_dir", help="Output folder. Default: <model>-ct2 beside it."),
+    model: str = typer.Option(None, "--model", help="Any model name: transformers folder, hub id, CTranslate2 folder or 'base' (converted to the new precision), or (with --merge) a LoRA adapter. Default: the newest model under models/."),
+    output_dir: Path = typer.Option(None, "--output_dir", help="New (or empty) output folder. Default: <model>-ct2 beside it for float16, <model>-<quantization>-ct2 otherwise (models/ for 'base' and hub ids)."),
     quantization: str = typer.Option("float16", "--quantization", help="float16, int8, int8_float16, float32 (or int8_float32, bfloat16, int8_bfloat16, int16)."),
     merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into its base on the fly."),
+    force: bool = typer.Option(False, "--force", help="Replace --output_dir if it is an existing model folder (or a file); only after the conversion succeeded."),
     verify: Path = typer.Option(None, "--verify", help="Manifest (JSONL): decode it with source and converted model and compare."),
     max_drift: float = typer.Option(0.5, "--max_drift", help="With --verify: fail when CER/WER moves by more than this many points."),
     metric: str = typer.Option(None, "--metric", help="With --verify: cer or wer (default from the language)."),
@@ -93,22 +97,31 @@ def convert_command(
     """Export a model to CTranslate2 for faster-whisper (optionally verify the export)."""
     _quiet_libraries()
     from whisper_ft.console import log
-    from whisper_ft.convert import convert_model, verify_conversion
+    from whisper_ft.convert import (
+        check_verify_options,
+        convert_model,
+        default_output_dir,
+        validate_quantization,
+        verify_conversion,
+    )
     from whisper_ft.errors import WhisperFtError
-    from whisper_ft.models.defaults import pick_model
+    from whisper_ft.models.defaults import FALLBACK_MODEL, pick_model
 
+    # every option is checked before anything is converted or replaced
+    quantization = validate_quantization(quantization)
+    check_verify_options(verify, max_drift=max_drift, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                         metric=metric, language=language)
     if model is None:
         picked = pick_model()
-        if picked.name == "base":
-            raise WhisperFtError("no --model given and no trained model under models/: pass --model FOLDER")
+        if picked.name == FALLBACK_MODEL:
+            raise WhisperFtError("no --model given and no trained model under models/: pass --model FOLDER "
+                                 "(or --model base for the bundled whisper-base)")
         log(picked.message())
         model = picked.name
     if output_dir is None:
-        src = Path(model)
-        name = f"{src.parent.name}-{src.name}" if src.name == "best" else src.name
-        output_dir = (src.parent.parent if src.name == "best" else src.parent) / f"{name}-ct2"
+        output_dir = default_output_dir(model, quantization)
         log(f"no --output_dir given: writing {output_dir}")
-    result = convert_model(model, output_dir, quantization=quantization, merge=merge)
+    result = convert_model(model, output_dir, quantization=quantization, merge=merge, force=force)
     log(result.summary())
     print(result.output_dir)
     if verify is not None:
@@ -128,12 +141,12 @@ def infer_command(
     model_path: str = typer.Option(None, "--model_path", help=_MODEL_HELP),
     language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    num_beams: int = typer.Option(1, "--num_beams", help="Beam size (1 = greedy)."),
-    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt."),
+    num_beams: int = typer.Option(1, "--num_beams", min=1, help="Beam size (1 = greedy)."),
+    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt (several inputs as txt: a '==> file <==' line before each)."),
     output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
     to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads for torch."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads for torch."),
 ) -> None:
     """Transcribe audio with transformers (any length: 30 s windows, sequential long-form decoding)."""
     _quiet_libraries()
@@ -160,11 +173,12 @@ def infer_command(
     loaded = load_whisper(model_path, dtype=torch.float16 if device == "cuda" else torch.float32, device=device)
     log(f"model: {loaded.source.describe()} on {device}")
 
-    def transcribe(audio, path):
+    def transcribe(audio, path, on_segment):  # transformers gives no segments before the end: no progress bar
         return transcribe_hf(loaded.model, loaded.processor, audio, language=language, task=task,
                              num_beams=num_beams, source=path)
 
-    run = run_inference(audio_path, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified)
+    run = run_inference(audio_path, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
+                        show_progress=False)
     run.raise_for_failures()
 
 
@@ -174,16 +188,16 @@ def infer_ct2_command(
     model_path: str = typer.Option(None, "--model_path", help="CTranslate2 folder (or any model name; converted once). Default: the newest models/*-ct2, else the bundled base."),
     language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    beam_size: int = typer.Option(5, "--beam_size", help="Beam size."),
-    vad: bool = typer.Option(False, "--vad", help="Skip silence with Silero VAD."),
+    beam_size: int = typer.Option(5, "--beam_size", min=1, help="Beam size."),
+    vad: bool = typer.Option(False, "--vad", help="Skip silence with Silero VAD (segment times are clipped to the speech)."),
     word_timestamps: bool = typer.Option(False, "--word_timestamps", help="Add per-word times (JSON output)."),
-    batch_size: int = typer.Option(1, "--batch_size", help="> 1: faster-whisper's batched pipeline (uses VAD)."),
-    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt."),
+    batch_size: int = typer.Option(1, "--batch_size", min=1, help="> 1: faster-whisper's batched pipeline (uses VAD)."),
+    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt (several inputs as txt: a '==> file <==' line before each)."),
     output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
     to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu or cuda."),
     compute_type: str = typer.Option("auto", "--compute_type", help="auto (cuda float16, cpu int8), int8, int8_float16, float16, float32, ..."),
-    cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads (default: up to 4)."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads (default: up to 4)."),
 ) -> None:
     """Transcribe audio with faster-whisper (CTranslate2): fast, any length, optional VAD."""
     _quiet_libraries()
@@ -203,9 +217,11 @@ def infer_ct2_command(
     ct2 = load_ct2_whisper(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
     log(f"model: {describe(ct2)}")
 
-    def transcribe(audio_array, path):
+    def transcribe(audio_array, path, on_segment):
         return transcribe_ct2(ct2, audio_array, language=language, task=task, beam_size=beam_size, vad=vad,
-                              word_timestamps=word_timestamps, batch_size=batch_size, source=path)
+                              word_timestamps=word_timestamps, batch_size=batch_size, source=path,
+                              on_segment=on_segment)
 
-    run = run_inference(audio, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified)
+    run = run_inference(audio, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
+                        vad_hint=not vad and batch_size == 1)
     run.raise_for_failures()

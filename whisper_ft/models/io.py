@@ -66,9 +66,17 @@ def replace_dir(tmp_dir: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{next(tempfile._get_candidate_names())}")
         out_dir.rename(old)
-    tmp_dir.rename(out_dir)
+    try:
+        tmp_dir.rename(out_dir)
+    except BaseException:
+        if old is not None:  # put the previous folder back where it was
+            old.rename(out_dir)
+        raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # a file or a link replaced with --force
+            old.unlink(missing_ok=True)
 
 
 def staging_dir(out_dir: str | Path) -> Path:

