@@ -52,6 +52,7 @@ class EvalSettings:
     show_progress: bool = True
     pack: bool = False  # ct2 only: the packed fast path (short same-language clips share 30 s windows)
     temperature_fallback: bool = False  # clips over 30 s: retry a doubtful window at higher temperatures (sampling)
+    raw: bool = False  # score the texts as written (whitespace collapsed only), not through the normaliser
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
         raise DataError(f"none of the {len(utterances)} clips in {settings.test_data} could be decoded "
                         f"(first: {first.audio}: {first.reason})")
     utterances, languages = [utterances[i] for i in kept], [languages[i] for i in kept]
-    result = score([u.sentence for u in utterances], [hyps[i] or "" for i in kept], metric=metric, language=forced,
+    result = score([u.sentence for u in utterances], [hyps[i] or "" for i in kept], metric=metric, language=forced, raw=settings.raw,
                    languages=languages)
     return EvalReport(settings=settings, score=result, utterances=utterances, languages=languages,
                       model=decoder.info, audio_seconds=audio_seconds, load_seconds=load_seconds,

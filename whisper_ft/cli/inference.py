@@ -48,6 +48,7 @@ def eval_command(
     cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads (default: up to 4)."),
     max_new_tokens: int = typer.Option(None, "--max_new_tokens", min=1, help="Cap on generated tokens per utterance."),
     pack: bool = typer.Option(False, "--pack", help="ct2 only: the fast path for short clips: same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone)."),
+    raw: bool = typer.Option(False, "--raw", help="Score the texts as written (whitespace collapsed only) instead of through the normaliser (report.json names it)."),
     temperature_fallback: bool = typer.Option(False, "--temperature_fallback", help="Clips over 30 s: retry a doubtful 30 s window at higher temperatures (sampling: results vary from run to run). Default: temperature 0 only, the same on both backends."),
 ) -> None:
     """Score a model on a test manifest (CER/WER with S/D/I, report.json, per-utterance JSONL)."""
@@ -70,7 +71,7 @@ def eval_command(
     settings = EvalSettings(
         model=model_path, test_data=test_data, metric=metric, language=language, task=task, batch_size=batch_size,
         num_beams=num_beams, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
-        max_new_tokens=max_new_tokens, pack=pack, temperature_fallback=temperature_fallback,
+        max_new_tokens=max_new_tokens, pack=pack, temperature_fallback=temperature_fallback, raw=raw,
     )
     output_dir = check_output_dir(output_dir or default_output_dir(settings))  # before hours of decoding
     report = evaluate(settings)
