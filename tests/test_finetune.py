@@ -408,11 +408,19 @@ def test_bad_model_and_options_fail_before_training(tiny_model_dir, good_manifes
     assert code == 1 and "model 'no-such-model' not found" in err
     code, _, err = run_cli(["finetune", "--base_model", "openai/whisper-tiny", *common], capsys)
     assert code == 1 and "offline" in err  # tests run with HF_HUB_OFFLINE=1
-    code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--use_8bit", *common], capsys)
+    import importlib.util
+
     import torch
 
-    if not torch.cuda.is_available():
-        assert code == 1 and "--use_8bit needs a CUDA GPU" in err
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--use_8bit", *common], capsys)
+        needs = "a CUDA GPU" if not torch.cuda.is_available() else "bitsandbytes: pip install bitsandbytes"
+        assert code == 1 and f"--use_8bit needs {needs}" in err
+    else:  # what --use_8bit does where it can: the frozen base is loaded with 8-bit linear layers
+        from whisper_ft.training.model import load_base_for_training, resolve_base_model
+
+        model = load_base_for_training(resolve_base_model(str(tiny_model_dir)), TrainSettings(use_8bit=True))
+        assert any(type(m).__name__ == "Linear8bitLt" for m in model.modules())
     code, _, err = run_cli(["finetune", "--base_model", str(tiny_model_dir), "--target_modules", "q_proj,nope",
                             "--max_steps", "1", *common], capsys)
     assert code == 1 and "--target_modules: nope not in this model" in err
@@ -568,3 +576,146 @@ def test_lora_encoder_layers_adapts_only_the_top_layers_and_saves_no_lower_activ
     assert outputs[n - 1].grad_fn is not None
     out.loss.backward()
     assert all(p.grad is not None for name, p in model.named_parameters() if p.requires_grad)
+
+
+# ---- issue 10: option ranges, unusable audio, SIGTERM, an interrupt that comes as the run ends ----
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--max_steps", "-5", "--max_steps must be at least 1 (got -5); omit it to train --num_train_epochs epochs"),
+    ("--max_steps", "0", "--max_steps must be at least 1 (got 0)"),
+    ("--per_device_train_batch_size", "0", "--per_device_train_batch_size must be positive (got 0)"),
+    ("--per_device_eval_batch_size", "-1", "--per_device_eval_batch_size must be positive (got -1)"),
+    ("--gradient_accumulation_steps", "0", "--gradient_accumulation_steps must be positive (got 0)"),
+    ("--eval_steps", "0", "--eval_steps must be positive (got 0)"),
+    ("--save_steps", "-10", "--save_steps must be positive (got -10)"),
+    ("--num_threads", "0", "--num_threads must be positive (got 0)"),
+    ("--num_workers", "-1", "--num_workers must be at least 0 (got -1)"),
+    ("--learning_rate", "0", "--learning_rate must be positive (got 0.0)"),
+    ("--learning_rate", "-0.001", "--learning_rate must be positive (got -0.001)"),
+])
+def test_out_of_range_options_are_one_line_errors(option, value, expected, good_manifest, tmp_path, capsys):
+    code, out, err = run_cli(["finetune", "--base_model", "base", "--train_data", str(good_manifest),
+                              "--test_data", str(good_manifest), "--output_dir", str(tmp_path / "o"),
+                              option, value], capsys)
+    assert code == 1 and out == "" and err.startswith(f"error: {expected}") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_max_steps_minus_one_means_epochs():
+    assert TrainSettings(max_steps=-1).max_steps is None
+    assert TrainSettings(max_steps=3).max_steps == 3
+
+
+def _manifest_with_unusable_audio(root: Path) -> Path:
+    """Two good clips, then every kind of unusable audio a real manifest has held."""
+    write_tone(root / "good0.wav", 2.0, 300)
+    write_tone(root / "good1.wav", 2.5, 700)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "garbage.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    (root / "notes.wav").write_text("this is a text file, not audio\n")
+    rec = {"sentence": "hello world", "language": "en"}
+    rows = [
+        {**rec, "audio": {"path": "good0.wav"}, "duration": 2.0, "id": "good0"},
+        {**rec, "audio": {"path": "empty.wav"}, "duration": 1.0, "id": "empty"},
+        {**rec, "audio": {"path": "garbage.wav"}, "duration": 1.0, "id": "garbage"},
+        {**rec, "audio": {"path": "notes.wav"}, "duration": 1.0, "id": "notes"},
+        {**rec, "audio": {"path": "good1.wav", "start_time": 2.0, "end_time": 1.0}, "duration": 1.0, "id": "inverted"},
+        {**rec, "audio": {"path": "good1.wav", "start_time": 5.0, "end_time": 7.0}, "duration": 2.0, "id": "past"},
+        {**rec, "audio": {"path": "good1.wav"}, "duration": 2.5, "id": "good1"},
+    ]
+    path = root / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_unusable_audio_is_skipped_counted_and_named(tmp_path, capsys):
+    from whisper_ft.training.data import check_manifest
+
+    path = _manifest_with_unusable_audio(tmp_path)
+    pairs, report = check_manifest(path, name="train", language=None, min_duration=0.5, max_duration=30)
+    assert [u.key for u, _ in pairs] == ["good0", "good1"]
+    bad = dict((Path(file).name, why) for file, why in report.bad_audio)
+    assert len(report.bad_audio) == 5
+    assert "empty" in bad["empty.wav"]
+    assert "cannot decode" in bad["garbage.wav"] and "cannot decode" in bad["notes.wav"]
+    reasons = [why for file, why in report.bad_audio if file.endswith("good1.wav")]
+    assert reasons == ["slice ends before it starts (2.00..1.00 s)",
+                       "slice outside the file (5.00..7.00 s, file is 2.50 s)"]
+    assert "5 with unusable audio" in report.summary()
+    err = capsys.readouterr().err
+    for key in ("empty", "garbage", "notes", "inverted", "past"):
+        assert f"skipping utterance {key} (" in err
+
+
+def test_nothing_usable_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "garbage.wav").write_bytes(b"RIFF" + bytes(100))
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"audio": {"path": "garbage.wav"}, "sentence": "x", "duration": 1.0,
+                                "language": "en"}) + "\n")
+    code, out, err = run_cli(["finetune", "--base_model", "base", "--train_data", str(path), "--test_data", str(path),
+                              "--output_dir", str(tmp_path / "o")], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith(f"error: {path}: no utterance with usable audio (1 unusable, e.g. ")
+    assert "garbage.wav" in last and not (tmp_path / "o").exists()
+
+
+def test_cli_finetune_trains_past_unusable_audio(tiny_model_dir, tmp_path, capsys):
+    """Before: the run died mid-training with a DataLoader traceback on the first bad file."""
+    path = _manifest_with_unusable_audio(tmp_path)
+    main(["finetune", "--base_model", str(tiny_model_dir), "--train_data", str(path), "--test_data", str(path),
+          "--output_dir", str(tmp_path / "models"), "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2",
+          "--per_device_train_batch_size", "2", "--num_workers", "1", "--num_threads", "1"])
+    out, err = capsys.readouterr()
+    assert json.loads(out)["global_step"] == 2
+    assert "train data" in err and "2 of 7 utterances kept" in err and "5 with unusable audio" in err
+
+
+def _signal_at_step(step: int, signum: int):
+    import os
+
+    from transformers import TrainerCallback
+
+    class SignalAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                os.kill(os.getpid(), signum)
+
+    return SignalAt()
+
+
+@pytest.fixture
+def sigterm_must_be_handled():
+    """Without a handler SIGTERM would end pytest itself: fail the test instead."""
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM reached the default handler: finetune did not handle it")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(trainable_tiny_dir, four_utterances, tmp_path, capsys,
+                                                sigterm_must_be_handled):
+    from whisper_ft.training.trainer import finetune
+
+    settings = {"max_steps": 5, "save_steps": 100, "eval_steps": 100, "per_device_train_batch_size": 2}
+    cut = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, train=settings),
+                   callbacks=[_signal_at_step(2, signal.SIGTERM)])
+    assert cut.interrupted and 2 <= cut.global_step < 5
+    assert cut.last_checkpoint is not None and (cut.last_checkpoint / "adapter_model.safetensors").is_file()
+    err = capsys.readouterr().err
+    assert "SIGTERM: saving a checkpoint after this step" in err and "resume with --resume_from_checkpoint" in err
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the previous handler is back
+
+
+def test_interrupt_during_the_last_step_reports_a_completed_run(trainable_tiny_dir, four_utterances, tmp_path,
+                                                                capsys):
+    from whisper_ft.training.trainer import finetune
+
+    settings = {"max_steps": 3, "save_steps": 3, "eval_steps": 3, "per_device_train_batch_size": 2}
+    result = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, train=settings),
+                      callbacks=[_signal_at_step(3, signal.SIGINT)])
+    assert not result.interrupted and result.global_step == 3
+    assert result.best_dir is not None and result.best_metrics["step"] == 3  # the final evaluation ran
+    assert "the run completed (3 steps)" in capsys.readouterr().err

@@ -138,3 +138,23 @@ def test_write_absolute_resolves_against_the_source_manifest(tmp_path, make_wav)
     write_manifest(tmp_path / "elsewhere" / "copy.jsonl", read_manifest(src), relative=False)
     (utt,) = read_manifest(tmp_path / "elsewhere" / "copy.jsonl")
     assert utt.audio_file == wav and utt.audio_file.is_file()
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    """Notepad and Excel's "UTF-8 CSV" start files with a byte-order mark."""
+    path = tmp_path / "bom.jsonl"
+    record = json.dumps({"audio": {"path": "a.wav"}, "sentence": "你好", "duration": 1.0}, ensure_ascii=False)
+    path.write_bytes("\ufeff".encode() + f"{record}\n{record}\n".encode())
+    assert [u.sentence for u in read_manifest(path)] == ["你好", "你好"]
+
+
+def test_non_utf8_manifest_names_file_and_line(tmp_path):
+    path = tmp_path / "gbk.jsonl"
+    good = json.dumps({"audio": {"path": "a.wav"}, "sentence": "ok", "duration": 1.0})
+    bad = json.dumps({"audio": {"path": "a.wav"}, "sentence": "你好", "duration": 1.0}, ensure_ascii=False)
+    path.write_bytes(f"{good}\n".encode() + f"{bad}\n".encode("gbk"))
+    with pytest.raises(DataError) as info:
+        read_manifest(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: not UTF-8") and "save the manifest as UTF-8" in message
+    assert "\n" not in message

@@ -388,7 +388,10 @@ def test_kaldi_segments(tmp_path):
     assert [(r["id"], r["audio"].get("start_time"), r["audio"].get("end_time"), r["duration"]) for r in records] == [
         ("s1", 0.0, 1.5, 1.5), ("s2", 1.5, 4.0, 2.5), ("s3", 4.5, 5.0, 0.5)]  # s3 clipped to the audio's end
     assert report.splits["dev"].manifest == tmp_path / "dev.jsonl"
-    assert report.skip_counts == {"empty_audio": 1, "missing_audio": 1, "no_transcript": 1}
+    # s4 lies wholly after the 5 s file: its own reason, with the times (not "empty audio").
+    assert report.skip_counts == {"bad_slice": 1, "missing_audio": 1, "no_transcript": 1}
+    (bad,) = [s for s in report.skipped if s.reason is SkipReason.BAD_SLICE]
+    assert bad.item.startswith("s4 ") and bad.detail == "slice outside the file (6.00..8.00 s, file is 5.00 s)"
     (utt,) = [u for u in read_manifest(tmp_path / "dev.jsonl") if u.id == "s2"]
     assert len(utt.load_audio()) == 40_000
 
@@ -578,3 +581,72 @@ def test_prepare_help_is_fast_and_lists_sources():
         assert name in proc.stdout
     heavy = [m for m in ("torch", "datasets", "soundfile", "numpy") if f" {m}\n" in proc.stderr]
     assert heavy == []  # nothing heavy is imported just to show help
+
+
+# --- languages, workers, encodings ---------------------------------------------------------------
+
+
+def test_language_names_are_normalised_and_unknown_codes_refused(tmp_path, capsys):
+    assert PrepareOptions(language="Chinese").language == "zh"
+    assert PrepareOptions(language="<|en|>").language == "en"
+    with pytest.raises(WhisperFtError, match="unknown language 'xx'; use a Whisper language code: .*zh"):
+        PrepareOptions(language="xx")
+    wav(tmp_path / "a.wav", 1.0)
+    (tmp_path / "wav.scp").write_text(f"u1 {tmp_path / 'a.wav'}\n")
+    (tmp_path / "text").write_text("u1 hi\n")
+    common = ["prepare", "kaldi", "--wav_scp", str(tmp_path / "wav.scp"), "--text", str(tmp_path / "text"),
+              "--output", str(tmp_path / "out" / "train.jsonl")]
+    code, out, err = run_cli([*common, "--language", "xx"], capsys)
+    assert code == 1 and out == "" and err.startswith("error: unknown language 'xx'") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    code, _, err = run_cli([*common, "--language", "chinese"], capsys)
+    assert code == 0, err
+    assert manifest_lines(tmp_path / "out" / "train.jsonl")[0]["language"] == "zh"
+
+
+def test_record_languages_are_normalised_or_skipped(tmp_path):
+    wav(tmp_path / "a.wav", 1.0)
+    rows = [{"audio": {"path": "a.wav"}, "sentence": "one", "language": "Chinese", "id": "u1"},
+            {"audio": {"path": "a.wav"}, "sentence": "two", "language": "xx", "id": "u2"},
+            {"audio": {"path": "a.wav"}, "sentence": "three", "id": "u3"}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = prepare_jsonl(src, tmp_path / "out.jsonl", PrepareOptions(num_workers=1, language="en"))
+    assert [(r["id"], r["language"]) for r in manifest_lines(tmp_path / "out.jsonl")] == [("u1", "zh"), ("u3", "en")]
+    (skip,) = report.skipped
+    assert skip.reason is SkipReason.INVALID_RECORD and skip.detail == "unknown language 'xx'"
+
+
+@pytest.mark.parametrize("workers", ["0", "-2"])
+def test_num_workers_below_one_is_refused(tmp_path, capsys, workers):
+    code, out, err = run_cli(["prepare", "kaldi", "--wav_scp", str(tmp_path / "w"), "--text", str(tmp_path / "t"),
+                              "--num_workers", workers], capsys)
+    assert code == 1 and err == f"error: --num_workers must be at least 1 (got {workers})\n"
+
+
+def test_non_utf8_inputs_name_the_file_and_bom_is_accepted(tmp_path, capsys):
+    wav(tmp_path / "a.wav", 1.0)
+    (tmp_path / "wav.scp").write_bytes(b"\xef\xbb\xbf" + f"u1 {tmp_path / 'a.wav'}\n".encode())  # BOM
+    (tmp_path / "text").write_bytes("u1 你好\n".encode("gbk"))
+    code, out, err = run_cli(["prepare", "kaldi", "--wav_scp", str(tmp_path / "wav.scp"), "--text",
+                              str(tmp_path / "text"), "--output", str(tmp_path / "o.jsonl")], capsys)
+    assert code == 1 and err.startswith(f"error: {tmp_path / 'text'}:1: not UTF-8 text") and err.count("\n") == 1
+    (tmp_path / "text").write_text("u1 你好\n", encoding="utf-8")
+    code, out, err = run_cli(["prepare", "kaldi", "--wav_scp", str(tmp_path / "wav.scp"), "--text",
+                              str(tmp_path / "text"), "--output", str(tmp_path / "o.jsonl")], capsys)
+    assert code == 0, err
+    assert [r["id"] for r in manifest_lines(tmp_path / "o.jsonl")] == ["u1"]  # not "\ufeffu1"
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(json.dumps({"audio": {"path": "a.wav"}, "sentence": "你好"}, ensure_ascii=False).encode("gbk"))
+    code, out, err = run_cli(["prepare", "jsonl", "--input", str(src), "--output", str(tmp_path / "j.jsonl")], capsys)
+    assert code == 1 and err.startswith(f"error: {src}:1: not UTF-8 text") and err.count("\n") == 1
+
+
+def test_pack_accepts_a_manifest_with_a_bom(tmp_path):
+    from whisper_ft.data.pack import pack_manifest
+
+    wav(tmp_path / "a.wav", 2.0)
+    record = json.dumps({"audio": {"path": "a.wav"}, "sentence": "hi", "duration": 2.0, "language": "en"})
+    (tmp_path / "m.jsonl").write_bytes(b"\xef\xbb\xbf" + f"{record}\n{record}\n".encode())
+    report = pack_manifest(tmp_path / "m.jsonl", tmp_path / "packed.jsonl")
+    assert report.utterances == 1

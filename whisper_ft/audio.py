@@ -142,6 +142,20 @@ def audio_info(path: str | Path) -> AudioInfo:
     return AudioInfo(len(load_audio(path)) / SAMPLE_RATE, SAMPLE_RATE, 1)
 
 
+def slice_problem(start: float | None, end: float | None, total: float) -> str | None:
+    """Why the ``[start, end)`` seconds of a ``total``-second file hold no audio, or None when they do.
+
+    An end past the file's end is not a problem: reading clips it (Kaldi segments often overrun).
+    """
+    first = start or 0.0
+    shown = f"{first:.2f}..{'end' if end is None else f'{end:.2f}'} s"
+    if first < 0 or (end is not None and end <= first):
+        return f"slice ends before it starts ({shown})"
+    if first >= total:
+        return f"slice outside the file ({shown}, file is {total:.2f} s)"
+    return None
+
+
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds, read from the header when possible (no full decode)."""
     return audio_info(path).duration

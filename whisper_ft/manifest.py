@@ -155,9 +155,15 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         raise DataError(f"manifest not found: {path} (create one with `whisper-ft prepare ...`)")
     root = path.parent
     utterances = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
+    with path.open("rb") as f:
+        # Bytes, decoded per line: a bad byte is reported with its line number. utf-8-sig: editors
+        # on Windows (Notepad, Excel's "UTF-8 CSV") start the file with a byte-order mark.
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                                f"{exc.start + 1}); save the manifest as UTF-8") from None
             if not line:
                 continue
             try:

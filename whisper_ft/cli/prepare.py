@@ -21,14 +21,16 @@ MIN_DURATION = typer.Option(0.5, "--min_duration", help="Drop utterances shorter
 MAX_DURATION = typer.Option(30.0, "--max_duration", help="Drop utterances longer than this (seconds).")
 NUM_WORKERS = typer.Option(None, "--num_workers", help="Parallel workers for probing/decoding audio "
                                                        "(default: CPU count, at most 8).")
-LANGUAGE = typer.Option(None, "--language", help="Language code stored in each record (e.g. zh, en).")
+LANGUAGE = typer.Option(None, "--language", help="Language stored in each record: a Whisper code or name "
+                                                  "(zh, en, chinese, ...).")
 
 
 def _options(min_duration: float, max_duration: float, num_workers: Optional[int], language: Optional[str]):
     from whisper_ft.data.common import PrepareOptions, default_workers
 
-    return PrepareOptions(min_duration=min_duration, max_duration=max_duration,
-                          num_workers=num_workers or default_workers(), language=language or None)
+    workers = default_workers() if num_workers is None else num_workers  # 0 is refused, not "default"
+    return PrepareOptions(min_duration=min_duration, max_duration=max_duration, num_workers=workers,
+                          language=language or None)
 
 
 def _finish(report) -> None:
@@ -150,10 +152,13 @@ def tts(
 ) -> None:
     """Synthetic speech with espeak-ng: each line at several voices/speeds/pitches -> 16 kHz wavs + manifests."""
     from whisper_ft.data.tts import prepare_tts
+    from whisper_ft.errors import WhisperFtError
 
-    opts = _options(min_duration, max_duration, num_workers, language)
+    opts = _options(min_duration, max_duration, num_workers, language)  # "chinese" -> "zh"
+    if opts.language is None:
+        raise WhisperFtError(f"--language {language!r}: prepare tts needs a language code, e.g. --language zh")
     voice_list = [v.strip() for v in voices.split(",") if v.strip()] if voices else None
-    _finish(prepare_tts(text, language, output_dir, voices=voice_list, speeds=_int_list(speeds, "--speeds"),
+    _finish(prepare_tts(text, opts.language, output_dir, voices=voice_list, speeds=_int_list(speeds, "--speeds"),
                         pitches=_int_list(pitches, "--pitches"), test_fraction=test_fraction, seed=seed,
                         options=opts))
 

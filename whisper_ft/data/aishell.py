@@ -24,6 +24,7 @@ from whisper_ft.data.common import (
     PrepareReport,
     SkipReason,
     parallel_map,
+    read_text,
     select,
     write_splits,
 )
@@ -130,11 +131,10 @@ def read_transcript(path: Path) -> dict[str, str]:
     """``UTTID w1 w2 ...`` -> {UTTID: "w1w2..."}: AISHELL words are separated by spaces, Chinese
     text is written without them."""
     texts: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            parts = line.split()
-            if parts:
-                texts[parts[0]] = "".join(parts[1:])
+    for line in read_text(path).splitlines():
+        parts = line.split()
+        if parts:
+            texts[parts[0]] = "".join(parts[1:])
     return texts
 
 

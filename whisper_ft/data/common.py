@@ -8,11 +8,14 @@ the file name), applies the duration filter and writes one manifest per split at
 from __future__ import annotations
 
 import os
+import queue
 import re
+import threading
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -44,6 +47,7 @@ class SkipReason(str, Enum):
     TOO_LONG = "too_long"
     INVALID_RECORD = "invalid_record"
     DUPLICATE_ID = "duplicate_id"
+    BAD_SLICE = "bad_slice"
     BAD_ARCHIVE = "bad_archive"
 
     @property
@@ -61,6 +65,7 @@ _DESCRIPTIONS = {
     SkipReason.TOO_LONG: "longer than --max_duration",
     SkipReason.INVALID_RECORD: "invalid input record",
     SkipReason.DUPLICATE_ID: "duplicate utterance id",
+    SkipReason.BAD_SLICE: "start/end times outside the audio",
     SkipReason.BAD_ARCHIVE: "unreadable archive",
 }
 
@@ -82,6 +87,10 @@ class PrepareOptions:
             )
         if self.num_workers < 1:
             raise WhisperFtError(f"--num_workers must be at least 1 (got {self.num_workers})")
+        if self.language:  # "Chinese" -> "zh"; an unknown code fails here, not in finetune
+            from whisper_ft.models.languages import normalize_language
+
+            self.language = normalize_language(self.language)
 
 
 @dataclass
@@ -217,26 +226,83 @@ def normalize_text(text: str) -> str:
 # --- parallel helpers --------------------------------------------------------------------------
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], num_workers: int, desc: str = "",
-                 total: int | None = None, unit: str = "file") -> Iterator[R]:
-    """``map`` in order over a thread pool, with a progress bar on stderr.
+                 total: int | None = None, unit: str = "file", disable: bool = False) -> Iterator[R]:
+    """``map`` in order over worker threads, with a progress bar on stderr.
 
     Threads, not processes: the heavy parts (libsndfile, zlib, soxr, file I/O) release the GIL,
-    and threads need no pickling of arguments or start-up cost per worker.
+    and threads need no pickling of arguments or start-up cost per worker. When the consumer stops
+    early (Ctrl-C, an error, ``close()``), the queued items are dropped and running ones get about
+    a second to finish: the threads are daemons, so a stuck decoder cannot hold the process.
     """
     from whisper_ft.console import progress
 
-    items = list(items) if total is None else items
-    total = len(items) if total is None else total  # type: ignore[arg-type]
-    if num_workers <= 1:
-        yield from progress(map(fn, items), total=total, desc=desc, unit=unit)
+    items = list(items)
+    total = len(items) if total is None else total
+    if num_workers <= 1 or len(items) <= 1:
+        yield from progress(map(fn, items), total=total, desc=desc, unit=unit, disable=disable)
         return
-    with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        yield from progress(pool.map(fn, items), total=total, desc=desc, unit=unit)
+    pool = _WorkerPool(fn, items, num_workers)
+    try:
+        yield from progress(pool.results(), total=total, desc=desc, unit=unit, disable=disable)
+    finally:
+        pool.cancel()
+
+
+class _WorkerPool:
+    """Daemon threads working through a fixed list; results come back in input order.
+
+    Not ``ThreadPoolExecutor``: its threads are joined at interpreter exit, so after Ctrl-C the
+    process waited for every running call (and, before ``cancel_futures``, every queued one).
+    """
+
+    def __init__(self, fn: Callable[[T], R], items: list[T], num_workers: int) -> None:
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()
+        for entry in enumerate(items):
+            self._todo.put(entry)
+        self._count = len(items)
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, args=(fn,), daemon=True, name=f"whisper-ft-{i}")
+                         for i in range(min(num_workers, len(items)))]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self, fn: Callable[[T], R]) -> None:
+        while not self._stop.is_set():
+            try:
+                index, item = self._todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._done.put((index, True, fn(item)))
+            except BaseException as exc:  # handed to the consumer, raised there
+                self._done.put((index, False, exc))
+
+    def results(self) -> Iterator[R]:
+        ready: dict[int, tuple[bool, Any]] = {}
+        for want in range(self._count):
+            while want not in ready:
+                try:  # a timeout keeps the wait interruptible by Ctrl-C on every platform
+                    index, ok, value = self._done.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                ready[index] = (ok, value)
+            ok, value = ready.pop(want)
+            if not ok:
+                raise value
+            yield value
+
+    def cancel(self, grace: float = 1.0) -> None:
+        """Drop the queued items; wait up to ``grace`` seconds in all for the running ones."""
+        self._stop.set()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def probe(candidate: Candidate) -> float:
     """The candidate's duration in seconds; raises :class:`SkipError` when its audio is unusable."""
-    from whisper_ft.audio import AudioEmptyError, AudioMissingError, audio_info
+    from whisper_ft.audio import AudioEmptyError, AudioMissingError, audio_info, slice_problem
 
     if candidate.duration is not None:
         return candidate.duration
@@ -248,20 +314,20 @@ def probe(candidate: Candidate) -> float:
         raise SkipError(SkipReason.EMPTY_AUDIO, "no samples") from exc
     except DataError as exc:
         # The item is already named in the report: keep only what the decoder said.
-        raise SkipError(SkipReason.UNREADABLE_AUDIO, _short(exc, drop=str(candidate.audio))) from exc
+        raise SkipError(SkipReason.UNREADABLE_AUDIO, short_error(exc, drop=str(candidate.audio))) from exc
+    problem = slice_problem(candidate.start, candidate.end, total)
+    if problem:
+        raise SkipError(SkipReason.BAD_SLICE, problem)
     start = candidate.start or 0.0
     end = total if candidate.end is None else min(candidate.end, total)
-    if end - start <= 0:
-        raise SkipError(SkipReason.EMPTY_AUDIO, f"segment {start:.2f}-{candidate.end} s is outside the audio "
-                                                f"({total:.2f} s)")
     return end - start
 
 
-def _short(exc: BaseException, drop: str | None = None) -> str:
+def short_error(exc: BaseException, drop: str | None = None) -> str:
     """The first line of an error message, capped; ``drop``: a file name to leave out."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if drop:
-        text = text.replace(f": '{drop}'", "").replace(f"'{drop}'", "").replace(f" {drop}", "")
+        text = text.replace(f": '{drop}'", "").replace(f"'{drop}'", "").replace(f" {drop}", "").rstrip(" :")
     return text[:200]
 
 
@@ -271,7 +337,7 @@ def _probe_or_skip(candidate: Candidate) -> float | SkipError:
     except SkipError as exc:
         return exc
     except Exception as exc:  # never die half-way on one bad file
-        return SkipError(SkipReason.UNREADABLE_AUDIO, _short(exc))
+        return SkipError(SkipReason.UNREADABLE_AUDIO, short_error(exc))
 
 
 def select(candidates: list[Candidate], options: PrepareOptions, report: PrepareReport,
@@ -284,6 +350,14 @@ def select(candidates: list[Candidate], options: PrepareOptions, report: Prepare
         if not c.text.strip():
             report.skip(SkipReason.EMPTY_TEXT, c.name)
             continue
+        if c.language:
+            from whisper_ft.models.languages import normalize_language
+
+            try:
+                c.language = normalize_language(c.language)
+            except WhisperFtError as exc:
+                report.skip(SkipReason.INVALID_RECORD, c.name, str(exc).split(";")[0])
+                continue
         if c.id is not None:
             if (c.split, c.id) in seen:
                 report.skip(SkipReason.DUPLICATE_ID, c.name, f"id {c.id!r} already used in {c.split}")
@@ -291,8 +365,10 @@ def select(candidates: list[Candidate], options: PrepareOptions, report: Prepare
             seen.add((c.split, c.id))
         by_split.setdefault(c.split, [])
         todo.append(c)
-    results = parallel_map(_probe_or_skip, todo, options.num_workers, desc=desc)
-    for c, result in zip(todo, results):
+    # closing(): on Ctrl-C or an error the workers stop now, not when the traceback is freed.
+    with closing(parallel_map(_probe_or_skip, todo, options.num_workers, desc=desc)) as results:
+        probed = list(zip(todo, results))
+    for c, result in probed:
         if isinstance(result, SkipError):
             report.skip(result.reason, c.name, result.detail)
             continue
@@ -337,6 +413,18 @@ def _skip_hint(report: PrepareReport) -> str:
     detail = f" ({first.detail})" if first.detail else ""
     return (f"all {len(report.skipped)} skipped, most as {reason.value} ({reason.description}: {count}), "
             f"e.g. {first.item}{detail}")
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text input (a byte-order mark is dropped); :class:`DataError` with the file and line
+    of the first byte that is not UTF-8, instead of a bare ``UnicodeDecodeError``."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8 "
+                        "(e.g. iconv -f GBK -t UTF-8)") from None
 
 
 def resolve_path(path: str, *bases: Path) -> Path:

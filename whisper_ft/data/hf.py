@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from whisper_ft.data.common import (
     SkipError,
     SkipReason,
     normalize_text,
+    parallel_map,
     select,
     write_splits,
 )
@@ -181,18 +181,18 @@ def prepare_hf(dataset: str, split: str | list[str] | None = None, audio_column:
 
         candidates: list[Candidate] = []
         bar = progress(None, total=len(ds), desc=f"decoding {name}", unit="utt")
-        with ThreadPoolExecutor(max_workers=options.num_workers) as pool:
-            for start in range(0, len(ds), CHUNK_ROWS):
-                chunk = ds[start:start + CHUNK_ROWS]  # columnar slice: {column: [values]}
-                rows = [_Row(start + i, a, t) for i, (a, t) in enumerate(zip(chunk[audio_column], chunk[text_column]))]
-                for row, result in zip(rows, pool.map(work, rows)):
-                    if isinstance(result, SkipError):
-                        report.skip(result.reason, _row_name(name, row), result.detail)
-                    else:
-                        if result.extra.pop("_reused", False):
-                            report.work["wav_reused"] += 1
-                        candidates.append(result)
-                bar.update(len(rows))
+        for start in range(0, len(ds), CHUNK_ROWS):
+            chunk = ds[start:start + CHUNK_ROWS]  # columnar slice: {column: [values]}
+            rows = [_Row(start + i, a, t) for i, (a, t) in enumerate(zip(chunk[audio_column], chunk[text_column]))]
+            # parallel_map: on Ctrl-C the queued rows are dropped and nothing waits for a stuck one.
+            for row, result in zip(rows, parallel_map(work, rows, options.num_workers, disable=True)):
+                if isinstance(result, SkipError):
+                    report.skip(result.reason, _row_name(name, row), result.detail)
+                else:
+                    if result.extra.pop("_reused", False):
+                        report.work["wav_reused"] += 1
+                    candidates.append(result)
+            bar.update(len(rows))
         bar.close()
         by_split.update(select(candidates, options, report))
         by_split.setdefault(name, [])

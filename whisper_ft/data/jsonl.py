@@ -23,6 +23,7 @@ from whisper_ft.data.common import (
     PrepareReport,
     SkipReason,
     normalize_text,
+    read_text,
     resolve_path,
     select,
     write_splits,
@@ -33,7 +34,7 @@ from whisper_ft.manifest import Utterance
 
 def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed JSON or the exception) for a JSON array file or a JSON Lines file."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)

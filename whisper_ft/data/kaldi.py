@@ -16,6 +16,7 @@ from whisper_ft.data.common import (
     PrepareReport,
     SkipReason,
     normalize_text,
+    read_text,
     resolve_path,
     select,
     write_splits,
@@ -29,13 +30,12 @@ def read_table(path: str | Path, what: str) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{what} file not found: {path} (pass --{what} with a Kaldi-style {what} file)")
     table: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            key, *rest = line.split(maxsplit=1)
-            table[key] = rest[0] if rest else ""
+    for line in read_text(path).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        key, *rest = line.split(maxsplit=1)
+        table[key] = rest[0] if rest else ""
     return table
 
 
@@ -45,17 +45,16 @@ def read_segments(path: str | Path) -> list[tuple[str, str, float, float]]:
     if not path.is_file():
         raise DataError(f"segments file not found: {path} (pass --segments with a Kaldi segments file)")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                utt, rec, start, end = parts[0], parts[1], float(parts[2]), float(parts[3])
-            except (IndexError, ValueError) as exc:
-                raise DataError(f"{path}:{lineno}: expected 'UTTID RECID START END' (seconds), got {line.strip()!r}") \
-                    from exc
-            rows.append((utt, rec, start, end))
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            utt, rec, start, end = parts[0], parts[1], float(parts[2]), float(parts[3])
+        except (IndexError, ValueError) as exc:
+            raise DataError(f"{path}:{lineno}: expected 'UTTID RECID START END' (seconds), got {line.strip()!r}") \
+                from exc
+        rows.append((utt, rec, start, end))
     return rows
 
 
@@ -98,7 +97,7 @@ def prepare_kaldi(wav_scp: str | Path, text: str | Path, output: str | Path = "d
                 report.skip(SkipReason.NO_TRANSCRIPT, f"{utt} ({rec} {start:.2f}-{end:.2f} s)")
                 continue
             if end <= start:
-                report.skip(SkipReason.EMPTY_AUDIO, utt, f"segment ends before it starts ({start} >= {end})")
+                report.skip(SkipReason.BAD_SLICE, utt, f"slice ends before it starts ({start:.2f}..{end:.2f} s)")
                 continue
             audio = audio_of(utt, wavs[rec])
             if audio is not None:

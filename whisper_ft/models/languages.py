@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from transformers.models.whisper.tokenization_whisper import LANGUAGES as _HF_LANGUAGES
-from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE as _HF_TO_CODE
+from functools import lru_cache
+from typing import Any
 
 from whisper_ft.errors import WhisperFtError
 
-LANGUAGES: dict[str, str] = dict(_HF_LANGUAGES)  # "zh" -> "chinese", in Whisper's token order
 # Languages written without spaces between words: score them by CER, the rest by WER.
 CER_LANGUAGES = frozenset({"zh", "ja", "ko", "yue", "th", "lo", "my", "km", "bo"})
+
+
+@lru_cache(maxsize=1)
+def _tables() -> tuple[dict[str, str], dict[str, str]]:
+    # Imported on first use: transformers takes seconds to import, and `prepare` needs only this.
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES as hf_languages
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE as hf_to_code
+
+    return dict(hf_languages), dict(hf_to_code)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LANGUAGES":  # "zh" -> "chinese", in Whisper's token order
+        return _tables()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def normalize_language(language: str | None) -> str | None:
@@ -22,12 +36,13 @@ def normalize_language(language: str | None) -> str | None:
     lang = language.strip().lower().removeprefix("<|").removesuffix("|>")
     if lang in {"", "auto", "none"}:
         return None
-    if lang in LANGUAGES:
+    languages, to_code = _tables()
+    if lang in languages:
         return lang
-    if lang in _HF_TO_CODE:
-        return _HF_TO_CODE[lang]
+    if lang in to_code:
+        return to_code[lang]
     raise WhisperFtError(
-        f"unknown language {language!r}; use a Whisper language code: {', '.join(sorted(LANGUAGES))}"
+        f"unknown language {language!r}; use a Whisper language code: {', '.join(sorted(languages))}"
     )
 
 

@@ -5,8 +5,8 @@
 - :class:`BestModelCallback` writes ``best/`` (adapter + processor files + run config + metrics)
   whenever an evaluation beats the best so far: written aside, then renamed into place. It also
   puts the processor files into every ``checkpoint-N/`` so a checkpoint is a usable adapter.
-- :class:`GracefulInterrupt` turns the first Ctrl-C into "save a checkpoint after this step and
-  stop"; a second Ctrl-C aborts at once.
+- :class:`GracefulInterrupt` turns the first Ctrl-C (or SIGTERM) into "save a checkpoint after this
+  step and stop"; a second one aborts at once.
 - :class:`ProgressBar` shows steps, loss, learning rate and ETA on stderr, and one line per
   evaluation.
 """
@@ -128,39 +128,66 @@ def previous_best_value(best_dir: Path, metric: str) -> float | None:
 
 
 class GracefulInterrupt(TrainerCallback):
-    """First Ctrl-C: checkpoint after the current optimizer step and stop. Second: abort now.
+    """First Ctrl-C or SIGTERM: checkpoint after the current optimizer step and stop. Second: abort now.
 
-    Use as a context manager around ``trainer.train()`` (installs the SIGINT handler; the main
-    thread only, which is where the CLI runs). DataLoader workers forked while the handler is
-    installed inherit it, so they survive the first Ctrl-C too.
+    Use as a context manager around ``trainer.train()`` (installs the SIGINT and SIGTERM handlers;
+    the main thread only, which is where the CLI runs). DataLoader workers forked while the
+    handlers are installed inherit them, so they survive the first Ctrl-C too; a SIGTERM sent to
+    a worker (torch's own shutdown) still ends it.
+
+    An interrupt during the last step stops nothing: that step ends the run anyway, with its
+    evaluation, and :attr:`interrupted` stays False.
     """
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 
     def __init__(self):
         self.requested = False
         self.stopped_at: int | None = None
-        self._previous = None
+        self.finished = False  # the last step was reached: the run completed
+        self._previous: dict = {}
+        self._pid: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """The run stopped early because of an interrupt (not: an interrupt came as it finished)."""
+        return self.requested and not self.finished
 
     def _handler(self, signum, frame):
+        import os
+
+        if os.getpid() != self._pid and signum != signal.SIGINT:  # a forked worker: default action
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.requested:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for sig in self.SIGNALS:
+                signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
             raise KeyboardInterrupt
         self.requested = True
-        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        what = "interrupt" if signum == signal.SIGINT else f"{signal.Signals(signum).name}"
+        print(f"\n{what}: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
 
     def __enter__(self):
+        import os
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._pid = os.getpid()
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
         return False
 
     def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            self.finished = True  # the Trainer stops, saves and evaluates here anyway
+            return control
         if self.requested:
             control.should_save = True
             control.should_training_stop = True

@@ -159,7 +159,9 @@ class TrainSettings:
     """The optimisation, evaluation and checkpointing schedule, and the hardware options."""
 
     num_train_epochs: float = setting(3.0, "Passes over the training data (ignored when --max_steps is given).")
-    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides --num_train_epochs).")
+    max_steps: int | None = setting(
+        None, "Stop after this many optimizer steps, at least 1 (overrides --num_train_epochs; -1 = not set)."
+    )
     learning_rate: float = setting(1e-3, "Peak learning rate (linear warm-up, then linear decay to 0).")
     warmup_steps: int = setting(50, "Optimizer steps of linear learning-rate warm-up.")
     weight_decay: float = setting(0.0, "AdamW weight decay on the adapter weights.")
@@ -194,8 +196,10 @@ class TrainSettings:
     deepspeed: str | None = setting(None, "DeepSpeed JSON config (e.g. scripts/deepspeed_zero2.json).")
 
     def __post_init__(self) -> None:
-        if self.max_steps is not None and self.max_steps <= 0:
-            self.max_steps = None  # -1 / 0 mean "use epochs", as in transformers
+        if self.max_steps == -1:
+            self.max_steps = None  # transformers' "not set": train --num_train_epochs epochs
+        _require(self.max_steps is None or self.max_steps >= 1,
+                 f"--max_steps must be at least 1 (got {self.max_steps}); omit it to train --num_train_epochs epochs")
         if self.max_steps is None:
             _positive(self, "num_train_epochs")
         _positive(self, "learning_rate")

@@ -2,7 +2,8 @@
 
 1. :func:`check_manifest` reads a manifest and checks it completely before any model is loaded:
    parse errors, missing audio, unknown or missing languages, durations outside
-   ``[min_duration, max_duration]`` (dropped and counted).
+   ``[min_duration, max_duration]`` and unusable audio (undecodable, empty, a slice outside the
+   file: probed from the header, dropped, counted and named).
 2. :func:`build_samples` tokenises the transcripts (Whisper's leading space) and drops, counting
    them, the utterances whose label would exceed the decoder's 448 positions.
 3. :class:`SpeechDataset` loads audio and computes features in the DataLoader workers (nothing
@@ -39,6 +40,7 @@ class ManifestReport:
     too_short: int = 0
     too_long: int = 0
     too_many_tokens: int = 0
+    bad_audio: list[tuple[str, str]] = field(default_factory=list)  # (file, why): undecodable, bad slice
     kept: int = 0
     hours: float = 0.0
     languages: Counter = field(default_factory=Counter)
@@ -49,6 +51,7 @@ class ManifestReport:
             f"{self.name} data {self.path}: {self.kept} of {self.total} utterances kept ({self.hours:.2f} h; {langs}); "
             f"dropped {self.too_short} shorter / {self.too_long} longer than the duration limits, "
             f"{self.too_many_tokens} with labels over 448 tokens"
+            + (f", {len(self.bad_audio)} with unusable audio" if self.bad_audio else "")
         )
 
 
@@ -110,12 +113,55 @@ def check_manifest(
             f"{path}: {no_language} of {report.total} utterances have no \"language\"; "
             "pass --language (e.g. --language zh) or add it to the manifest"
         )
+    kept = _drop_unusable_audio(kept, report)
+    if not kept and report.bad_audio:
+        file, why = report.bad_audio[0]
+        raise DataError(f"{path}: no utterance with usable audio ({len(report.bad_audio)} unusable, e.g. {file}: "
+                        f"{why}); fix the files or re-run `whisper-ft prepare`")
     if not kept:
         raise DataError(
             f"{path}: no utterance left between --min_duration {min_duration} s and --max_duration {max_duration} s "
             f"({report.too_short} shorter, {report.too_long} longer)"
         )
     return kept, report
+
+
+def audio_problem(utt: Utterance) -> str | None:
+    """Why an utterance's audio cannot be trained on (undecodable, empty, slice outside the file), or None.
+
+    A header probe (no full decode for wav/flac/ogg/mp3): cheap enough for every file before
+    training, where a bad file would otherwise kill the run in a DataLoader worker.
+    """
+    from whisper_ft.audio import audio_info, slice_problem
+    from whisper_ft.data.common import short_error
+
+    try:
+        total = audio_info(utt.audio_file).duration
+    except Exception as exc:  # whatever a decoder raises: the file is unusable, not the run
+        return short_error(exc, drop=str(utt.audio_file))  # the warning names the file already
+    return slice_problem(utt.start_time, utt.end_time, total)
+
+
+def _drop_unusable_audio(pairs: list[tuple[Utterance, str]], report: ManifestReport,
+                         examples: int = 5) -> list[tuple[Utterance, str]]:
+    """Probe every file (in parallel); drop, count and name the unusable ones."""
+    from whisper_ft.console import warn
+    from whisper_ft.data.common import default_workers, parallel_map
+    from whisper_ft.training.dist import is_main_process
+
+    problems = list(parallel_map(audio_problem, [u for u, _ in pairs], default_workers(),
+                                 desc=f"checking {report.name} audio", disable=not is_main_process()))
+    kept = []
+    for (utt, lang), problem in zip(pairs, problems):
+        if problem is None:
+            kept.append((utt, lang))
+            continue
+        report.bad_audio.append((str(utt.audio_file), problem))
+        if is_main_process() and len(report.bad_audio) <= examples:
+            warn(f"{report.path}: skipping utterance {utt.key} ({utt.audio_file}): {problem}")
+    if is_main_process() and len(report.bad_audio) > examples:
+        warn(f"{report.path}: {len(report.bad_audio) - examples} more utterances with unusable audio skipped")
+    return kept
 
 
 def build_samples(

@@ -335,8 +335,10 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
 
     state = trainer.state
     last = run_dir / f"checkpoint-{state.global_step}"
-    if interrupt.requested:
+    if interrupt.interrupted:
         log_main(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
+    elif interrupt.requested:
+        log_main(f"the interrupt came during the last step: the run completed ({state.global_step} steps)")
     best_dir = run_dir / "best"
     has_best = (best_dir / "adapter_config.json").is_file()
     return FinetuneResult(
@@ -345,7 +347,7 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         best_metrics=best_cb.best_metrics or (_read_json(best_dir / METRICS_FILE) if has_best else None),
         global_step=state.global_step,
         max_steps=state.max_steps,
-        interrupted=interrupt.requested,
+        interrupted=interrupt.interrupted,
         last_checkpoint=last if last.is_dir() else None,
         is_main_process=is_main_process(),
     )
