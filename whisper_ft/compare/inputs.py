@@ -1,0 +1,98 @@
+"""``compare``'s inputs, parsed and checked before anything is decoded.
+
+Every model must resolve (an adapter's base too) and every test manifest must read, be non-empty
+and have its audio files, so that a typo costs one error line instead of an hour of decoding.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from whisper_ft.errors import DataError, WhisperFtError
+from whisper_ft.manifest import Utterance, read_manifest
+
+_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class TestSet:
+    name: str
+    path: Path
+    utterances: tuple[Utterance, ...] = ()
+
+    __test__ = False  # not a pytest class
+
+
+def parse_models(spec: str | list[str]) -> list[str]:
+    """``"base,models/tuned"`` (or a list of such strings) -> ``["base", "models/tuned"]``."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    names = [name.strip() for part in parts for name in str(part).split(",")]
+    if any(not n for n in names):
+        raise WhisperFtError(f"--models {','.join(parts)!r} has an empty entry: give comma-separated model "
+                             "names or folders, e.g. --models base,models/whisper-base-finetune")
+    if len(names) < 2:
+        raise WhisperFtError(f"--models needs at least two models, the first being the reference "
+                             f"(got {names[0] if names else 'none'}), e.g. --models base,models/whisper-base-finetune")
+    return names
+
+
+def parse_test_data(specs: list[str]) -> list[tuple[str, Path]]:
+    """``["domain=dataset/test.jsonl", "en.jsonl"]`` -> ``[("domain", ...), ("en", Path("en.jsonl"))]``.
+
+    A bare path is named after its file stem. Names must be unique."""
+    if not specs:
+        raise WhisperFtError("no --test_data given: pass at least one, e.g. --test_data domain=dataset/test.jsonl")
+    out: list[tuple[str, Path]] = []
+    for spec in specs:
+        spec = str(spec).strip()
+        if "=" in spec and not Path(spec).is_file():
+            name, _, path = spec.partition("=")
+            name, path = name.strip(), path.strip()
+            if not _SET_NAME.match(name) or not path:
+                raise WhisperFtError(
+                    f"--test_data {spec!r} does not parse: give NAME=MANIFEST.jsonl (NAME of letters, digits, "
+                    "'_', '-', '.') or just a manifest path"
+                )
+        else:
+            path, name = spec, Path(spec).stem
+            if not spec:
+                raise WhisperFtError("--test_data is empty: give NAME=MANIFEST.jsonl or a manifest path")
+        out.append((name, Path(path)))
+    seen: dict[str, Path] = {}
+    for name, path in out:
+        if name in seen:
+            raise WhisperFtError(f"two test sets are named {name!r} ({seen[name]} and {path}): "
+                                 "name them, e.g. --test_data zh_general=zh.jsonl")
+        seen[name] = path
+    return out
+
+
+def load_test_sets(specs: list[tuple[str, Path]]) -> list[TestSet]:
+    """Read every manifest; an unreadable or empty one, or one with missing audio, is an error."""
+    sets = []
+    for name, path in specs:
+        try:
+            utterances = read_manifest(path)
+        except DataError as exc:
+            raise DataError(f"test set {name!r}: {exc}") from exc
+        if not utterances:
+            raise DataError(f"test set {name!r} ({path}) is empty: give a manifest with at least one utterance")
+        missing = [u for u in utterances if not u.audio_file.is_file()]
+        if missing:
+            raise DataError(f"test set {name!r} ({path}): {len(missing)} of {len(utterances)} audio files are "
+                            f"missing (first: {missing[0].audio_file}); fix the paths or re-run `whisper-ft prepare`")
+        sets.append(TestSet(name, path, tuple(utterances)))
+    return sets
+
+
+def check_models(names: list[str]) -> None:
+    """Resolve every model (and an adapter's base) without loading it."""
+    from whisper_ft.models.loading import adapter_base
+    from whisper_ft.models.registry import resolve_model
+
+    for name in names:
+        source = resolve_model(name)
+        if source.kind == "adapter":
+            adapter_base(Path(source.path))
