@@ -1,0 +1,63 @@
+"""Scoring and transcribing with a saved speech-LLM run, through ``whisper_ft.evaluate``.
+
+:func:`evaluate_speech_llm` is ``whisper-ft eval`` for a run folder: the same
+:func:`whisper_ft.evaluate.evaluate` loop (duration-sorted batches, skipped clips, one normaliser)
+with :class:`~whisper_ft.speech_llm.decoding.SpeechLLMDecoder` as the backend, and the same
+``report.json`` / ``predictions.jsonl``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def default_report_dir(run: Path, test_data: str | Path) -> Path:
+    from whisper_ft.evaluate import EvalSettings, default_output_dir
+
+    hf_dir = default_output_dir(EvalSettings(model=str(run), test_data=test_data))
+    return hf_dir.with_name(hf_dir.name.removesuffix("_hf") + "_speech-llm")
+
+
+def evaluate_speech_llm(run: str | Path, test_data: str | Path, *, metric: str | None = None,
+                        language: str | None = None, num_beams: int | None = None, batch_size: int = 8,
+                        max_new_tokens: int | None = None, device: str = "auto", cpu_threads: int | None = None,
+                        output_dir: str | Path | None = None, show_progress: bool = True):
+    """Decode and score ``test_data`` with run ``run``; returns (EvalReport, (report.json, predictions.jsonl))."""
+    from whisper_ft.evaluate import (
+        EvalSettings,
+        check_output_dir,
+        check_positive,
+        evaluate,
+        load_test_data,
+        write_report,
+    )
+    from whisper_ft.speech_llm.io import load_speech_llm_decoder, resolve_run
+
+    folder = resolve_run(run)
+    for option, value in (("--batch_size", batch_size), ("--num_beams", num_beams), ("--cpu_threads", cpu_threads),
+                          ("--max_new_tokens", max_new_tokens)):
+        check_positive(option, value)
+    load_test_data(test_data)  # a bad manifest fails before the model loads
+    out = check_output_dir(output_dir or default_report_dir(folder, test_data))
+    decoder = load_speech_llm_decoder(folder, num_beams=num_beams, device=device, cpu_threads=cpu_threads,
+                                      max_new_tokens=max_new_tokens)
+    settings = EvalSettings(model=str(folder), test_data=test_data, metric=metric, language=language,
+                            batch_size=batch_size, num_beams=decoder.decode.num_beams, device=device,
+                            cpu_threads=cpu_threads, max_new_tokens=max_new_tokens, show_progress=show_progress)
+    report = evaluate(settings, decoder=decoder)
+    return report, write_report(report, out)
+
+
+def transcribe_files(run: str | Path, paths: list[str | Path], *, num_beams: int | None = None,
+                     device: str = "auto", cpu_threads: int | None = None):
+    """Yield ``(path, text)`` for each audio file (any length: 30 s pieces)."""
+    from whisper_ft.audio import load_audio
+    from whisper_ft.errors import DataError
+    from whisper_ft.speech_llm.io import load_speech_llm_decoder
+
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"audio file not found: {missing[0]}")
+    decoder = load_speech_llm_decoder(run, num_beams=num_beams, device=device, cpu_threads=cpu_threads)
+    for path in paths:
+        yield Path(path), decoder.long(load_audio(path), None)

@@ -1,0 +1,290 @@
+"""Train the speech-LLM recipe: :func:`finetune_speech_llm` goes from manifests to ``best/``.
+
+Read :func:`finetune_speech_llm` top to bottom; every step is one call:
+
+1. threads, seed; both manifests checked (missing audio, durations) with counts; the checkpoint to
+   resume from (if any) found and checked against this run's model settings;
+2. the encoder and the LLM resolved and checked (not a Whisper model, LLM not found, no tokenizer,
+   unreadable GGUF: one clear error) -- before any weights are loaded;
+3. the model built: frozen encoder, seeded projector, frozen LLM (+ LoRA);
+4. with ``--cache_encoder_outputs``, every clip encoded once into ``RUN/encoder_cache/``;
+5. a Hugging Face ``Trainer`` (subclassed: duration-grouped sampler, run-folder checkpoints that
+   hold only the projector + LoRA, an evaluation that really decodes and scores with the shared
+   normaliser) with callbacks for ``best/``, Ctrl-C and the progress bar; train.
+
+The Trainer brings resumable checkpoints (optimizer, scheduler, RNG, data position), gradient
+accumulation, mixed precision, and ``accelerate launch`` / ``torchrun`` / DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+from transformers import Trainer, TrainerCallback
+
+from whisper_ft.console import warn
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.speech_llm.config import CONFIG_FILE, METRICS_FILE, SpeechLLMConfig
+from whisper_ft.training.data import DurationGroupedSampler
+from whisper_ft.training.dist import is_main_process, log_main, world_size
+from whisper_ft.training.trainer import FinetuneResult, configure_threads, resolve_checkpoint
+
+CACHE_DIR = "encoder_cache"
+
+
+class SpeechLLMTrainer(Trainer):
+    """``Trainer`` with a length-grouped sampler, checkpoints of the trained weights only, and an
+    evaluation that decodes the test set and adds ``eval_cer`` / ``eval_wer``."""
+
+    def __init__(self, *args, run_config: dict, tokenizer, decode, max_eval_samples: int | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run_config = run_config
+        self.llm_tokenizer = tokenizer
+        self.decode_settings = decode
+        self.max_eval_samples = max_eval_samples
+        self.model_accepts_loss_kwargs = False  # forward returns the mean loss of its batch
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return DurationGroupedSampler(dataset.durations, self.args.per_device_train_batch_size, seed=self.args.seed)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """A checkpoint is a run folder: projector + LoRA + config (never the frozen encoder and LLM)."""
+        from whisper_ft.speech_llm.io import write_run_files
+
+        if self.args.should_save:
+            write_run_files(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir,
+                            self.run_config)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        from whisper_ft.speech_llm.io import load_trainable
+
+        load_trainable(self.accelerator.unwrap_model(model if model is not None else self.model), resume_from_checkpoint)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        refs, hyps, langs = self.decode_eval_set(dataloader.dataset)
+        from whisper_ft.training.evaluation import pooled_error_rates
+
+        cer, wer = pooled_error_rates(refs, hyps, langs)
+        output.metrics[f"{metric_key_prefix}_cer"] = cer
+        output.metrics[f"{metric_key_prefix}_wer"] = wer
+        output.metrics[f"{metric_key_prefix}_decoded"] = len(refs)
+        if self.is_world_process_zero():
+            for ref, hyp in list(zip(refs, hyps))[:2]:
+                log_main(f"  ref: {ref}\n  hyp: {hyp}")
+        return output
+
+    def decode_eval_set(self, dataset) -> tuple[list[str], list[str], list[str | None]]:
+        """Each process decodes its share (longest first); the texts are gathered in order."""
+        import torch
+        from torch.utils.data import DataLoader, Subset
+
+        from whisper_ft.speech_llm.data import LlmCollator
+        from whisper_ft.speech_llm.decoding import decode_batch
+
+        samples = dataset.samples
+        n = len(samples) if self.max_eval_samples is None else min(self.max_eval_samples, len(samples))
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        mine = sorted(range(rank, n, world), key=lambda i: -samples[i].duration)
+        loader = DataLoader(Subset(dataset, mine), batch_size=self.args.per_device_eval_batch_size, shuffle=False,
+                            num_workers=self.args.dataloader_num_workers, collate_fn=LlmCollator())
+        model = self.accelerator.unwrap_model(self.model)
+        hyps: list[str] = []
+        done = 0
+        with torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16 if self.args.bf16 else torch.float16,
+                            enabled=self.args.fp16 or self.args.bf16):
+            for batch in loader:
+                durations = [samples[i].duration for i in mine[done:done + batch["labels"].shape[0]]]
+                hyps += decode_batch(model, self.llm_tokenizer, batch, durations, self.decode_settings)
+                done += len(durations)
+        pairs = list(zip(mine, hyps))
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            pairs = gather_object(pairs)
+        by_index = dict(pairs)
+        order = range(n)
+        return ([samples[i].utterance.sentence for i in order], [by_index[i] for i in order],
+                [samples[i].language for i in order])
+
+
+class BestRunCallback(TrainerCallback):
+    """Keeps ``run_dir/best`` = the run folder with the best evaluation metric so far."""
+
+    def __init__(self, best_dir: Path, metric: str, run_config: dict, previous_best: float | None = None):
+        self.best_dir = Path(best_dir)
+        self.metric = metric
+        self.run_config = run_config
+        self.best = previous_best
+        self.best_metrics: dict | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        value = (metrics or {}).get(f"eval_{self.metric}")
+        if value is None or not math.isfinite(value) or (self.best is not None and value >= self.best):
+            return
+        self.best = value
+        self.best_metrics = {"metric": self.metric, "value": value, "step": state.global_step, "epoch": state.epoch,
+                             **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
+        if state.is_world_process_zero:
+            from whisper_ft.speech_llm.io import save_run
+
+            save_run(model, self.best_dir, self.run_config, self.best_metrics)
+            log_main(f"new best {self.metric} {value:.4f} at step {state.global_step} -> {self.best_dir}")
+
+
+def _training_arguments(config: SpeechLLMConfig, run_dir: Path, metric: str, *, use_cpu: bool):
+    from transformers import TrainingArguments
+
+    t = config.train
+    return TrainingArguments(
+        output_dir=str(run_dir), num_train_epochs=t.num_train_epochs, max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate, lr_scheduler_type="linear", warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, fp16=t.fp16, bf16=t.bf16, use_cpu=use_cpu,
+        eval_strategy="steps", eval_steps=t.eval_steps, eval_on_start=t.eval_on_start,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        metric_for_best_model=metric, greater_is_better=False, logging_steps=t.logging_steps,
+        logging_first_step=True, report_to=["tensorboard"], seed=t.seed,
+        dataloader_num_workers=config.data.num_workers, dataloader_pin_memory=not use_cpu,
+        remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True,
+        ddp_find_unused_parameters=False,  # every trainable weight (projector, LoRA) is used every step
+        deepspeed=t.deepspeed, log_level="warning", disable_tqdm=False,
+    )
+
+
+def _check_checkpoint(checkpoint: Path, config: SpeechLLMConfig) -> None:
+    from whisper_ft.speech_llm.io import read_run_config
+
+    if not (checkpoint / CONFIG_FILE).is_file():
+        raise WhisperFtError(f"--resume_from_checkpoint {checkpoint} is not a speech-LLM checkpoint (no {CONFIG_FILE})")
+    saved = read_run_config(checkpoint).get("model", {})
+    current = config.to_dict()["model"]
+    for key in ("encoder", "llm", "llm_gguf", "projector", "projector_hidden", "prompt", "lora_r", "lora_target"):
+        if key in saved and saved[key] != current[key]:
+            raise WhisperFtError(f"--resume_from_checkpoint {checkpoint}: it was trained with --{key} {saved[key]!r}, "
+                                 f"this run asks for {current[key]!r}; use the same settings to resume")
+
+
+def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=()) -> FinetuneResult:
+    """Train ``config`` (see the module docstring); returns where ``best/`` and the checkpoints are."""
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_callback import ProgressCallback
+
+    from whisper_ft.models.io import write_json
+    from whisper_ft.models.languages import default_metric
+    from whisper_ft.speech_llm.build import build_speech_llm, check_model_inputs
+    from whisper_ft.speech_llm.data import (
+        EncoderCache,
+        LlmCollator,
+        LlmSpeechDataset,
+        build_samples,
+        check_manifest,
+        fill_encoder_cache,
+    )
+    from whisper_ft.training.callbacks import GracefulInterrupt, ProgressBar, previous_best_value
+
+    data, train = config.data, config.train
+    run_dir = config.run_dir
+
+    # 1. Environment, data, checkpoint.
+    threads = configure_threads(train.num_threads)
+    set_seed(train.seed)
+    use_cpu = not torch.cuda.is_available()
+    limits = {"language": data.language, "min_duration": data.min_duration, "max_duration": data.max_duration}
+    train_pairs, train_report = check_manifest(data.train_data, name="train", **limits)
+    test_pairs, test_report = check_manifest(data.test_data, name="test", **limits)
+    checkpoint = resolve_checkpoint(train.resume_from_checkpoint, run_dir)
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint, config)
+
+    # 2. Encoder and LLM checked before any weights load.
+    checked = check_model_inputs(config.model)
+    log_main(f"encoder: {checked.encoder_source.describe()}; LLM: {checked.llm_source.describe()}")
+    train_samples = build_samples(train_pairs, train_report, checked.tokenizer)
+    test_samples = build_samples(test_pairs, test_report, checked.tokenizer)
+    log_main(train_report.summary())
+    log_main(test_report.summary())
+    langs = test_report.languages.most_common(1)
+    main_language = data.language or (langs[0][0] if langs else None)
+    metric = train.metric_for_best or (default_metric(main_language) if main_language else "cer")
+    log_main(f"best checkpoint chosen by {metric}")
+
+    # 3. Model (the TrainingArguments come first: they set up the process group and the device).
+    args = _training_arguments(config, run_dir, metric, use_cpu=use_cpu)
+    dtype = torch.float16 if train.fp16 else torch.bfloat16 if train.bf16 else None
+    built = build_speech_llm(config.model, checked, dtype=dtype, device=str(args.device), seed=train.seed)
+    model = built.model
+    if train.gradient_checkpointing:
+        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    n_trainable = built.resolved["trainable_parameters"]
+    log_main(f"prompt: {built.prompt.text!r}; trainable parameters: {n_trainable:,} (projector"
+             + (f" + LoRA r={config.model.lora_r})" if config.model.use_lora else ", LLM frozen)"))
+
+    # 4. Encoder outputs cached once (the main process first; the others then find them on disk).
+    cache = None
+    if data.cache_encoder_outputs:
+        cache = EncoderCache(run_dir / CACHE_DIR, built.resolved["encoder"]["fingerprint"],
+                             dtype="float16" if dtype is not None else "float32")
+        with args.main_process_first(desc="encoder cache"):
+            n = fill_encoder_cache(cache, train_samples + test_samples, model.encoder, built.feature_extractor,
+                                   batch_size=train.per_device_eval_batch_size, show_progress=is_main_process())
+        log_main(f"encoder cache {cache.folder}: {n} clips encoded now, "
+                 f"{len(train_samples) + len(test_samples) - n} already there")
+
+    # 5. Trainer.
+    run_config = {**config.to_dict(),
+                  "resolved": {**built.resolved, "metric_for_best": metric, "train_utterances": len(train_samples),
+                               "test_utterances": len(test_samples), "num_threads": threads,
+                               "world_size": world_size()}}
+    if checkpoint is None and is_main_process() and run_dir.is_dir() and any(run_dir.glob("checkpoint-*")):
+        warn(f"{run_dir} already holds checkpoints of an earlier run; they will be rotated with this run's "
+             "(pass --resume_from_checkpoint to continue that run instead)")
+    previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
+    best_cb = BestRunCallback(run_dir / "best", metric, run_config, previous_best)
+    interrupt = GracefulInterrupt()
+    trainer = SpeechLLMTrainer(
+        model=model, args=args, data_collator=LlmCollator(),
+        train_dataset=LlmSpeechDataset(train_samples, built.feature_extractor, cache),
+        eval_dataset=LlmSpeechDataset(test_samples, built.feature_extractor, cache),
+        run_config=run_config, tokenizer=built.tokenizer, decode=config.decode,
+        max_eval_samples=data.max_eval_samples,
+    )
+    trainer.remove_callback(ProgressCallback)
+    for cb in [ProgressBar(), best_cb, interrupt, *callbacks]:
+        trainer.add_callback(cb)
+    if trainer.is_world_process_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / CONFIG_FILE, run_config)
+
+    log_main(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
+             + (f", resuming from {checkpoint}" if checkpoint else ""))
+    with interrupt, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    state = trainer.state
+    last = run_dir / f"checkpoint-{state.global_step}"
+    if interrupt.interrupted:
+        log_main(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
+    best_dir = run_dir / "best"
+    has_best = (best_dir / CONFIG_FILE).is_file()
+    best_metrics = best_cb.best_metrics
+    if best_metrics is None and has_best:
+        import json
+
+        try:
+            best_metrics = json.loads((best_dir / METRICS_FILE).read_text())
+        except (OSError, ValueError):
+            best_metrics = None
+    return FinetuneResult(run_dir=run_dir, best_dir=best_dir if has_best else None, best_metrics=best_metrics,
+                          global_step=state.global_step, max_steps=state.max_steps,
+                          interrupted=interrupt.interrupted, last_checkpoint=last if last.is_dir() else None,
+                          is_main_process=is_main_process())
