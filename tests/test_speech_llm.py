@@ -166,6 +166,17 @@ def test_cli_eval_and_infer(overfit_run, tone_data, tmp_path, capsys):
     assert code == 0 and json.loads(stdout.strip())["text"] == TEXTS[2]
 
 
+def test_plain_eval_scores_a_speech_llm_run(overfit_run, tone_data, tmp_path, capsys):
+    """`whisper-ft eval --model_path RUN` goes through the same decoder interface as Whisper models."""
+    result, _ = overfit_run
+    out = tmp_path / "plain"
+    code, stdout, _ = run_cli(["eval", "--model_path", str(result.best_dir.parent), "--test_data",
+                               str(tone_data / "test.jsonl"), "--device", "cpu", "--output_dir", str(out)], capsys)
+    assert code == 0 and "WER 0.00%" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["error_rate"] == 0.0 and report["model"]["kind"] == "speech-llm"
+
+
 def run_cli(args, capsys) -> tuple[int, str, str]:
     from whisper_ft.cli import main
 

@@ -230,6 +230,13 @@ class Decoder(Protocol):
 
 
 def make_decoder(settings: EvalSettings) -> Decoder:
+    from whisper_ft.speech_llm.io import is_speech_llm_run
+
+    if is_speech_llm_run(settings.model):  # a speech-LLM run (whisper-ft llm finetune): its own decoder
+        from whisper_ft.speech_llm.io import load_speech_llm_decoder
+
+        return load_speech_llm_decoder(settings.model, num_beams=settings.num_beams, device=settings.device,
+                                       cpu_threads=settings.cpu_threads, max_new_tokens=settings.max_new_tokens)
     return _HFDecoder(settings) if settings.backend == "hf" else _CT2Decoder(settings)
 
 
