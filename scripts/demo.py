@@ -125,9 +125,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    if shutil.which("espeak-ng") is None:
-        sys.exit("demo: espeak-ng is missing; it speaks the training sentences. Install it (needs root): "
-                 "sudo apt-get install -y espeak-ng")
+    from whisper_ft.data.tts import find_engine
+    from whisper_ft.errors import DataError
+
+    try:  # the speech engine: espeakng-loader (the demo extra) or the espeak-ng program
+        find_engine()
+    except DataError as exc:
+        sys.exit(f"demo: it speaks the training sentences with espeak-ng: {exc}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(args.work_dir)
     if work.exists():
