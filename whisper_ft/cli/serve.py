@@ -1,0 +1,54 @@
+"""`whisper-ft serve`: an OpenAI-compatible transcription server and web page (parsing only; the
+work is in whisper_ft.serve, imported inside the command so --help stays instant)."""
+
+from __future__ import annotations
+
+import typer
+
+from whisper_ft.cli import app
+
+
+@app.command("serve")
+def serve_command(
+    model_path: list[str] = typer.Option(None, "--model_path", help="Model to serve (repeatable): CTranslate2 folder, merged transformers folder, LoRA adapter or 'base'. Requests pick one by its folder name (whisper-1: the first). Default: the newest models/*-ct2, else the bundled base."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback: set --api_key."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: str = typer.Option(None, "--api_key", envvar="WHISPER_FT_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or WHISPER_FT_API_KEY)."),
+    max_upload_mb: float = typer.Option(100.0, "--max_upload_mb", help="Largest upload accepted (MB); bigger ones get 413."),
+    max_concurrency: int = typer.Option(64, "--max_concurrency", help="Requests in flight (uploading, queued or decoding); more get 429 with Retry-After."),
+    language: str = typer.Option(None, "--language", help="Language when a request gives none (default: detected)."),
+    beam_size: int = typer.Option(5, "--beam_size", help="Beam size (temperature 0)."),
+    batch_window_ms: float = typer.Option(30.0, "--batch_window_ms", help="Wait this long for more requests to batch with the first (0 with --max_batch_size 1: one request at a time)."),
+    max_batch_size: int = typer.Option(16, "--max_batch_size", help="Clips of <= 30 s decoded together in one CTranslate2 batch."),
+    long_batch_size: int = typer.Option(8, "--long_batch_size", help="Files over 30 s: faster-whisper's VAD + batched pipeline with this batch size (1: sequential)."),
+    pack: bool = typer.Option(False, "--pack", help="CPU fast path: short clips of one language from concurrent requests share 30 s windows (split back by timestamps; a clip that does not split cleanly is decoded alone). Raises throughput under load; see the README for its accuracy cost."),
+    temperature_fallback: bool = typer.Option(True, "--temperature_fallback/--no_temperature_fallback", help="At temperature 0, decode a clip again at rising temperatures when its output loops (OpenAI's and faster-whisper's behaviour)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu or cuda."),
+    compute_type: str = typer.Option("auto", "--compute_type", help="auto (cuda float16, cpu int8), int8, float16, float32, ..."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads per model (default: up to 4)."),
+) -> None:
+    """Serve models over OpenAI's audio API (/v1/audio/transcriptions, /v1/audio/translations) with a web page at /."""
+    from whisper_ft.console import log
+    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.models.languages import normalize_language
+
+    try:
+        from whisper_ft.serve.app import ServerSettings, run_server
+        from whisper_ft.serve.engine import EngineSettings
+    except ImportError as exc:
+        raise WhisperFtError(f"`whisper-ft serve` needs the serve extra ({exc.name} is missing): "
+                             "pip install -e \".[serve]\"") from exc
+    if not model_path:
+        from whisper_ft.models.defaults import pick_ct2_model
+
+        picked = pick_ct2_model()
+        log(picked.message())
+        model_path = [picked.name]
+    if max_concurrency < 1 or max_upload_mb <= 0:
+        raise WhisperFtError("--max_concurrency must be at least 1 and --max_upload_mb above 0")
+    engine_settings = EngineSettings(beam_size=beam_size, batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
+                                     long_batch_size=long_batch_size, temperature_fallback=temperature_fallback,
+                                     pack=pack, default_language=normalize_language(language))
+    settings = ServerSettings(host=host, port=port, api_key=api_key or None, max_upload_mb=max_upload_mb,
+                              max_concurrency=max_concurrency)
+    run_server(model_path, settings, engine_settings, device=device, compute_type=compute_type, cpu_threads=cpu_threads)

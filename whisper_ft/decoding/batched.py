@@ -1,0 +1,308 @@
+"""Decoding for a server: several requests' short clips in one CTranslate2 batch, with timed
+segments and the per-segment fields OpenAI's ``verbose_json`` reports.
+
+- :func:`transcribe_clips_ct2` decodes clips of at most 30 s (each with its own language, task,
+  prompt and temperature) through ``ctranslate2.models.Whisper.generate`` in one batch, with
+  timestamps, and splits each clip's output into :class:`VerboseSegment`. A clip whose output
+  looks like a loop or a failed decode at temperature 0 is flagged ``needs_fallback`` so the caller
+  can decode it again with faster-whisper's temperature fallback (what OpenAI's temperature 0 does).
+- :func:`transcribe_one_ct2` is faster-whisper's ``transcribe`` for one audio of any length
+  (``batch_size > 1``: the VAD + batched long-form pipeline, as ``infer-ct2 --batch_size``), with
+  an initial prompt and the same :class:`VerboseSegment` fields.
+
+Both take a :class:`whisper_ft.decoding.ct2.CT2Whisper` from ``load_ct2_whisper``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.decoding.ct2 import CT2Whisper, ct2_features, detect_languages_ct2, model_suppress_tokens
+from whisper_ft.decoding.results import Segment, Transcription, Word
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.models.generation import MAX_TARGET_TOKENS, TIMESTAMP_STEP
+
+# faster-whisper's defaults (TranscriptionOptions), so both paths judge a decode the same way
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s / 0.02 s
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass
+class VerboseSegment(Segment):
+    """A :class:`Segment` with the decode's quality fields (OpenAI ``verbose_json`` segments)."""
+
+    seek: int = 0  # mel frame (10 ms) where the decoded window starts
+    temperature: float = 0.0
+    compression_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One request's short audio (at most 30 s) and how to decode it."""
+
+    audio: np.ndarray
+    language: str | None = None
+    task: str = "transcribe"
+    prompt: str | None = None  # OpenAI's ``prompt``: text of a previous window (faster-whisper's initial_prompt)
+    temperature: float = 0.0
+
+
+@dataclass
+class ClipResult:
+    transcription: Transcription
+    needs_fallback: bool = False  # looped or failed at temperature 0: decode again with the fallback schedule
+    unfinished_from: float | None = None  # the output ends in a segment without its closing timestamp
+
+
+def compression_ratio(text: str) -> float:
+    from faster_whisper.transcribe import get_compression_ratio
+
+    return float(get_compression_ratio(text)) if text else 0.0
+
+
+def _tokenizer(ct2: CT2Whisper, language: str | None, task: str):
+    from faster_whisper.tokenizer import Tokenizer
+
+    return Tokenizer(ct2.model.hf_tokenizer, ct2.is_multilingual, task=task, language=language)
+
+
+def split_timestamped_tokens(tokens: list[int], *, timestamp_begin: int, eot: int,
+                             duration: float) -> list[tuple[float, float, list[int]]]:
+    """``(start, end, text tokens)`` pieces of one window's timestamped output.
+
+    ``<|t0|> text <|t1|>`` is one piece; text after the last timestamp (an unfinished segment, or
+    output without timestamps) runs to ``duration``. Times are capped at ``duration``."""
+    pieces: list[tuple[float, float, list[int]]] = []
+    start: float | None = None
+    last_end = 0.0
+    current: list[int] = []
+    for t in tokens:
+        if t >= timestamp_begin:
+            ts = min((t - timestamp_begin) * TIMESTAMP_STEP, duration)
+            if start is None and not current:
+                start = ts
+            else:
+                pieces.append((start if start is not None else last_end, ts, current))
+                start, current, last_end = None, [], ts
+        elif t < eot:
+            current.append(int(t))
+    if current:
+        pieces.append((start if start is not None else last_end, duration, current))
+    return [(min(s, e), e, toks) for s, e, toks in pieces if toks]
+
+
+def _languages(ct2: CT2Whisper, clips: list[Clip], features: np.ndarray) -> list[str]:
+    import ctranslate2
+
+    langs = [c.language for c in clips]
+    if not ct2.is_multilingual:
+        return [lang or "en" for lang in langs]
+    missing = [i for i, lang in enumerate(langs) if lang is None]
+    if missing:
+        detected = detect_languages_ct2(ct2, ctranslate2.StorageView.from_array(np.ascontiguousarray(features[missing])))
+        for i, (code, _) in zip(missing, detected):
+            langs[i] = code
+    return langs  # type: ignore[return-value]
+
+
+def transcribe_clips_ct2(
+    ct2: CT2Whisper,
+    clips: list[Clip],
+    *,
+    beam_size: int = 5,
+    max_new_tokens: int | None = None,
+    pack: bool = False,
+) -> list[ClipResult]:
+    """Decode short clips together (one ``generate`` per prompt length and temperature, queued at
+    once) with timestamps; see the module docstring. ``pack=True``: see :func:`transcribe_packed_ct2`."""
+    import ctranslate2
+
+    if pack:
+        return transcribe_packed_ct2(ct2, clips, beam_size=beam_size, max_new_tokens=max_new_tokens)
+
+    if beam_size < 1:
+        raise WhisperFtError(f"beam_size must be at least 1 (got {beam_size})")
+    if not clips:
+        return []
+    durations = [len(c.audio) / SAMPLE_RATE for c in clips]
+    for d in durations:
+        if d > CHUNK_SECONDS + 0.01:
+            raise WhisperFtError(f"a clip of {d:.1f} s is longer than {CHUNK_SECONDS} s: use transcribe_one_ct2")
+    features = ct2_features(ct2, [c.audio for c in clips])
+    langs = _languages(ct2, clips, features)
+    tokenizers = [_tokenizer(ct2, lang, c.task) for lang, c in zip(langs, clips)]
+    prompts = []
+    for c, tok in zip(clips, tokenizers):
+        previous = tok.encode(" " + c.prompt.strip()) if c.prompt and c.prompt.strip() else []
+        prompts.append(ct2.model.get_prompt(tok, previous, without_timestamps=False))
+    # CTranslate2 decodes one prompt length and one sampling setting per call
+    groups: dict[tuple[int, float], list[int]] = {}
+    for i, (c, p) in enumerate(zip(clips, prompts)):
+        groups.setdefault((len(p), float(c.temperature)), []).append(i)
+    suppress = model_suppress_tokens(ct2.path)
+    queued = []
+    for (plen, temperature), idx in groups.items():
+        max_length = MAX_TARGET_TOKENS if max_new_tokens is None else min(MAX_TARGET_TOKENS, plen + max_new_tokens)
+        sampling = ({"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature > 0
+                    else {"beam_size": beam_size})
+        part = ct2.engine.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[idx])), [prompts[i] for i in idx],
+            max_length=max_length, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=suppress, max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+            asynchronous=True, **sampling)
+        queued.append((idx, part))
+    results: list[ClipResult | None] = [None] * len(clips)
+    for idx, part in queued:
+        for i, async_result in zip(idx, part):
+            results[i] = _clip_result(clips[i], tokenizers[i], langs[i], durations[i], async_result.result())
+    return results  # type: ignore[return-value]
+
+
+def _clip_result(clip: Clip, tok, language: str, duration: float, result) -> ClipResult:
+    tokens = list(result.sequences_ids[0])
+    avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)  # faster-whisper's recovery, length_penalty 1
+    no_speech = float(result.no_speech_prob)
+    text_all = tok.decode([t for t in tokens if t < tok.eot]).strip()
+    ratio = compression_ratio(text_all)
+    silent = no_speech > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+    segments: list[Segment] = []
+    if not silent:
+        for start, end, toks in split_timestamped_tokens(tokens, timestamp_begin=tok.timestamp_begin, eot=tok.eot,
+                                                         duration=duration):
+            text = tok.decode(toks).strip()
+            if text:
+                segments.append(VerboseSegment(len(segments), start, end, text, toks, avg_logprob, no_speech, None,
+                                               seek=0, temperature=clip.temperature, compression_ratio=ratio))
+    needs_fallback = (clip.temperature == 0 and not silent
+                      and (ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD))
+    unfinished = None
+    if tokens and tok.eot > tokens[-1] and segments:  # text after the last timestamp
+        unfinished = segments[-1].start
+    return ClipResult(Transcription(language=language, duration=duration, segments=segments), needs_fallback, unfinished)
+
+
+# --- packing: several requests' clips in one 30 s window --------------------------------------
+#
+# On CPU the encoder's 30 s window is most of the cost of a short clip, so batching alone buys
+# little; sharing windows (the fast path of ``eval --pack``, see whisper_ft.packing) is what lets
+# throughput grow with concurrency. Each window segment goes to the clip it overlaps, shifted to
+# the clip's time; a clip whose share is not clean (a segment across two clips or in a gap, an
+# unfinished or looping window, no text) is decoded again in a window of its own.
+
+PACK_OVERLAP_TOLERANCE = 1.0  # seconds a segment may spill into a neighbouring clip
+
+
+def transcribe_packed_ct2(ct2: CT2Whisper, clips: list[Clip], *, beam_size: int = 5,
+                          max_new_tokens: int | None = None) -> list[ClipResult]:
+    """:func:`transcribe_clips_ct2` with same-language, same-task clips (temperature 0, no prompt,
+    language given) sharing 30 s windows; every other clip is decoded in its own window."""
+    from whisper_ft.packing import PACK_GAP_SECONDS, packed_audio, plan_packed_windows
+
+    keys = [f"{c.language}|{c.task}" if c.language and not c.prompt and c.temperature == 0 else None for c in clips]
+    packable = [i for i, k in enumerate(keys) if k is not None]
+    windows = plan_packed_windows([len(clips[i].audio) / SAMPLE_RATE for i in packable], [keys[i] for i in packable])
+    for w in windows:
+        w.indices = [packable[i] for i in w.indices]
+    shared = [w for w in windows if len(w.indices) > 1]
+    in_shared = {i for w in shared for i in w.indices}
+    alone = [i for i in range(len(clips)) if i not in in_shared]
+    window_clips = [Clip(packed_audio([c.audio for c in clips], w, PACK_GAP_SECONDS), clips[w.indices[0]].language,
+                         clips[w.indices[0]].task) for w in shared]
+    first = transcribe_clips_ct2(ct2, window_clips + [clips[i] for i in alone], beam_size=beam_size,
+                                 max_new_tokens=max_new_tokens)
+    results: list[ClipResult | None] = [None] * len(clips)
+    for i, r in zip(alone, first[len(shared):]):
+        results[i] = r
+    again = []
+    for w, r in zip(shared, first[: len(shared)]):
+        split = None if r.needs_fallback else _split_window(r, w, [len(clips[i].audio) / SAMPLE_RATE for i in w.indices])
+        for k, i in enumerate(w.indices):
+            if split is None or split[k] is None:
+                again.append(i)
+            else:
+                results[i] = split[k]
+    if again:
+        for i, r in zip(again, transcribe_clips_ct2(ct2, [clips[i] for i in again], beam_size=beam_size,
+                                                    max_new_tokens=max_new_tokens)):
+            results[i] = r
+    return results  # type: ignore[return-value]
+
+
+def _split_window(result: ClipResult, window, durations: list[float]) -> list[ClipResult | None]:
+    """Each clip's share of a packed window's segments (times shifted to the clip), or None where
+    the share is not trustworthy."""
+    n = len(window.spans)
+    segs: list[list[Segment]] = [[] for _ in range(n)]
+    bad = [False] * n
+    for seg in result.transcription.segments:
+        overlaps = [max(0.0, min(seg.end, e) - max(seg.start, s)) for s, e in window.spans]
+        ranked = sorted(range(n), key=lambda k: -overlaps[k])
+        k = ranked[0]
+        if overlaps[k] <= 0.0:  # text in a gap: whose is it?
+            before = [j for j in range(n) if window.spans[j][1] <= seg.start]
+            after = [j for j in range(n) if window.spans[j][0] >= seg.end]
+            for j in before[-1:] + after[:1]:
+                bad[j] = True
+            continue
+        if n > 1 and overlaps[ranked[1]] > PACK_OVERLAP_TOLERANCE:
+            bad[k] = bad[ranked[1]] = True
+        offset = window.spans[k][0]
+        end = min(max(seg.end - offset, 0.0), durations[k])
+        segs[k].append(VerboseSegment(len(segs[k]), min(max(seg.start - offset, 0.0), end), end, seg.text, seg.tokens,
+                                      seg.avg_logprob, seg.no_speech_prob, None, seek=0,
+                                      temperature=getattr(seg, "temperature", 0.0),
+                                      compression_ratio=getattr(seg, "compression_ratio", 0.0)))
+    if result.unfinished_from is not None:
+        for j, (_, e) in enumerate(window.spans):
+            if e > result.unfinished_from + PACK_OVERLAP_TOLERANCE:
+                bad[j] = True
+    language = result.transcription.language
+    return [None if bad[j] or not segs[j] else
+            ClipResult(Transcription(language=language, duration=durations[j], segments=segs[j]))
+            for j in range(n)]
+
+
+def transcribe_one_ct2(
+    ct2: CT2Whisper,
+    audio: np.ndarray,
+    *,
+    language: str | None = None,
+    task: str = "transcribe",
+    prompt: str | None = None,
+    temperature: float | None = None,
+    beam_size: int = 5,
+    word_timestamps: bool = False,
+    batch_size: int = 1,
+) -> Transcription:
+    """faster-whisper on one audio of any length; ``temperature`` None: the fallback schedule
+    (0.0, 0.2, ... 1.0); ``batch_size > 1``: the VAD + batched long-form pipeline."""
+    kwargs = dict(
+        language=language, task=task, beam_size=beam_size, word_timestamps=word_timestamps,
+        initial_prompt=prompt or None, suppress_tokens=model_suppress_tokens(ct2.path),
+        temperature=list(FALLBACK_TEMPERATURES) if temperature is None else temperature,
+    )
+    if batch_size > 1:
+        from faster_whisper import BatchedInferencePipeline
+
+        segments, info = BatchedInferencePipeline(model=ct2.model).transcribe(audio, batch_size=batch_size, **kwargs)
+    else:
+        segments, info = ct2.model.transcribe(audio, **kwargs)
+    out: list[Segment] = []
+    duration = float(info.duration)
+    for s in segments:
+        text = s.text.strip()
+        if not text:
+            continue
+        words = [Word(w.start, w.end, w.word, w.probability) for w in s.words] if s.words is not None else None
+        end = min(float(s.end), duration)
+        out.append(VerboseSegment(len(out), min(float(s.start), end), end, text, list(s.tokens), s.avg_logprob,
+                                  s.no_speech_prob, words, seek=int(s.seek), temperature=float(s.temperature or 0.0),
+                                  compression_ratio=float(s.compression_ratio)))
+    return Transcription(language=info.language, duration=duration, segments=out,
+                         language_probability=info.language_probability)

@@ -1,0 +1,254 @@
+"""The server's decoding: served models, and one batching worker per model.
+
+Requests that arrive while a model's worker is busy (or within ``batch_window_ms`` of the first
+one) are decoded together: clips of at most 30 s in one CTranslate2 batch
+(:func:`whisper_ft.decoding.batched.transcribe_clips_ct2`), longer files and word-timestamp
+requests one by one through faster-whisper (the VAD + batched long-form pipeline for long files,
+as ``infer-ct2 --batch_size``). Decoding runs in one worker thread per model, never on the event
+loop; a failing request gets its own error and never fails the others of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.console import log
+from whisper_ft.decoding.results import Transcription
+from whisper_ft.errors import WhisperFtError
+
+WHISPER_1 = "whisper-1"  # OpenAI's model name: served as the first model
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    beam_size: int = 5
+    batch_window_ms: float = 30.0  # wait this long after a request for others to batch with it
+    max_batch_size: int = 16  # short clips per CTranslate2 batch
+    long_batch_size: int = 8  # faster-whisper's batched pipeline for files over 30 s (1 = sequential)
+    default_language: str | None = None  # when a request gives none (None: detected)
+    pack: bool = False  # short clips of one language share 30 s windows (the CPU fast path; see decoding.batched)
+    temperature_fallback: bool = True  # temperature 0: re-decode a looping clip at higher temperatures (as OpenAI)
+
+    def __post_init__(self):
+        if self.beam_size < 1 or self.max_batch_size < 1 or self.long_batch_size < 1 or self.batch_window_ms < 0:
+            raise WhisperFtError("beam_size, max_batch_size and long_batch_size must be >= 1, batch_window_ms >= 0")
+
+
+@dataclass
+class ServedModel:
+    id: str  # the name clients use (the folder's name, or the name as given for bundled models)
+    names: frozenset[str]  # every name that selects it
+    ct2: object  # whisper_ft.decoding.ct2.CT2Whisper
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One request's audio and decoding choices (language and task already validated)."""
+
+    audio: np.ndarray
+    task: str = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None  # None or 0: greedy/beam with OpenAI's temperature fallback
+    word_timestamps: bool = False
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def model_names(name: str) -> tuple[str, frozenset[str]]:
+    """The id and all names of a model given as ``name`` on the command line."""
+    path = Path(name)
+    ident = path.name if path.name else name
+    return ident, frozenset({name, ident, str(path)})
+
+
+def load_models(names: list[str], *, device: str = "auto", compute_type: str = "auto",
+                cpu_threads: int | None = None) -> list[ServedModel]:
+    """Open every model (any name whisper-ft can resolve; non-CTranslate2 models are converted once
+    into the cache); raises when two share a name."""
+    from whisper_ft.decoding.ct2 import describe, load_ct2_whisper
+
+    served: list[ServedModel] = []
+    for name in names:
+        ident, aliases = model_names(name)
+        for other in served:
+            if other.names & aliases:
+                raise WhisperFtError(f"two --model_path values are both called {ident!r}: give each model its own folder name")
+        ct2 = load_ct2_whisper(name, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        log(f"serving {ident!r}: {describe(ct2)}")
+        served.append(ServedModel(ident, aliases, ct2))
+    if not served:
+        raise WhisperFtError("no model to serve: pass --model_path")
+    return served
+
+
+@dataclass
+class _Pending:
+    job: DecodeJob
+    future: asyncio.Future
+
+
+@dataclass
+class EngineStats:
+    requests: int = 0
+    failed: int = 0
+    short_batches: Counter = field(default_factory=Counter)  # batch size -> how many batches
+    long_requests: int = 0
+    fallbacks: int = 0
+    audio_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"requests": self.requests, "failed": self.failed,
+                "batches": {str(k): v for k, v in sorted(self.short_batches.items())},
+                "max_batch": max(self.short_batches, default=0), "long_requests": self.long_requests,
+                "fallbacks": self.fallbacks, "audio_seconds": round(self.audio_seconds, 3)}
+
+
+class _ModelWorker:
+    """Collects one model's jobs into batches and decodes them in its own thread."""
+
+    def __init__(self, model: ServedModel, settings: EngineSettings, stats: EngineStats):
+        self.model, self.settings, self.stats = model, settings, stats
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{model.id}")
+        self.task: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.settings.batch_window_ms / 1000
+            while len(batch) < self.settings.max_batch_size:
+                if not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            batch = [p for p in batch if not p.future.done()]  # clients that went away
+            if not batch:
+                continue
+            try:
+                outcomes = await loop.run_in_executor(self.executor, self.decode, [p.job for p in batch])
+            except Exception as exc:  # noqa: BLE001 - a bug here must fail these requests, not stop the worker
+                outcomes = [exc] * len(batch)
+            for p, outcome in zip(batch, outcomes):
+                if p.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    p.future.set_exception(outcome)
+                else:
+                    p.future.set_result(outcome)
+
+    # --- in the worker thread ---------------------------------------------------------------
+
+    def decode(self, jobs: list[DecodeJob]) -> list[Transcription | BaseException]:
+        outcomes: list[Transcription | BaseException | None] = [None] * len(jobs)
+        short = [i for i, j in enumerate(jobs) if j.duration <= CHUNK_SECONDS and not j.word_timestamps]
+        if short:
+            self.stats.short_batches[len(short)] += 1
+            try:
+                for i, out in zip(short, self._short([jobs[i] for i in short])):
+                    outcomes[i] = out
+            except Exception:  # noqa: BLE001 - find out whose clip failed: each alone
+                for i in short:
+                    outcomes[i] = self._guarded(lambda job=jobs[i]: self._short([job])[0])
+        for i, job in enumerate(jobs):
+            if outcomes[i] is None:
+                self.stats.long_requests += 1
+                outcomes[i] = self._guarded(lambda job=job: self._single(job))
+        for job, out in zip(jobs, outcomes):
+            self.stats.requests += 1
+            if isinstance(out, BaseException):
+                self.stats.failed += 1
+            else:
+                self.stats.audio_seconds += job.duration
+        return outcomes  # type: ignore[return-value]
+
+    @staticmethod
+    def _guarded(fn):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - handed to that request only
+            return exc
+
+    def _short(self, jobs: list[DecodeJob]) -> list[Transcription]:
+        from whisper_ft.decoding.batched import Clip, transcribe_clips_ct2
+
+        clips = [Clip(j.audio, j.language or self.settings.default_language, j.task, j.prompt, j.temperature or 0.0)
+                 for j in jobs]
+        results = transcribe_clips_ct2(self.model.ct2, clips, beam_size=self.settings.beam_size, pack=self.settings.pack)
+        out = []
+        for job, r in zip(jobs, results):
+            if r.needs_fallback and self.settings.temperature_fallback:  # OpenAI's temperature 0: raise the temperature until it stops looping
+                self.stats.fallbacks += 1
+                out.append(self._single(job, fallback=True))
+            else:
+                out.append(r.transcription)
+        return out
+
+    def _single(self, job: DecodeJob, fallback: bool = False) -> Transcription:
+        from whisper_ft.decoding.batched import transcribe_one_ct2
+
+        if job.temperature:
+            temperature = job.temperature
+        else:
+            temperature = None if (fallback or self.settings.temperature_fallback) else 0.0
+        long_form = job.duration > CHUNK_SECONDS
+        return transcribe_one_ct2(
+            self.model.ct2, job.audio, language=job.language or self.settings.default_language, task=job.task,
+            prompt=job.prompt, temperature=temperature, beam_size=self.settings.beam_size,
+            word_timestamps=job.word_timestamps,
+            batch_size=self.settings.long_batch_size if long_form and not job.word_timestamps else 1)
+
+
+class Engine:
+    """The served models and their batching workers (start them inside the event loop)."""
+
+    def __init__(self, models: list[ServedModel], settings: EngineSettings | None = None):
+        self.models = models
+        self.settings = settings or EngineSettings()
+        self.stats = EngineStats()
+        self._workers: dict[str, _ModelWorker] = {}
+
+    def names(self) -> list[str]:
+        return [m.id for m in self.models]
+
+    def find(self, name: str | None) -> ServedModel | None:
+        """The model a request names (none, or ``whisper-1``: the first); None when unknown."""
+        if not name or name == WHISPER_1:
+            return self.models[0]
+        return next((m for m in self.models if name in m.names), None)
+
+    async def start(self) -> None:
+        for m in self.models:
+            worker = _ModelWorker(m, self.settings, self.stats)
+            worker.task = asyncio.create_task(worker.run(), name=f"batcher-{m.id}")
+            self._workers[m.id] = worker
+
+    async def stop(self) -> None:
+        for w in self._workers.values():
+            if w.task is not None:
+                w.task.cancel()
+            w.executor.shutdown(wait=False, cancel_futures=True)
+        self._workers.clear()
+
+    async def transcribe(self, model: ServedModel, job: DecodeJob) -> Transcription:
+        future = asyncio.get_running_loop().create_future()
+        await self._workers[model.id].queue.put(_Pending(job, future))
+        return await future
