@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/inference.py                      # whisper-base, ../shared/audio, 2 threads
     .venv/bin/python benchmarks/inference.py --limit 8 --beam_size 1
     .venv/bin/python benchmarks/inference.py --model models/whisper-base-finetune --data dataset/test.jsonl
+    .venv/bin/python benchmarks/inference.py --manifest ../shared/aishell_sample/test.jsonl --limit 80
+    .venv/bin/python benchmarks/inference.py --long                # a 10-minute recording (long_recording.py)
 
 Every row decodes the same clips (each clip's own language is passed in; no language detection,
 no VAD) with the same beam size, on the same number of threads:
@@ -10,9 +12,10 @@ no VAD) with the same beam size, on the same number of threads:
   hf        transformers fp32 ``generate``, one clip at a time (what Whisper-Finetune's infer.py does)
   fw-*      plain faster-whisper ``WhisperModel.transcribe`` (float32, int8), one clip at a time,
             temperature 0 (no fallback), otherwise its defaults
-  ct2       whisper-ft's fast path: ``generate_texts_ct2(..., pack=True)`` on batches of
-            ``--batch_size`` clips sorted by duration, as ``eval --backend ct2`` batches them
-  ct2-unpacked  the same without packing (one 30 s window per clip)
+  ct2       whisper-ft's fast path, ``eval --backend ct2``'s default: ``generate_texts_ct2(...,
+            pack=True)`` on batches of ``--batch_size`` clips sorted by duration, as eval batches them
+  ct2-unpacked  the same without packing (``eval --backend ct2 --no_pack``: one 30 s window per clip)
+  hf-packed the packed strategy with transformers (``eval --backend hf --pack``), batches as above
 
 Audio is loaded before timing; feature extraction is timed. Each model is loaded once (load time
 reported apart) and warmed up on one clip per beam size before it is timed. RTF = decoding
@@ -39,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script from a fresh clone
 
 DEFAULT_DATA = ROOT.parent / "shared" / "audio" / "manifest.jsonl"
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "inference.json"
-ROWS = ("hf", "fw-float32", "fw-int8", "ct2", "ct2-unpacked")
+ROWS = ("hf", "fw-float32", "fw-int8", "ct2", "ct2-unpacked", "hf-packed")
 
 
 def log(message: str) -> None:
@@ -58,7 +61,7 @@ class Clip:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="base", help="any model name whisper-ft accepts (default: the bundled whisper-base)")
-    ap.add_argument("--data", default=None,
+    ap.add_argument("--data", "--manifest", dest="data", default=None,
                     help=f"manifest (JSONL): whisper-ft's format, or records {{id, language, text, duration, audio}} "
                          f"with audio relative to the manifest (default: {DEFAULT_DATA} when present)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every backend (default 2)")
@@ -75,8 +78,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "(default: --threads, i.e. one thread per worker)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--repeats", type=int, default=1, help="time each row N times and keep the fastest (default 1)")
-    ap.add_argument("--output", default=str(DEFAULT_OUTPUT), help=f"JSON results (default {DEFAULT_OUTPUT})")
+    ap.add_argument("--output", default=None, help=f"JSON results (default {DEFAULT_OUTPUT}, or inference_long.json)")
+    ap.add_argument("--long", action="store_true",
+                    help="the long-recording benchmark instead (see benchmarks/long_recording.py)")
+    ap.add_argument("--long_minutes", type=float, default=10.0, help="--long: minutes of speech (default 10)")
+    ap.add_argument("--long_data", default=None, help="--long: manifest whose utterances are joined "
+                                                      "(default ../shared/aishell_sample/test.jsonl)")
+    ap.add_argument("--long_rows", default=None, help="--long: comma-separated rows (default: all)")
     args = ap.parse_args(argv)
+    if args.long:
+        from long_recording import DEFAULT_LONG_DATA, LONG_ROWS
+
+        args.long_data = args.long_data or str(DEFAULT_LONG_DATA)
+        args.long_rows = [x.strip() for x in args.long_rows.split(",") if x.strip()] if args.long_rows else None
+        if args.long_rows and set(args.long_rows) - set(LONG_ROWS):
+            ap.error(f"unknown --long_rows {sorted(set(args.long_rows) - set(LONG_ROWS))}; choose from {', '.join(LONG_ROWS)}")
+        if not Path(args.long_data).is_file():
+            ap.error(f"--long needs {args.long_data}: pass --long_data MANIFEST.jsonl")
+        args.output = args.output or str(DEFAULT_OUTPUT.with_name("inference_long.json"))
+        return args
+    args.output = args.output or str(DEFAULT_OUTPUT)
     args.beam_sizes = [int(x) for x in str(args.beam_size).split(",") if x.strip()]
     args.rows = [x.strip() for x in args.rows.split(",") if x.strip()]
     args.ct2_compute_types = [x.strip() for x in args.ct2_compute_type.split(",") if x.strip()] or ["auto"]
@@ -228,6 +249,29 @@ def load_ct2(args, pack: bool, compute_type: str = "auto", inter_threads: int = 
                     "intra_threads": max(1, args.threads // inter_threads)}
 
 
+def load_hf_packed(args):
+    import torch
+
+    from whisper_ft.decoding.hf import decode_text, generate_packed_token_ids
+    from whisper_ft.models.loading import load_whisper
+
+    loaded = load_whisper(args.model, dtype=torch.float32, device=args.device)
+
+    def decode(clips, beam, stats=None):
+        order = sorted(range(len(clips)), key=lambda i: -clips[i].duration)
+        out = [""] * len(clips)
+        for start in range(0, len(order), args.batch_size):
+            idx = order[start:start + args.batch_size]
+            ids = generate_packed_token_ids(loaded.model, loaded.processor, [clips[i].audio for i in idx],
+                                            language=[clips[i].language for i in idx], num_beams=beam, stats=stats)
+            for i, seq in zip(idx, ids):
+                out[i] = decode_text(loaded.processor.tokenizer, seq)
+        return out
+
+    decode.counts_packing = True
+    return decode, {"path": str(loaded.hf_path), "dtype": "float32", "batch_size": args.batch_size, "pack": True}
+
+
 # --- measuring -------------------------------------------------------------------------------------
 
 def score_by_language(clips: list[Clip], hyps: list[str]) -> dict:
@@ -296,7 +340,8 @@ def run(args) -> dict:
         "hf": lambda: load_hf(args),
         "fw-float32": lambda: load_faster_whisper(args, "float32" if args.device == "cpu" else "float16"),
         "fw-int8": lambda: load_faster_whisper(args, "int8" if args.device == "cpu" else "int8_float16"),
-        "ct2-unpacked": lambda: load_ct2(args, pack=False),  # eval --backend ct2 as it is: auto type, 1 worker
+        "ct2-unpacked": lambda: load_ct2(args, pack=False),  # eval --backend ct2 --no_pack: auto type, 1 worker
+        "hf-packed": lambda: load_hf_packed(args),
     }
     for ct in args.ct2_compute_types:
         loaders[f"ct2-{ct}"] = lambda ct=ct: load_ct2(args, pack=True, compute_type=ct,
@@ -371,8 +416,9 @@ LABELS = {
     "hf": "transformers fp32 generate, 1 clip at a time",
     "fw-float32": "faster-whisper transcribe, float32",
     "fw-int8": "faster-whisper transcribe, int8",
-    "ct2": "whisper-ft fast path (packed, batched)",
-    "ct2-unpacked": "whisper-ft ct2 unpacked (eval today)",
+    "ct2": "whisper-ft eval --backend ct2 (packed: default)",
+    "ct2-unpacked": "whisper-ft eval --backend ct2 --no_pack",
+    "hf-packed": "whisper-ft eval --backend hf --pack",
 }
 
 
@@ -386,7 +432,7 @@ def format_table(result: dict) -> str:
         threads = str(result["settings"]["threads"])
         if r.get("inter_threads", 1) > 1:
             threads = f"{r['inter_threads']}x{r['intra_threads']}"
-        cells = [LABELS.get(r["row"].split("-")[0] if r.get("pack") else r["row"], r["row"]), compute, threads,
+        cells = [LABELS.get("ct2" if r["row"].startswith("ct2-") and r.get("pack") else r["row"], r["row"]), compute, threads,
                  str(r["beam_size"]), f"{r['load_seconds']:.1f}",
                  f"{r['decode_seconds']:.1f}", f"{r['rtf']:.3f}",
                  f"{r['speedup_vs_hf']:.2f}x" if r.get("speedup_vs_hf") else "-"]
@@ -414,11 +460,18 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     set_threads(args.threads)
-    result = run(args)
+    if args.long:
+        from long_recording import format_long_table, run_long
+
+        result = run_long(args, log)
+        table = format_long_table(result)
+    else:
+        result = run(args)
+        table = format_table(result)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(format_table(result))
+    print(table)
     print(f"\nJSON: {out}")
 
 

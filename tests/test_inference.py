@@ -350,3 +350,33 @@ def test_vad_transcription_clips_cue_ends_to_the_speech(tiny_ct2, monkeypatch):
     assert got == [(round(a, 2), round(b, 2)) for a, b in want], (got, speech)
     assert [s.text for s in t.segments] == ["part 0", "part 1", "part 2"] and progress == t.segments
     assert t.duration == pytest.approx(len(audio) / 16_000)
+
+
+def test_infer_ct2_long_recordings_use_the_batched_pipeline_by_default(tiny_ct2, make_wav, monkeypatch, capsys):
+    """Without --batch_size, a recording of AUTO_BATCH_FROM_SECONDS or more goes through the
+    batched VAD pipeline (faster on long files: README, benchmarks/inference.py --long) and says
+    so; shorter ones and an explicit --batch_size 1 decode sequentially."""
+    import whisper_ft.decoding.ct2 as ct2_module
+
+    assert ct2_module.default_batch_size(ct2_module.AUTO_BATCH_FROM_SECONDS) == ct2_module.AUTO_BATCH_SIZE > 1
+    assert ct2_module.default_batch_size(ct2_module.AUTO_BATCH_FROM_SECONDS - 1) == 1
+    real = ct2_module.transcribe_ct2
+    used: list[int] = []
+
+    def spy(*args, **kwargs):
+        used.append(kwargs["batch_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ct2_module, "transcribe_ct2", spy)
+    monkeypatch.setattr(ct2_module, "AUTO_BATCH_FROM_SECONDS", 2.0)  # the tiny test files stand for long ones
+    short, long = make_wav("short.wav", 1.0), make_wav("long.wav", 3.0, seed=1)
+    common = ["--model_path", str(tiny_ct2), "--language", "en", "--beam_size", "1", "--compute_type", "float32",
+              "--cpu_threads", "1", "--format", "txt"]
+    code, _, err = _run_cli(["infer-ct2", str(short), str(long), *common], capsys)
+    assert code == 0, err
+    assert used == [1, ct2_module.AUTO_BATCH_SIZE]
+    assert f"{long}: 0 min: faster-whisper's batched VAD pipeline, batch {ct2_module.AUTO_BATCH_SIZE}" in err
+    assert str(short) + ":" not in err
+    used.clear()
+    code, _, err = _run_cli(["infer-ct2", str(long), "--batch_size", "1", *common], capsys)
+    assert code == 0 and used == [1] and "batched VAD pipeline" not in err

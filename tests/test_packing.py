@@ -74,9 +74,9 @@ def test_split_refuses_what_is_not_clean():
     # one segment running clips 0 and 1 together: both refused, clip 2 kept
     tokens = [_ts(0.0), 1, 2, _ts(6.8), _ts(9.0), 6, _ts(13.0)]
     assert split_packed_tokens(tokens, w, **kw) == [None, None, [6]]
-    # nothing for clip 1
+    # nothing for clip 1: its neighbours are refused too (see the merge tests below)
     tokens = [_ts(0.0), 1, _ts(3.0), _ts(9.0), 6, _ts(13.0)]
-    assert split_packed_tokens(tokens, w, **kw) == [[1], None, [6]]
+    assert split_packed_tokens(tokens, w, **kw) == [None, None, None]
     # the model stopped with an unfinished segment at 9 s (the usual end-of-window habit)
     tokens = [_ts(0.0), 1, _ts(3.0), _ts(5.0), 4, _ts(7.0), _ts(9.0)]
     assert split_packed_tokens(tokens, w, **kw) == [[1], [4], None]
@@ -88,6 +88,40 @@ def test_split_refuses_what_is_not_clean():
     assert split_packed_tokens(tokens, w, truncated=True, **kw) == [[1], None, None]
 
 
+def test_split_refuses_a_silent_merge_of_two_clips():
+    """Beam search's habit on packed windows (whisper-base, beam 5): one segment holds the words of
+    a clip and of the short clip after it, its end time lands before that clip, and the window
+    goes on (or ends) cleanly. By the times alone the short clip looks silent and its neighbour
+    gets both texts: the neighbour's text must not be kept (it would count as insertions), and
+    the silent-looking clip must be decoded again, not scored empty."""
+    from whisper_ft.decoding.ct2 import split_packed_tokens
+
+    kw = {"eot": EOT, "timestamp_begin": TS}
+    w = _window(3.0, 1.0, 4.0, 2.0)  # clips at 0-3, 5-6, 8-12, 14-16
+    a, b, c, d = [1, 2], [3], [4, 5], [6]
+    merged_forward = [_ts(0.0), *a, *b, _ts(4.4), _ts(8.0), *c, _ts(12.0), _ts(14.0), *d, _ts(16.0), EOT]
+    assert split_packed_tokens(merged_forward, w, **kw) == [None, None, None, d]
+    merged_backward = [_ts(0.0), *a, _ts(3.0), _ts(7.6), *b, *c, _ts(12.0), _ts(14.0), *d, _ts(16.0), EOT]
+    assert split_packed_tokens(merged_backward, w, **kw) == [None, None, None, d]
+    # the last clip merged into the one before, and the window closed (no unfinished segment)
+    merged_last = [_ts(0.0), *a, _ts(3.0), _ts(5.0), *b, _ts(6.0), _ts(8.0), *c, *d, _ts(13.0), EOT]
+    assert split_packed_tokens(merged_last, w, **kw) == [a, b, None, None]
+    # every clip kept when each has its own segment, however late the times (int8 beam 5 rounds them)
+    clean = [_ts(0.0), *a, _ts(4.0), _ts(4.0), *b, _ts(7.0), _ts(8.0), *c, _ts(13.0), _ts(14.0), *d, _ts(16.0), EOT]
+    assert split_packed_tokens(clean, w, **kw) == [a, b, c, d]
+
+
+def test_parse_and_assign_are_shared_by_both_backends():
+    """One splitter: the transformers path imports the same function as the CTranslate2 path."""
+    import whisper_ft.decoding.ct2 as ct2_module
+    import whisper_ft.packing as packing
+
+    assert ct2_module.split_packed_tokens is packing.split_packed_tokens  # hf: see test_hf_packed_path_...
+    segments, unfinished = packing.parse_timestamped_tokens([_ts(0.0), 1, _ts(1.0), _ts(2.0), 2], eot=EOT,
+                                                            timestamp_begin=TS)
+    assert segments == [(0.0, 1.0, [1])] and unfinished == 2.0
+
+
 @pytest.fixture(scope="module")
 def tiny_ct2(tiny_model_dir, tmp_path_factory):
     from whisper_ft.convert import convert_model
@@ -96,24 +130,26 @@ def tiny_ct2(tiny_model_dir, tmp_path_factory):
                          quantization="float32").output_dir
 
 
-def test_packed_path_falls_back_to_unpacked_tokens(tiny_ct2, monkeypatch):
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_packed_path_falls_back_to_unpacked_tokens(tiny_ct2, monkeypatch, num_beams):
     """A clip alone in its window, and clips whose split is refused, get exactly the unpacked
-    path's tokens; every clip gets a result."""
+    path's tokens; every clip gets a result, greedy and with beam search."""
     import whisper_ft.decoding.ct2 as ct2_module
 
     ct2 = ct2_module.load_ct2_whisper(tiny_ct2, compute_type="float32", cpu_threads=2, inter_threads=2)
     audios = [make_tone(1.0 + 0.5 * k, freq=200 + 50 * k, seed=k) for k in range(6)]
     langs = ["zh", "en", "zh", "en", "zh", "ja"]
-    plain = ct2_module.generate_token_ids_ct2(ct2, audios, language=langs, max_new_tokens=8)
+    kw = {"max_new_tokens": 8, "num_beams": num_beams}
+    plain = ct2_module.generate_token_ids_ct2(ct2, audios, language=langs, **kw)
     stats: dict = {}
-    packed = ct2_module.generate_token_ids_ct2(ct2, audios, language=langs, max_new_tokens=8, pack=True, stats=stats)
+    packed = ct2_module.generate_token_ids_ct2(ct2, audios, language=langs, pack=True, stats=stats, **kw)
     assert len(packed) == 6 and all(isinstance(x, list) and len(x) <= 8 for x in packed)
     assert packed[5] == plain[5]  # the only ja clip: a window of its own, decoded unpacked
     assert stats["windows"] == 2 and stats["packed_clips"] == 5
     assert stats["unpacked_clips"] == 1 + stats["refused_clips"]
     monkeypatch.setattr(ct2_module, "split_packed_tokens", lambda tokens, w, **kw: [None] * len(w.indices))
     stats = {}
-    refused = ct2_module.generate_token_ids_ct2(ct2, audios, language=langs, max_new_tokens=8, pack=True, stats=stats)
+    refused = ct2_module.generate_token_ids_ct2(ct2, audios, language=langs, pack=True, stats=stats, **kw)
     assert refused == plain and stats["unpacked_clips"] == 6 and stats["refused_clips"] == 5
 
 
@@ -182,3 +218,141 @@ def test_prepare_pack_writes_windows_with_clip_times(tmp_path, capsys):
     assert cli("prepare", "pack", "--manifest", str(tmp_path / "in.jsonl"), "--output", str(out),
                "--window_seconds", "31") == 1
     assert "--window_seconds" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def no_timestamps_model(tmp_path_factory):
+    """A tiny Whisper whose vocabulary ends at <|notimestamps|>: no timestamp tokens at all
+    (like a model trimmed or trained without them), in transformers and CTranslate2 form."""
+    import whisper_ft.models.tiny as tiny
+    from whisper_ft.convert import convert_model
+
+    full = tiny.whisper_special_tokens
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tiny, "whisper_special_tokens", lambda languages=None: [t for t in full(languages)
+                                                                            if not t[2:3].isdigit()])
+        hf_dir = tiny.build_tiny_whisper(tmp_path_factory.mktemp("nots") / "tiny-nots")
+    ct2_dir = convert_model(hf_dir, hf_dir.parent / "tiny-nots-ct2", quantization="float32").output_dir
+    return hf_dir, ct2_dir
+
+
+def _eval_cli(args, capsys):
+    from whisper_ft.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _short_clips_manifest(make_wav, tmp_path, n=4):
+    import json
+
+    rows = [{"audio": {"path": str(make_wav(f"clips/{i}.wav", 1.0 + 0.5 * i, seed=i))}, "sentence": "测试",
+             "language": "zh", "duration": 1.0 + 0.5 * i, "id": f"c{i}"} for i in range(n)]
+    path = tmp_path / "short.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_eval_ct2_packs_by_default_and_no_pack_turns_it_off(tiny_ct2, make_wav, tmp_path, capsys):
+    import json
+
+    data = _short_clips_manifest(make_wav, tmp_path)
+    common = ["eval", "--model_path", str(tiny_ct2), "--test_data", str(data), "--backend", "ct2",
+              "--compute_type", "float32", "--max_new_tokens", "6", "--cpu_threads", "1"]
+    code, _, err = _eval_cli(common + ["--output_dir", str(tmp_path / "on")], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "on" / "report.json").read_text())
+    assert report["settings"]["pack"] is True and report["model"]["pack"] is True
+    assert report["model"]["packing"]["packed_clips"] == 4 and report["model"]["packing"]["windows"] == 1
+    code, _, err = _eval_cli(common + ["--no_pack", "--output_dir", str(tmp_path / "off")], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "off" / "report.json").read_text())
+    assert report["settings"]["pack"] is False and report["model"]["packing"] == {}
+    code, _, err = _eval_cli(common + ["--pack", "--output_dir", str(tmp_path / "explicit")], capsys)
+    assert code == 0, err  # --pack is still accepted
+
+
+def test_model_without_timestamps_falls_back_to_unpacked(no_timestamps_model, make_wav, tmp_path, capsys):
+    """Both backends: packing asked for (ct2 by default, hf with --pack) on a model that cannot
+    produce timestamps -> every clip decoded on its own, said once on stderr, report says pack false."""
+    import json
+
+    from whisper_ft.decoding.ct2 import can_pack_ct2, generate_token_ids_ct2, load_ct2_whisper
+
+    hf_dir, ct2_dir = no_timestamps_model
+    ct2 = load_ct2_whisper(ct2_dir, compute_type="float32", cpu_threads=1)
+    assert not can_pack_ct2(ct2)
+    audios = [make_tone(1.0 + 0.5 * k, seed=k) for k in range(3)]
+    stats: dict = {}
+    assert (generate_token_ids_ct2(ct2, audios, language="zh", max_new_tokens=5, pack=True, stats=stats)
+            == generate_token_ids_ct2(ct2, audios, language="zh", max_new_tokens=5))
+    assert stats == {"no_timestamps": True}
+    data = _short_clips_manifest(make_wav, tmp_path)
+    for name, extra in (("ct2", ["--backend", "ct2", "--model_path", str(ct2_dir), "--compute_type", "float32"]),
+                        ("hf", ["--backend", "hf", "--model_path", str(hf_dir), "--pack"])):
+        code, _, err = _eval_cli(["eval", "--test_data", str(data), "--max_new_tokens", "5", "--cpu_threads", "1",
+                                  "--output_dir", str(tmp_path / name), *extra], capsys)
+        assert code == 0, err
+        assert "has no timestamp tokens: packing is off" in err
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        assert report["settings"]["pack"] is False and report["model"]["pack"] is False
+
+
+def test_hf_packed_path_gives_every_clip_a_result(tiny_model_dir, monkeypatch):
+    """transformers with the packed strategy: windows decoded with timestamps through generate,
+    refused clips decoded alone with exactly the plain path's tokens."""
+    import torch
+
+    import whisper_ft.packing as packing
+    from whisper_ft.decoding.hf import generate_packed_token_ids, generate_token_ids, timestamp_begin_hf
+    from whisper_ft.models.loading import load_whisper
+
+    loaded = load_whisper(tiny_model_dir, dtype=torch.float32, device="cpu")
+    assert timestamp_begin_hf(loaded.model, loaded.processor.tokenizer) is not None
+    audios = [make_tone(1.0 + 0.5 * k, freq=200 + 50 * k, seed=k) for k in range(5)]
+    langs = ["zh", "zh", "en", "zh", "ja"]
+    feats = loaded.processor.feature_extractor(audios, sampling_rate=16_000, return_tensors="pt").input_features
+    plain = generate_token_ids(loaded.model, loaded.processor, feats, language=langs, max_new_tokens=6)
+    stats: dict = {}
+    packed = generate_packed_token_ids(loaded.model, loaded.processor, audios, language=langs, max_new_tokens=6,
+                                       stats=stats)
+    assert len(packed) == 5 and all(isinstance(x, list) and len(x) <= 6 for x in packed)
+    assert packed[2] == plain[2] and packed[4] == plain[4]  # alone in their windows
+    assert stats["windows"] == 1 and stats["packed_clips"] == 3
+    seen = []
+    monkeypatch.setattr(packing, "split_packed_tokens",
+                        lambda tokens, w, **kw: seen.append(len(w.indices)) or [None] * len(w.indices))
+    stats = {}
+    refused = generate_packed_token_ids(loaded.model, loaded.processor, audios, language=langs, max_new_tokens=6,
+                                        stats=stats)
+    assert refused == plain and seen == [3] and stats["refused_clips"] == 3
+
+
+@pytest.mark.real
+def test_beam5_packed_keeps_every_real_clip(shared_audio_manifest):
+    """whisper-base, beam 5, the short Mandarin and English clips of ../shared/audio packed into
+    shared windows: every clip gets its own text (none dropped or merged into a neighbour) and the
+    error rate stays close to decoding each clip alone."""
+    from tests.conftest import SHARED_AUDIO
+    from whisper_ft.audio import load_audio
+    from whisper_ft.decoding.ct2 import generate_texts_ct2, load_ct2_whisper
+    from whisper_ft.scoring import score
+
+    ct2 = load_ct2_whisper("base", compute_type="int8", cpu_threads=2, inter_threads=2)
+    for lang, metric, slack in (("zh", "cer", 0.04), ("en", "wer", 0.03)):  # slack: ~2 characters / 1 word
+        recs = [r for r in shared_audio_manifest if r["language"] == lang and r["duration"] <= 6.0][:6]
+        audios = [load_audio(SHARED_AUDIO / r["audio"]) for r in recs]
+        refs = [r["text"] for r in recs]
+        stats: dict = {}
+        packed = generate_texts_ct2(ct2, audios, language=lang, num_beams=5, pack=True, stats=stats)
+        alone = generate_texts_ct2(ct2, audios, language=lang, num_beams=5)
+        assert stats["windows"] >= 1 and stats["packed_clips"] >= 4, stats
+        assert all(t.strip() for t in packed), packed
+        for p, r in zip(packed, refs):  # no clip carries a neighbour's words
+            assert score([r], [p], metric=metric, language=lang).insertions <= 2, (r, p)
+        packed_rate = score(refs, packed, metric=metric, language=lang).error_rate
+        alone_rate = score(refs, alone, metric=metric, language=lang).error_rate
+        assert packed_rate <= alone_rate + slack, (lang, packed_rate, alone_rate, packed, alone)

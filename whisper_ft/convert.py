@@ -333,7 +333,8 @@ def verify_conversion(
     if max_drift < 0:
         raise WhisperFtError(f"--max_drift must be >= 0 (got {max_drift})")
     common = dict(test_data=test_data, metric=metric, language=language, batch_size=batch_size,
-                  show_progress=show_progress, cpu_threads=cpu_threads, max_new_tokens=max_new_tokens)
+                  show_progress=show_progress, cpu_threads=cpu_threads, max_new_tokens=max_new_tokens,
+                  pack=False)  # like for like: one window per clip on both sides (eval's ct2 default packs)
     src = source_report or evaluate(EvalSettings(model=str(source_model), backend="hf", **common))
     conv = evaluate(EvalSettings(model=str(converted_dir), backend="ct2", compute_type=compute_type, **common))
     return VerifyResult(src.score.metric, src.score.error_rate, conv.score.error_rate, max_drift,

@@ -7,7 +7,9 @@ Utterances are decoded in batches sorted by duration (longest first), with a pro
 stderr; utterances over 30 s are transcribed with long-form decoding. Decoding is deterministic on
 both backends (greedy or beam search at temperature 0, previous text as the prompt of the next
 30 s window; temperature fallback only with ``temperature_fallback=True``), so a result can be
-reproduced and the backends compared. Audio files are checked before anything is decoded (a
+reproduced and the backends compared. Packing (on by default with ``ct2``, ``pack=True`` for
+``hf``): short same-language clips share 30 s windows decoded with timestamps and are split back
+(whisper_ft.packing); a model without timestamp tokens is decoded unpacked, said on stderr. Audio files are checked before anything is decoded (a
 missing one is an error); a clip that cannot be decoded is skipped and listed in the report.
 Results: a :class:`EvalReport`, written as ``report.json`` (metric, counts, model, data, settings,
 time, RTF, skipped clips) and ``predictions.jsonl`` (per utterance: id, ref, hyp, normalised
@@ -50,7 +52,9 @@ class EvalSettings:
     cpu_threads: int | None = None
     max_new_tokens: int | None = None
     show_progress: bool = True
-    pack: bool = False  # ct2 only: the packed fast path (short same-language clips share 30 s windows)
+    # short same-language clips share 30 s windows, split back by timestamps (the fast path);
+    # None: on with --backend ct2, off with hf; either way off for a model without timestamps
+    pack: bool | None = None
     temperature_fallback: bool = False  # clips over 30 s: retry a doubtful window at higher temperatures (sampling)
     raw: bool = False  # score the texts as written (whitespace collapsed only), not through the normaliser
 
@@ -147,15 +151,23 @@ class _HFDecoder:
         dtype = torch.float16 if device == "cuda" else torch.float32
         self.loaded = load_whisper(settings.model, dtype=dtype, device=device)
         self.settings = settings
+        self.pack = bool(settings.pack) and _can_pack_hf(self.loaded, settings.model)
+        self.pack_stats: dict[str, int] = {}
         self.info = {"name": settings.model, "path": str(self.loaded.source.path), "kind": self.loaded.source.kind,
-                     "backend": "hf", "device": device, "dtype": str(dtype).removeprefix("torch.")}
+                     "backend": "hf", "device": device, "dtype": str(dtype).removeprefix("torch."),
+                     "pack": self.pack, "packing": self.pack_stats}
 
     def texts(self, audios, languages) -> list[str]:
-        from whisper_ft.decoding.hf import generate_texts
+        from whisper_ft.decoding.hf import decode_text, generate_packed_token_ids, generate_texts
 
+        s = self.settings
+        if self.pack:
+            ids = generate_packed_token_ids(self.loaded.model, self.loaded.processor, audios, language=languages,
+                                            task=s.task, num_beams=s.num_beams, max_new_tokens=s.max_new_tokens,
+                                            stats=self.pack_stats)
+            return [decode_text(self.loaded.processor.tokenizer, seq) for seq in ids]
         fe = self.loaded.processor.feature_extractor
         feats = fe(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        s = self.settings
         return generate_texts(self.loaded.model, self.loaded.processor, feats, language=languages, task=s.task,
                               num_beams=s.num_beams, max_new_tokens=s.max_new_tokens)
 
@@ -167,27 +179,44 @@ class _HFDecoder:
                              temperature_fallback=self.settings.temperature_fallback).text
 
 
+def _can_pack_hf(loaded, name: str) -> bool:
+    from whisper_ft.decoding.ct2 import NO_TIMESTAMPS_MESSAGE
+    from whisper_ft.decoding.hf import timestamp_begin_hf
+
+    if timestamp_begin_hf(loaded.model, loaded.processor.tokenizer) is None:
+        log(NO_TIMESTAMPS_MESSAGE.format(model=name))
+        return False
+    return True
+
+
 class _CT2Decoder:
     def __init__(self, settings: EvalSettings):
-        from whisper_ft.decoding.ct2 import default_cpu_threads, load_ct2_whisper
+        from whisper_ft.decoding.ct2 import NO_TIMESTAMPS_MESSAGE, can_pack_ct2, default_cpu_threads, load_ct2_whisper
 
         # packed batches are decoded by one single-threaded worker per CPU thread (measured fastest
-        # on CPU in benchmarks/inference.py); unpacked decoding keeps one worker for exactness
+        # on CPU in benchmarks/inference.py; workers give the same tokens as one)
+        pack = settings.pack is not False
         threads = settings.cpu_threads or default_cpu_threads()
-        inter = threads if settings.pack and settings.device != "cuda" else 1
+        inter = threads if pack and settings.device != "cuda" else 1
         self.ct2 = load_ct2_whisper(settings.model, device=settings.device, compute_type=settings.compute_type,
                                     cpu_threads=threads, inter_threads=inter)
+        if pack and not can_pack_ct2(self.ct2):
+            log(NO_TIMESTAMPS_MESSAGE.format(model=settings.model))
+            pack = False
         self.settings = settings
+        self.pack = pack
+        self.pack_stats: dict[str, int] = {}
         self.info = {"name": settings.model, "path": str(self.ct2.path), "kind": "ct2", "backend": "ct2",
                      "device": self.ct2.device, "compute_type": self.ct2.compute_type,
-                     "pack": settings.pack, "inter_threads": inter}
+                     "pack": pack, "inter_threads": inter, "packing": self.pack_stats}
 
     def texts(self, audios, languages) -> list[str]:
         from whisper_ft.decoding.ct2 import generate_texts_ct2
 
         s = self.settings
         return generate_texts_ct2(self.ct2, audios, language=languages, task=s.task, num_beams=s.num_beams,
-                                  max_new_tokens=s.max_new_tokens, pack=s.pack)
+                                  max_new_tokens=s.max_new_tokens, pack=self.pack,
+                                  stats=self.pack_stats if self.pack else None)
 
     def long(self, audio, language) -> str:
         from whisper_ft.decoding.ct2 import transcribe_ct2
@@ -252,8 +281,6 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     for option, value in (("--batch_size", settings.batch_size), ("--num_beams", settings.num_beams),
                           ("--cpu_threads", settings.cpu_threads), ("--max_new_tokens", settings.max_new_tokens)):
         check_positive(option, value)
-    if settings.pack and backend != "ct2":
-        raise WhisperFtError("--pack needs --backend ct2 (transformers decodes every clip in its own window)")
     forced = normalize_language(settings.language)
     utterances = load_test_data(settings.test_data)
     languages = [forced or normalize_language(u.language) for u in utterances]
@@ -263,6 +290,8 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     t0 = time.perf_counter()
     decoder = decoder or make_decoder(settings)
     load_seconds = time.perf_counter() - t0
+    # what the decoder really does (a model without timestamps is not packed)
+    settings = EvalSettings(**{**asdict(settings), "pack": bool(getattr(decoder, "pack", settings.pack))})
 
     order = sorted(range(len(utterances)), key=lambda i: -utterances[i].duration)
     hyps: list[str | None] = [None] * len(utterances)

@@ -2,9 +2,11 @@
 
 Whisper always encodes 30 s windows, so a 3 s clip costs as much encoder time as a 30 s one.
 Laying same-language clips one after another with a gap of silence between them fills the
-window: the CTranslate2 fast path decodes packed windows with timestamps and splits the text
-back (whisper_ft.decoding.ct2), and ``whisper-ft prepare pack`` writes packed training windows
-whose per-clip times become timestamp labels (whisper_ft.data.pack). Pure numpy, no model.
+window: the packed decoding paths (CTranslate2: whisper_ft.decoding.ct2, transformers:
+whisper_ft.decoding.hf) decode packed windows with timestamps and split the text back with
+:func:`split_packed_tokens` (one splitter for both backends), and ``whisper-ft prepare pack``
+writes packed training windows whose per-clip times become timestamp labels
+(whisper_ft.data.pack). Pure numpy, no model.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from whisper_ft.audio import SAMPLE_RATE
+from whisper_ft.models.generation import TIMESTAMP_STEP
 
 PACK_GAP_SECONDS = 2.0  # silence between clips (1 s: whisper-base often ran short clips together)
 PACK_WINDOW_SECONDS = 26.0  # clips + gaps per window: room before 30 s so the last clip is finished
+PACK_OVERLAP_TOLERANCE = 1.0  # seconds a segment may spill into a neighbouring clip (timestamp slack)
 
 
 @dataclass
@@ -76,3 +80,101 @@ def packed_audio(audios: list[np.ndarray], window: PackedWindow, gap: float = PA
         a = a[: max(0, len(out) - s)]
         out[s:s + len(a)] = a
     return out
+
+
+# --- splitting a packed window's timestamped output back into clips --------------------------
+#
+# The window is decoded *with* timestamps (so the model sees real 30 s inputs, unlike trimming
+# the padding, which makes it loop) and each timestamped segment goes to the clip it overlaps
+# most. A clip's share is refused (None: the caller decodes that clip on its own) whenever it
+# is not clean: a segment straddling two clips, a segment in a gap, an unfinished last segment,
+# a window cut at the length limit, a clip with no text -- and then its neighbours too, because
+# a clip without text almost always means its words went into a neighbour's segment (beam search
+# does this: one segment "<a> words of clip k ... words of clip k+1 <b>" whose end time lands
+# before clip k+1, so by the times alone clip k+1 looks silent and clip k gets both texts).
+
+
+def parse_timestamped_tokens(
+    tokens: list[int], *, eot: int, timestamp_begin: int, truncated: bool = False,
+) -> tuple[list[tuple[float, float, list[int]]], float | None]:
+    """The finished ``(start, end, text tokens)`` segments of a timestamped token sequence and
+    the time from which the output is unfinished (an open segment or a cut; None if complete).
+    Text before any timestamp starts where the previous segment ended (0 at first)."""
+    segments: list[tuple[float, float, list[int]]] = []
+    start: float | None = None
+    last_end = 0.0
+    current: list[int] = []
+    for t in tokens:
+        if t >= timestamp_begin:
+            ts = (t - timestamp_begin) * TIMESTAMP_STEP
+            if start is None:
+                start = ts
+            else:
+                segments.append((start, ts, current))
+                current, start, last_end = [], None, ts
+        elif t < eot:
+            if start is None:
+                start = last_end
+            current.append(int(t))
+    unfinished = None
+    if start is not None or truncated:
+        unfinished = start if start is not None else last_end
+    return segments, unfinished
+
+
+def assign_packed_segments(
+    segments: list[tuple[float, float, object]],
+    window: PackedWindow,
+    *,
+    unfinished_from: float | None = None,
+    tolerance: float = PACK_OVERLAP_TOLERANCE,
+) -> list[list | None]:
+    """Each clip's segment payloads (in order), or None where its share is not trustworthy (see
+    the comment above). ``segments``: ``(start, end, payload)`` in window seconds."""
+    n = len(window.spans)
+    shares: list[list] = [[] for _ in range(n)]
+    bad = [False] * n
+    for seg_start, seg_end, payload in segments:
+        overlaps = [max(0.0, min(seg_end, e) - max(seg_start, s)) for s, e in window.spans]
+        ranked = sorted(range(n), key=lambda k: -overlaps[k])
+        k = ranked[0]
+        if overlaps[k] <= 0.0:  # text in a gap: whose is it?
+            before = [j for j in range(n) if window.spans[j][1] <= seg_start]
+            after = [j for j in range(n) if window.spans[j][0] >= seg_end]
+            for j in before[-1:] + after[:1]:
+                bad[j] = True
+            continue
+        if n > 1 and overlaps[ranked[1]] > tolerance:  # runs two clips together
+            bad[k] = bad[ranked[1]] = True
+        shares[k].append(payload)
+    if unfinished_from is not None:  # everything after an unfinished segment's start is unreliable
+        for j, (_, e) in enumerate(window.spans):
+            if e > unfinished_from + tolerance:
+                bad[j] = True
+    # a clip with no text and no other explanation (straddle, gap, unfinished end): its words are
+    # probably in a neighbour's segment
+    unexplained = [j for j in range(n) if not shares[j] and not bad[j]]
+    for j in unexplained:
+        bad[j] = True
+        for nb in (j - 1, j + 1):
+            if 0 <= nb < n:
+                bad[nb] = True
+    return [None if bad[j] else shares[j] for j in range(n)]
+
+
+def split_packed_tokens(
+    tokens: list[int],
+    window: PackedWindow,
+    *,
+    eot: int,
+    timestamp_begin: int,
+    truncated: bool = False,
+    tolerance: float = PACK_OVERLAP_TOLERANCE,
+) -> list[list[int] | None]:
+    """Each clip's text tokens from a window's timestamped output (timestamp tokens are ids from
+    ``timestamp_begin`` on, text tokens those below ``eot``), or None where the split is not
+    trustworthy; ``truncated``: the output was cut at the length limit."""
+    segments, unfinished = parse_timestamped_tokens(tokens, eot=eot, timestamp_begin=timestamp_begin,
+                                                    truncated=truncated)
+    shares = assign_packed_segments(segments, window, unfinished_from=unfinished, tolerance=tolerance)
+    return [None if share is None else [t for seg in share for t in seg] for share in shares]

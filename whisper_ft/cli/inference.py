@@ -47,7 +47,7 @@ def eval_command(
     compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only: auto (cuda float16, cpu int8), int8, float32, ..."),
     cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads (default: up to 4)."),
     max_new_tokens: int = typer.Option(None, "--max_new_tokens", min=1, help="Cap on generated tokens per utterance."),
-    pack: bool = typer.Option(False, "--pack", help="ct2 only: the fast path for short clips: same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone)."),
+    pack: bool = typer.Option(None, "--pack/--no_pack", help="Short same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone). Default: on with --backend ct2 (the fast path), off with hf; off for a model without timestamp tokens (said on stderr)."),
     raw: bool = typer.Option(False, "--raw", help="Score the texts as written (whitespace collapsed only) instead of through the normaliser (report.json names it)."),
     temperature_fallback: bool = typer.Option(False, "--temperature_fallback", help="Clips over 30 s: retry a doubtful 30 s window at higher temperatures (sampling: results vary from run to run). Default: temperature 0 only, the same on both backends."),
 ) -> None:
@@ -192,7 +192,7 @@ def infer_ct2_command(
     beam_size: int = typer.Option(5, "--beam_size", min=1, help="Beam size."),
     vad: bool = typer.Option(False, "--vad", help="Skip silence with Silero VAD (segment times are clipped to the speech)."),
     word_timestamps: bool = typer.Option(False, "--word_timestamps", help="Add per-word times (JSON output)."),
-    batch_size: int = typer.Option(1, "--batch_size", min=1, help="> 1: faster-whisper's batched pipeline (uses VAD)."),
+    batch_size: int = typer.Option(None, "--batch_size", min=1, help="> 1: faster-whisper's batched pipeline (uses VAD); 1: sequential. Default: 8 for recordings of 5 min or more (several times faster), else 1."),
     fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt (several inputs as txt: a '==> file <==' line before each)."),
     output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
     to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
@@ -203,7 +203,7 @@ def infer_ct2_command(
     """Transcribe audio with faster-whisper (CTranslate2): fast, any length, optional VAD."""
     _quiet_libraries()
     from whisper_ft.console import log
-    from whisper_ft.decoding.ct2 import describe, load_ct2_whisper, transcribe_ct2
+    from whisper_ft.decoding.ct2 import default_batch_size, describe, load_ct2_whisper, transcribe_ct2
     from whisper_ft.inference import run_inference
     from whisper_ft.models.defaults import pick_ct2_model
     from whisper_ft.models.languages import normalize_language
@@ -219,9 +219,16 @@ def infer_ct2_command(
     log(f"model: {describe(ct2)}")
 
     def transcribe(audio_array, path, on_segment):
+        batch = batch_size
+        if batch is None:
+            batch = default_batch_size(len(audio_array) / 16_000)
+            if batch > 1:
+                log(f"{path}: {len(audio_array) / 16_000 / 60:.0f} min: faster-whisper's batched VAD pipeline, "
+                    f"batch {batch} (--batch_size 1: sequential decoding)")
+        # subtitles want timestamped segments of a few seconds, also from the batched pipeline
         return transcribe_ct2(ct2, audio_array, language=language, task=task, beam_size=beam_size, vad=vad,
-                              word_timestamps=word_timestamps, batch_size=batch_size, source=path,
-                              on_segment=on_segment)
+                              word_timestamps=word_timestamps, batch_size=batch, source=path,
+                              on_segment=on_segment, without_timestamps=False if fmt in ("srt", "vtt") else None)
 
     run = run_inference(audio, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
                         vad_hint=not vad and batch_size == 1)

@@ -10,8 +10,9 @@
   (``<|startoftranscript|><|lang|><|task|><|notimestamps|>``): the like-for-like comparison used
   by ``eval --backend ct2`` and ``convert --verify``. With ``pack=True`` they are the fast path
   for many short clips: same-language clips share 30 s windows (timestamps split them back, with
-  a fallback to their own windows), and with ``load_ct2_whisper(..., inter_threads=N)`` a batch is
-  decoded by N workers side by side. ``benchmarks/inference.py`` measures both against
+  a fallback to their own windows; a model without timestamp tokens is decoded unpacked, said once
+  on stderr), and with ``load_ct2_whisper(..., inter_threads=N)`` a batch is decoded by N workers
+  side by side. ``benchmarks/inference.py`` measures both against
   transformers and plain faster-whisper.
 """
 
@@ -29,13 +30,15 @@ from whisper_ft.console import log
 from whisper_ft.decoding.hf import per_sample_languages, validate_task
 from whisper_ft.decoding.results import Segment, Transcription, Word
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.generation import MAX_TARGET_TOKENS, TIMESTAMP_STEP
-from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's planning)
+from whisper_ft.models.generation import MAX_TARGET_TOKENS
+from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's planning and splitting)
     PACK_GAP_SECONDS,
+    PACK_OVERLAP_TOLERANCE,
     PACK_WINDOW_SECONDS,
     PackedWindow,
     packed_audio,
     plan_packed_windows,
+    split_packed_tokens,
 )
 
 N_FRAMES = N_SAMPLES // 160
@@ -186,6 +189,18 @@ def model_suppress_tokens(path: Path) -> list[int]:
     return list(ids) if isinstance(ids, list) else [-1]
 
 
+AUTO_BATCH_FROM_SECONDS = 300.0  # infer-ct2: recordings from 5 min on use the batched VAD pipeline ...
+AUTO_BATCH_SIZE = 8  # ... with this many 30 s chunks per batch (measured: benchmarks/inference.py --long)
+
+
+def default_batch_size(seconds: float) -> int:
+    """``infer-ct2``'s batch size when ``--batch_size`` is not given: faster-whisper's batched
+    pipeline (VAD-cut chunks, ``AUTO_BATCH_SIZE`` at a time) for recordings of
+    ``AUTO_BATCH_FROM_SECONDS`` or more, where it is several times faster than sequential decoding
+    at no worse error rate; 1 (sequential, each window conditioned on the previous text) below."""
+    return AUTO_BATCH_SIZE if seconds >= AUTO_BATCH_FROM_SECONDS else 1
+
+
 def transcribe_ct2(
     ct2: CT2Whisper,
     audio: np.ndarray,
@@ -199,7 +214,7 @@ def transcribe_ct2(
     temperature: float | list[float] | None = None,
     max_new_tokens: int | None = None,
     no_speech_threshold: float | None = 0.6,
-    without_timestamps: bool = False,
+    without_timestamps: bool | None = None,
     source: str | None = None,
     on_segment=None,
 ) -> Transcription:
@@ -209,6 +224,9 @@ def transcribe_ct2(
     None means faster-whisper's fallback schedule (0.0, 0.2, ... 1.0). ``vad``: only the speech
     is decoded, and segment times are clipped to it (see :mod:`whisper_ft.decoding.speech`).
     ``on_segment(segment)`` is called for each segment as soon as it is decoded (progress).
+    ``without_timestamps`` None: each pipeline's own default -- sequential decoding predicts
+    timestamps (segments of a few seconds), the batched pipeline does not (its segments are the
+    VAD chunks of up to 30 s; that is part of why it is faster: measured 20 % on a 10 min file).
     """
     from whisper_ft.models.languages import normalize_language
 
@@ -231,6 +249,8 @@ def transcribe_ct2(
         kwargs["temperature"] = temperature
     speech = None
     duration = len(audio) / SAMPLE_RATE
+    if without_timestamps is None:
+        kwargs["without_timestamps"] = batch_size > 1
     if batch_size > 1:
         from faster_whisper import BatchedInferencePipeline
 
@@ -291,6 +311,44 @@ def _token_id(ct2: CT2Whisper, token: str) -> int:
     if tid is None:
         raise WhisperFtError(f"{ct2.path}/tokenizer.json has no {token} token: not a Whisper tokenizer")
     return tid
+
+
+def _vocabulary_size(path: Path) -> int | None:
+    """Entries in the CTranslate2 folder's vocabulary (the model's output size), if it says."""
+    for name in ("vocabulary.json", "vocabulary.txt"):
+        f = Path(path) / name
+        try:
+            if name.endswith(".json"):
+                return len(json.loads(f.read_text(encoding="utf-8")))
+            return sum(1 for _ in f.open(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, TypeError):
+            continue
+    return None
+
+
+def timestamp_begin_ct2(ct2: CT2Whisper) -> int | None:
+    """The id of ``<|0.00|>`` when the model can produce timestamps (``<|notimestamps|>`` followed
+    by the timestamp tokens, inside the model's vocabulary), else None: packing needs them."""
+    tok = ct2.model.hf_tokenizer
+    no_ts = tok.token_to_id("<|notimestamps|>")
+    if no_ts is None or tok.token_to_id("<|0.00|>") != no_ts + 1:
+        return None
+    size = _vocabulary_size(ct2.path)
+    if size is not None and size <= no_ts + 1:
+        return None
+    return no_ts + 1
+
+
+def can_pack_ct2(ct2: CT2Whisper) -> bool:
+    """Whether the packed fast path works with this model (it needs timestamps)."""
+    return timestamp_begin_ct2(ct2) is not None
+
+
+NO_TIMESTAMPS_MESSAGE = ("{model} has no timestamp tokens: packing is off, every clip is decoded in a 30 s window "
+                         "of its own (slower on many short clips)")
+
+
+_TOLD_NO_TIMESTAMPS: set[str] = set()
 
 
 def detect_languages_ct2(ct2: CT2Whisper, features) -> list[tuple[str, float]]:
@@ -358,7 +416,9 @@ def generate_token_ids_ct2(
     All audios go through the engine in one batch (encoder and decoder). ``pack=True`` is the fast
     path for short clips: clips of the same (given) language share 30 s windows (see
     :func:`generate_packed_token_ids_ct2`, which fills ``stats``); without it every clip gets a
-    window of its own, decoded exactly like transformers decodes it.
+    window of its own, decoded exactly like transformers decodes it. A model that cannot produce
+    timestamps (:func:`can_pack_ct2`) is decoded unpacked even with ``pack=True`` (said once on
+    stderr; ``stats["no_timestamps"]``).
     """
     import ctranslate2
 
@@ -368,6 +428,13 @@ def generate_token_ids_ct2(
     langs = per_sample_languages(language, len(audios))
     if not audios:
         return []
+    if pack and not can_pack_ct2(ct2):
+        if str(ct2.path) not in _TOLD_NO_TIMESTAMPS:  # once per model, not once per batch
+            _TOLD_NO_TIMESTAMPS.add(str(ct2.path))
+            log(NO_TIMESTAMPS_MESSAGE.format(model=ct2.path))
+        pack = False
+        if stats is not None:
+            stats["no_timestamps"] = True
     if pack:
         return generate_packed_token_ids_ct2(ct2, audios, language=langs, task=task, num_beams=num_beams,
                                              max_new_tokens=max_new_tokens, stats=stats)
@@ -386,70 +453,9 @@ def generate_token_ids_ct2(
 #
 # Encoding a 30 s window costs the same whether it holds 2 s or 29 s of speech, and on CPU the
 # encoder is most of the work for short clips. Packing lays same-language clips one after another
-# with PACK_GAP_SECONDS of silence between them, decodes the window *with* timestamps (so the
-# model sees real 30 s inputs, unlike trimming the padding, which makes it loop) and gives each
-# timestamped segment to the clip it overlaps. A clip is decoded again on its own (the unpacked
-# path) whenever its share is not clean: a segment straddling two clips, a segment in a gap, an
-# unfinished last segment, a clip with no text, a window cut at the length limit.
-
-PACK_OVERLAP_TOLERANCE = 1.0  # seconds a segment may spill into a neighbouring clip (timestamp slack)
-
-
-def split_packed_tokens(
-    tokens: list[int],
-    window: PackedWindow,
-    *,
-    eot: int,
-    timestamp_begin: int,
-    truncated: bool = False,
-    tolerance: float = PACK_OVERLAP_TOLERANCE,
-) -> list[list[int] | None]:
-    """Each clip's text tokens from a window's timestamped output, or None where the split is not
-    trustworthy (see the module comment on packing)."""
-    n = len(window.spans)
-    texts: list[list[int]] = [[] for _ in range(n)]
-    bad = [False] * n
-    segments: list[tuple[float, float | None, list[int]]] = []
-    start: float | None = None
-    last_end = 0.0
-    current: list[int] = []
-    for t in tokens:
-        if t >= timestamp_begin:
-            ts = (t - timestamp_begin) * TIMESTAMP_STEP
-            if start is None:
-                start = ts
-            else:
-                segments.append((start, ts, current))
-                current, start, last_end = [], None, ts
-        elif t < eot:
-            if start is None:
-                start = last_end
-            current.append(int(t))
-    open_from = None
-    if start is not None or truncated:
-        open_from = start if start is not None else last_end
-        if current:
-            segments.append((open_from, None, current))
-    for seg_start, seg_end, seg_tokens in segments:
-        if seg_end is None:
-            continue
-        overlaps = [max(0.0, min(seg_end, e) - max(seg_start, s)) for s, e in window.spans]
-        ranked = sorted(range(n), key=lambda k: -overlaps[k])
-        k = ranked[0]
-        if overlaps[k] <= 0.0:  # text in a gap: whose is it?
-            before = [j for j in range(n) if window.spans[j][1] <= seg_start]
-            after = [j for j in range(n) if window.spans[j][0] >= seg_end]
-            for j in before[-1:] + after[:1]:
-                bad[j] = True
-            continue
-        if n > 1 and overlaps[ranked[1]] > tolerance:  # runs two clips together
-            bad[k] = bad[ranked[1]] = True
-        texts[k] += seg_tokens
-    if open_from is not None:  # an unfinished segment: everything after its start is unreliable
-        for j, (_, e) in enumerate(window.spans):
-            if e > open_from + tolerance:
-                bad[j] = True
-    return [None if bad[j] or not texts[j] else texts[j] for j in range(n)]
+# with PACK_GAP_SECONDS of silence between them, decodes the window with timestamps and splits the
+# text back with whisper_ft.packing.split_packed_tokens (shared with the transformers path); a clip
+# whose share is not clean is decoded again on its own (the unpacked path).
 
 
 def generate_packed_token_ids_ct2(
@@ -498,7 +504,9 @@ def generate_packed_token_ids_ct2(
         out = _generate(ct2, groups, beam_size=num_beams, return_scores=False, suppress_blank=True,
                         suppress_tokens=[-1], max_length=MAX_TARGET_TOKENS)
         eot = _token_id(ct2, "<|endoftext|>")
-        timestamp_begin = _token_id(ct2, "<|notimestamps|>") + 1
+        timestamp_begin = timestamp_begin_ct2(ct2)
+        if timestamp_begin is None:
+            raise WhisperFtError(NO_TIMESTAMPS_MESSAGE.format(model=ct2.path).split(":")[0] + ": it cannot be packed")
         limit = MAX_TARGET_TOKENS // 2 - len(groups[0][1][0]) - 1  # CTranslate2's cap on new tokens, less slack
         for w, r in zip(packed, out[0]):
             seq = list(r.sequences_ids[0])

@@ -168,3 +168,86 @@ def generate_texts(
         return_timestamps=return_timestamps,
     )
     return [decode_text(processor.tokenizer, seq) for seq in ids]
+
+
+# --- packing: the ct2 fast path's strategy with transformers -----------------------------------
+#
+# Same-language clips share 30 s windows (whisper_ft.packing), each window is decoded with a
+# timestamped prompt through generate and split back with the same splitter as the CTranslate2
+# path; clips alone in a window, clips without a given language and clips whose share is refused
+# are decoded one window each (the plain path above).
+
+
+def timestamp_begin_hf(model, tokenizer) -> int | None:
+    """The id of ``<|0.00|>`` when the model can produce timestamps (a generation config with
+    ``no_timestamps_token_id``, the timestamp tokens right after it, inside the model's
+    vocabulary), else None."""
+    inner = unwrap_model(model)
+    no_ts = getattr(inner.generation_config, "no_timestamps_token_id", None)
+    if no_ts is None or tokenizer.convert_tokens_to_ids("<|0.00|>") != no_ts + 1:
+        return None
+    if int(getattr(inner.config, "vocab_size", 0) or 0) <= no_ts + 1:
+        return None
+    return no_ts + 1
+
+
+def generate_packed_token_ids(
+    model,
+    processor,
+    audios,
+    *,
+    language: str | list[str | None] | None,
+    task: str = "transcribe",
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    stats: dict | None = None,
+) -> list[list[int]]:
+    """Generated text tokens per audio (16 kHz arrays of at most 30 s), short clips decoded in
+    shared windows (see the comment above). ``stats`` receives the counts the CTranslate2 path
+    gives (``windows``, ``packed_clips``, ``refused_clips``, ``unpacked_clips``). A model without
+    timestamps raises WhisperFtError (check :func:`timestamp_begin_hf` first)."""
+    from whisper_ft.audio import SAMPLE_RATE
+    from whisper_ft.models.generation import MAX_TARGET_TOKENS
+    from whisper_ft.packing import PACK_GAP_SECONDS, packed_audio, plan_packed_windows, split_packed_tokens
+
+    task = validate_task(task)
+    langs = per_sample_languages(language, len(audios))
+    timestamp_begin = timestamp_begin_hf(model, processor.tokenizer)
+    if timestamp_begin is None:
+        raise WhisperFtError("this model has no timestamp tokens: it cannot be packed (decode without packing)")
+    fe = processor.feature_extractor
+    known = [i for i, lang in enumerate(langs) if lang is not None]
+    windows = plan_packed_windows([len(audios[i]) / SAMPLE_RATE for i in known], [langs[i] for i in known])
+    for w in windows:
+        w.indices = [known[i] for i in w.indices]
+    packed = [w for w in windows if len(w.indices) > 1]
+    later = [i for i, lang in enumerate(langs) if lang is None] + [w.indices[0] for w in windows if len(w.indices) == 1]
+    results: list[list[int] | None] = [None] * len(audios)
+    refused = 0
+    if packed:
+        window_audio = [packed_audio(audios, w, PACK_GAP_SECONDS) for w in packed]
+        feats = fe(window_audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        seqs = generate_token_ids(model, processor, feats, language=[w.language for w in packed], task=task,
+                                  num_beams=num_beams, return_timestamps=True)
+        eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        limit = MAX_TARGET_TOKENS - 4 - 1  # generate's cap (prompt included), less slack
+        for w, seq in zip(packed, seqs):
+            split = split_packed_tokens(seq, w, eot=eot, timestamp_begin=timestamp_begin, truncated=len(seq) >= limit)
+            for i, toks in zip(w.indices, split):
+                if toks is None:
+                    later.append(i)
+                    refused += 1
+                else:
+                    results[i] = toks[:max_new_tokens] if max_new_tokens is not None else toks
+    later.sort()
+    if later:
+        feats = fe([audios[i] for i in later], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        for i, toks in zip(later, generate_token_ids(model, processor, feats, language=[langs[i] for i in later],
+                                                     task=task, num_beams=num_beams, max_new_tokens=max_new_tokens)):
+            results[i] = toks
+    if stats is not None:
+        n_packed = sum(len(w.indices) for w in packed)
+        for key, n in (("windows", len(packed)), ("packed_clips", n_packed), ("refused_clips", refused),
+                       ("unpacked_clips", len(audios) - n_packed + refused)):
+            stats[key] = stats.get(key, 0) + n
+    return results  # type: ignore[return-value]
