@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/finetune_efficacy.py                       # default recipe, 30 min budget
     .venv/bin/python benchmarks/finetune_efficacy.py --recipes packed-top2,packed-top2-r8 --minutes 20
+    .venv/bin/python benchmarks/finetune_efficacy.py --preset aishell --recipes aishell-plain,aishell-kl --max_steps 30
 
 The domain: HSK Mandarin sentences spoken by espeak-ng (built like `make demo` builds it, or
 --train/--test manifests). For each recipe (a set of `whisper-ft finetune` options, below) the
@@ -14,6 +15,20 @@ measures with the same commands a user runs (`whisper-ft eval`, transformers gre
                   twice the reference's length): hallucination loops
   minutes, s/step training wall time (evaluations during training included) and seconds per step
   peak RSS        the largest process of the run (``ru_maxrss`` of the finetune process tree)
+
+  non-speech      words written on generated silence / noise / hum (``training.empty_audio``, a seed
+                  no training run uses): any text there is a hallucination
+
+``--preset aishell`` trains on real Mandarin instead (``../shared/aishell_sample``: train.jsonl, one
+speaker, 33 min -> test.jsonl, another speaker; ``--domain_clips`` of it, seeded, for the final
+measurement) with the anti-forgetting recipes ``aishell-*`` (one clip per sample, lr 1e-4, LoRA on
+the decoder + top 2 encoder layers). Replay needs general speech with transcripts, and offline
+there is none but the clips of ../shared/audio, which are also the general test set. So the preset
+splits them (seeded, per language) into a replay half and a general-test half, and every row of
+the preset, the base model's included, is measured on the general-test half only: no row is tested
+on a clip it trained on. That leaves 4 zh and 8 en test clips: only large changes show, and the
+replay half comes from the same sources as the test half (favourable to replay; say so when
+quoting it).
 
 The table goes to stdout and everything to --output (JSON). One heavy job at a time: timings on
 a shared machine drift, so each row also records the load average.
@@ -36,6 +51,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "finetune_efficacy.json"
 SHARED_MANIFEST = ROOT.parent / "shared" / "audio" / "manifest.jsonl"
+AISHELL = ROOT.parent / "shared" / "aishell_sample"
+REPLAY = "{replay}"  # placeholder in recipe options: the replay manifest of the run
 DOMAIN_MAX_NEW_TOKENS = "96"  # domain sentences are < 60 tokens; caps the base model's loops
 
 
@@ -62,7 +79,26 @@ RECIPES: dict[str, tuple[str, bool, list[str]]] = {
     "packed-decoder": ("packed windows, LoRA r32 on the decoder only (encoder frozen)",
                        True, packed_recipe(encoder_layers=0)),
 }
+
+def aishell_recipe(*extra: str) -> list[str]:
+    """One clip per sample (no packing), lr 1e-4, LoRA r32 on the decoder + top 2 encoder layers."""
+    return ["--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0", "--lora_encoder_layers", "2",
+            "--learning_rate", "1e-4", "--warmup_steps", "3", *extra]
+
+
+RECIPES |= {
+    "aishell-plain": ("aishell: plain LoRA (decoder + top 2 encoder layers, lr 1e-4, unpacked clips)",
+                      False, aishell_recipe()),
+    "aishell-replay": ("aishell-plain + --replay_data (half of ../shared/audio) --replay_ratio 0.2",
+                       False, aishell_recipe("--replay_data", REPLAY, "--replay_ratio", "0.2")),
+    "aishell-kl": ("aishell-plain + --kl_to_base 1", False, aishell_recipe("--kl_to_base", "1")),
+    "aishell-empty": ("aishell-plain + --empty_audio_ratio 0.1", False, aishell_recipe("--empty_audio_ratio", "0.1")),
+    "aishell-all": ("aishell-plain + replay 0.2 + --kl_to_base 1 + --empty_audio_ratio 0.1",
+                    False, aishell_recipe("--replay_data", REPLAY, "--replay_ratio", "0.2", "--kl_to_base", "1",
+                                          "--empty_audio_ratio", "0.1")),
+}
 DEFAULT_RECIPES = "packed-top2"
+AISHELL_DEFAULT_RECIPES = "aishell-plain,aishell-replay,aishell-kl,aishell-empty,aishell-all"
 
 
 def log(message: str) -> None:
@@ -73,7 +109,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     recipes = "\n".join(f"  {k:<20} {v[0]}" for k, v in RECIPES.items())
     ap = argparse.ArgumentParser(description=__doc__ + "\nrecipes:\n" + recipes,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma-separated (default {DEFAULT_RECIPES})")
+    ap.add_argument("--preset", choices=("espeak", "aishell"), default="espeak",
+                    help="espeak: the demo's synthetic domain (default); aishell: real Mandarin from ../shared/aishell_sample")
+    ap.add_argument("--recipes", default=None,
+                    help=f"comma-separated (default {DEFAULT_RECIPES}; with --preset aishell {AISHELL_DEFAULT_RECIPES})")
+    ap.add_argument("--domain_clips", type=int, default=60,
+                    help="--preset aishell: measure on this many test.jsonl utterances (seeded; default 60)")
+    ap.add_argument("--nonspeech_clips", type=int, default=8, help="generated non-speech clips decoded per model")
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget per recipe, wall minutes (default 30)")
     ap.add_argument("--max_steps", type=int, default=None, help="fixed step count instead of --minutes")
     ap.add_argument("--batch_size", type=int, default=8)
@@ -85,13 +127,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train_sentences", type=int, default=400)
     ap.add_argument("--test_sentences", type=int, default=100)
     ap.add_argument("--test_clips", type=int, default=32)
-    ap.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "work" / "efficacy"))
+    ap.add_argument("--work_dir", default=None, help="default benchmarks/work/efficacy[-aishell]")
     ap.add_argument("--scales", default="1.0,0.5",
                     help="merge each adapter at these --scale values (WiSE-FT interpolation toward the base; default 1.0,0.5)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse finished runs and reports under --work_dir instead of training/evaluating again")
-    ap.add_argument("--output", default=str(DEFAULT_OUTPUT))
+    ap.add_argument("--output", default=None, help=f"default {DEFAULT_OUTPUT} (finetune_efficacy_aishell.json)")
     args = ap.parse_args(argv)
+    suffix = "-aishell" if args.preset == "aishell" else ""
+    args.work_dir = args.work_dir or str(ROOT / "benchmarks" / "work" / f"efficacy{suffix}")
+    args.output = args.output or str(DEFAULT_OUTPUT.with_name(f"finetune_efficacy{suffix.replace('-', '_')}.json"))
+    if args.recipes is None:
+        args.recipes = AISHELL_DEFAULT_RECIPES if args.preset == "aishell" else DEFAULT_RECIPES
     args.recipe_list = [r.strip() for r in args.recipes.split(",") if r.strip()]
     try:
         args.scale_list = [float(x) for x in args.scales.split(",") if x.strip()]
@@ -168,8 +215,70 @@ def real_manifests(path: Path, work: Path) -> dict[str, Path]:
     return {"real": path}
 
 
-def measure(model: str, domain: Path, real: dict[str, Path], out: Path, threads: int) -> dict:
+def split_general(path: Path, work: Path, seed: int = 0) -> tuple[Path, dict[str, Path]]:
+    """../shared/audio split per language (seeded) into a replay half and a general-test half."""
+    import random
+
+    from whisper_ft.manifest import read_manifest, write_manifest
+
+    replay, tests = [], {}
+    by_lang: dict[str, list] = {}
+    for utt in read_manifest(path):
+        by_lang.setdefault(utt.language, []).append(utt)
+    for lang, utts in sorted(by_lang.items()):
+        utts = sorted(utts, key=lambda u: u.key)
+        random.Random(seed).shuffle(utts)
+        half = len(utts) // 2
+        replay += utts[:half]
+        tests[lang] = work / f"general_test_{lang}.jsonl"
+        write_manifest(tests[lang], utts[half:], relative=False)
+    replay_path = work / "general_replay.jsonl"
+    write_manifest(replay_path, replay, relative=False)
+    log(f"general speech split: {len(replay)} clips for replay, "
+        + ", ".join(f"{len(read_manifest(p))} {lang}" for lang, p in tests.items()) + " for testing")
+    return replay_path, tests
+
+
+def domain_subset(path: Path, n: int, work: Path, seed: int = 0) -> Path:
+    """``n`` utterances of ``path`` (seeded), in a manifest with absolute paths."""
+    import random
+
+    from whisper_ft.manifest import read_manifest, write_manifest
+
+    utts = read_manifest(path)
+    chosen = sorted(random.Random(seed).sample(range(len(utts)), min(n, len(utts))))
+    out = work / f"domain_test_{len(chosen)}.jsonl"
+    write_manifest(out, [utts[i] for i in chosen], relative=False)
+    return out
+
+
+NONSPEECH_SEED = 424242  # no training run draws non-speech with this seed
+
+
+def nonspeech_words(model: str, n_clips: int, threads: int, language: str = "zh") -> dict:
+    """Decode generated non-speech (each kind in turn, 2-10 s) with the model's own generation
+    config (transformers, greedy): any text is a hallucination."""
+    import numpy as np
+    import torch
+
+    from whisper_ft.decoding.hf import generate_texts
+    from whisper_ft.models.loading import load_whisper
+    from whisper_ft.training.empty_audio import KINDS, generate_nonspeech
+
+    torch.set_num_threads(threads)
+    loaded = load_whisper(model)
+    rng = np.random.default_rng(NONSPEECH_SEED)
+    clips = [generate_nonspeech(KINDS[k % len(KINDS)], float(rng.uniform(2, 10)), rng) for k in range(n_clips)]
+    feats = np.stack([loaded.processor.feature_extractor(c, sampling_rate=16000, return_tensors="np")["input_features"][0]
+                      for c in clips])
+    hyps = generate_texts(loaded.model, loaded.processor, torch.from_numpy(feats), language=language, max_new_tokens=48)
+    return {"clips": n_clips, "with_text": sum(bool(h.strip()) for h in hyps), "texts": hyps}
+
+
+def measure(model: str, domain: Path, real: dict[str, Path], out: Path, threads: int, nonspeech: int = 0) -> dict:
     row = {"domain": evaluate(model, domain, out / "domain", "cer", threads, DOMAIN_MAX_NEW_TOKENS)}
+    if nonspeech:
+        row["nonspeech"] = nonspeech_words(model, nonspeech, threads)
     for lang, manifest in real.items():
         row[f"real_{lang}"] = evaluate(model, manifest, out / f"real_{lang}", "cer" if lang == "zh" else "wer", threads)
     return row
@@ -198,6 +307,10 @@ def step_seconds(run_dir: Path, wall_seconds: float) -> float | None:
 def train(name: str, args, train_manifest: Path, test_manifest: Path, work: Path, env: dict,
           max_steps: int) -> dict:
     _, pack, options = RECIPES[name]
+    if REPLAY in options:
+        if args.replay_manifest is None:
+            sys.exit(f"finetune_efficacy: recipe {name} needs general speech to replay ({SHARED_MANIFEST} is absent)")
+        options = [str(args.replay_manifest) if o == REPLAY else o for o in options]
     run_root = work / "runs" / name
     data = train_manifest
     if pack:
@@ -233,7 +346,13 @@ def main(argv=None) -> None:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "WF_BENCH_TMP": str(work)}
-    if args.train and args.test:
+    args.replay_manifest = None
+    if args.preset == "aishell":
+        if not (AISHELL / "train.jsonl").is_file():
+            sys.exit(f"finetune_efficacy: --preset aishell needs {AISHELL} (absent on this machine)")
+        train_manifest = Path(args.train or AISHELL / "train.jsonl")
+        test_manifest = domain_subset(Path(args.test or AISHELL / "test.jsonl"), args.domain_clips, work)
+    elif args.train and args.test:
         train_manifest, test_manifest = Path(args.train), Path(args.test)
     else:
         from demo import build_domain_set
@@ -243,14 +362,18 @@ def main(argv=None) -> None:
             train_manifest, test_manifest = build_domain_set(work, args.train_sentences, args.test_sentences,
                                                              args.test_clips, seed=0)
     real = real_manifests(Path(args.real), work)
+    if args.preset == "aishell" and real:  # replay half / general-test half: see the module docstring
+        args.replay_manifest, real = split_general(Path(args.real), work)
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
     results.setdefault("rows", {})
-    results["settings"] = {k: v for k, v in vars(args).items() if k not in {"recipe_list", "scale_list"}} | {
+    results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                           if k not in {"recipe_list", "scale_list"}} | {
         "train": str(train_manifest), "test": str(test_manifest), "cpu": os.cpu_count()}
 
     log("measuring the base model")
-    results["base"] = measure("base", test_manifest, real, work / "reports" / "base", args.threads)
+    results["base"] = measure("base", test_manifest, real, work / "reports" / "base", args.threads,
+                              args.nonspeech_clips)
     for name in args.recipe_list:
         if args.max_steps:
             steps = args.max_steps
@@ -268,7 +391,8 @@ def main(argv=None) -> None:
                            check=True, stdout=subprocess.DEVNULL)
             model = next(p for p in merged.iterdir() if p.is_dir())
             row = dict(trained, scale=scale, help=RECIPES[name][0], load_average=os.getloadavg())
-            row |= measure(str(model), test_manifest, real, work / "reports" / merged.name, args.threads)
+            row |= measure(str(model), test_manifest, real, work / "reports" / merged.name, args.threads,
+                           args.nonspeech_clips)
             results["rows"][label] = row
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(results, indent=1, ensure_ascii=False))
@@ -279,8 +403,8 @@ def main(argv=None) -> None:
 def print_table(results: dict) -> None:
     base = results["base"]
     real_keys = [k for k in base if k.startswith("real_")]
-    head = ["recipe", "domain CER", *[k.replace("_", " ") for k in real_keys], "loops", "train min", "s/step",
-            "peak RSS GB"]
+    head = ["recipe", "domain CER", *[k.replace("_", " ") for k in real_keys], "loops", "non-speech with text",
+            "train min", "s/step", "peak RSS GB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
 
@@ -290,6 +414,8 @@ def print_table(results: dict) -> None:
         out += [f"{row[k]['error_rate']:.1f}% ({row[k]['error_rate'] - base[k]['error_rate']:+.1f})" if train and k in row
                 else f"{row[k]['error_rate']:.1f}%" for k in real_keys]
         out.append(str(loops))
+        ns = row.get("nonspeech")
+        out.append(f"{ns['with_text']}/{ns['clips']}" if ns else "—")
         if train:
             sps = row.get("seconds_per_step")
             out += [f"{row['train_minutes']:.1f} ({row['max_steps']} steps)", f"{sps:.1f}" if sps else "—",

@@ -47,8 +47,8 @@ def finetune_cmd(
     base_model: str = _opt(FinetuneConfig, "base_model", "--base_model"),
     train_data: str = typer.Option(None, "--train_data", help=help_of(DataSettings, "train_data")
                                    + " Default: dataset/train.jsonl."),
-    test_data: str = typer.Option(None, "--test_data", help=help_of(DataSettings, "test_data")
-                                  + " Default: dataset/test.jsonl."),
+    test_data: list[str] = typer.Option(None, "--test_data", metavar="[NAME=]MANIFEST",
+                                        help=help_of(DataSettings, "test_data") + " Default: dataset/test.jsonl."),
     output_dir: str = _opt(FinetuneConfig, "output_dir", "--output_dir"),
     language: str = _opt(DataSettings, "language", "--language"),
     task: str = _opt(DataSettings, "task", "--task"),
@@ -94,6 +94,12 @@ def finetune_cmd(
     num_workers: int = _opt(DataSettings, "num_workers", "--num_workers"),
     num_threads: int = _opt(TrainSettings, "num_threads", "--num_threads"),
     deepspeed: str = _opt(TrainSettings, "deepspeed", "--deepspeed"),
+    replay_data: str = _opt(DataSettings, "replay_data", "--replay_data"),
+    replay_ratio: float = _opt(DataSettings, "replay_ratio", "--replay_ratio"),
+    empty_audio_ratio: float = _opt(DataSettings, "empty_audio_ratio", "--empty_audio_ratio"),
+    empty_audio_dir: str = _opt(DataSettings, "empty_audio_dir", "--empty_audio_dir"),
+    kl_to_base: float = _opt(TrainSettings, "kl_to_base", "--kl_to_base"),
+    max_general_regression: float = _opt(TrainSettings, "max_general_regression", "--max_general_regression"),
 ) -> None:
     """LoRA/AdaLoRA fine-tune a Whisper model on manifests; the best adapter lands in OUTPUT_DIR/<model>/best."""
     from whisper_ft.console import log
@@ -101,9 +107,11 @@ def finetune_cmd(
     if train_data is None:
         train_data = default_of(DataSettings, "train_data")
         log(f"no --train_data given: using {train_data}")
-    if test_data is None:
+    if not test_data:
         test_data = default_of(DataSettings, "test_data")
         log(f"no --test_data given: using {test_data}")
+    elif len(test_data) == 1:
+        test_data = test_data[0]
     config = FinetuneConfig(
         base_model=base_model,
         output_dir=output_dir,
@@ -111,7 +119,9 @@ def finetune_cmd(
                           encoder_layers=lora_encoder_layers, use_adalora=use_adalora, adalora_target_r=adalora_target_r),
         data=DataSettings(train_data=train_data, test_data=test_data, language=language, task=task,
                           timestamps=timestamps, min_duration=min_duration, max_duration=max_duration,
-                          augment_config=augment_config, num_workers=num_workers, max_eval_samples=max_eval_samples),
+                          augment_config=augment_config, num_workers=num_workers, max_eval_samples=max_eval_samples,
+                          replay_data=replay_data, replay_ratio=replay_ratio, empty_audio_ratio=empty_audio_ratio,
+                          empty_audio_dir=empty_audio_dir),
         train=TrainSettings(
             num_train_epochs=num_train_epochs, max_steps=max_steps, learning_rate=learning_rate,
             warmup_steps=warmup_steps, per_device_train_batch_size=per_device_train_batch_size,
@@ -120,7 +130,8 @@ def finetune_cmd(
             gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, save_steps=save_steps,
             save_total_limit=save_total_limit, logging_steps=logging_steps, metric_for_best=metric_for_best,
             eval_num_beams=eval_num_beams, eval_on_start=eval_on_start, seed=seed, num_threads=num_threads,
-            resume_from_checkpoint=resume_from_checkpoint, deepspeed=deepspeed,
+            resume_from_checkpoint=resume_from_checkpoint, deepspeed=deepspeed, kl_to_base=kl_to_base,
+            max_general_regression=max_general_regression,
         ),
     )
     from whisper_ft.training.trainer import finetune

@@ -4,6 +4,8 @@
 - ``data``       manifests -> checked samples -> features/labels in DataLoader workers, sampler, collator
 - ``labels``     Whisper label sequences (prompt, leading-space text, timestamps)
 - ``augment``    optional speed / volume / noise / shift augmentation from a JSON config
+- ``empty_audio`` non-speech samples (silence, noise, hum, or a folder) with an empty transcript
+- ``forgetting`` what keeps the base's knowledge: KL to the base, the replay/non-speech mix, named test sets
 - ``model``      base model resolution and loading, (Ada)LoRA adapters
 - ``callbacks``  AdaLoRA rank updates, best/ folder, Ctrl-C, progress bar
 - ``evaluation`` decoding + scoring of the test set during training

@@ -5,6 +5,9 @@
 - :class:`BestModelCallback` writes ``best/`` (adapter + processor files + run config + metrics)
   whenever an evaluation beats the best so far: written aside, then renamed into place. It also
   puts the processor files into every ``checkpoint-N/`` so a checkpoint is a usable adapter.
+  With several evaluation sets it decides once all of them are scored, by the first set's metric,
+  and (``--max_general_regression``) passes over checkpoints that lost too much on the others
+  against the base model's step-0 scores (kept in ``base_metrics.json`` of the run, for resuming).
 - :class:`GracefulInterrupt` turns the first Ctrl-C (or SIGTERM) into "save a checkpoint after this
   step and stop"; a second one aborts at once.
 - :class:`ProgressBar` shows steps, loss, learning rate and ETA on stderr, and one line per
@@ -22,6 +25,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE
+from whisper_ft.training.dist import is_main_process as _is_main
 from whisper_ft.training.dist import log_main
 
 ADALORA_PATTERN_FILE = "adalora_rank_pattern.json"  # in checkpoints: the ranks kept so far
@@ -60,16 +64,50 @@ def _adapter_ranks(model) -> dict[str, int] | None:
     return {name: int(sum(bool(x) for x in mask)) for name, mask in pattern.items()}
 
 
-class BestModelCallback(TrainerCallback):
-    """Keeps ``run_dir/best`` = the adapter with the best evaluation metric so far."""
+BASE_METRICS_FILE = "base_metrics.json"  # in the run folder: the step-0 scores the bounds refer to
 
-    def __init__(self, best_dir: Path, metric: str, processor, run_config: dict, previous_best: float | None = None):
+
+class BestModelCallback(TrainerCallback):
+    """Keeps ``run_dir/best`` = the adapter with the best evaluation metric so far.
+
+    ``metric`` is a key without ``eval_`` (``cer``, or ``domain_cer`` with named sets);
+    ``set_prefixes`` the metric prefixes of all evaluation sets (the Trainer evaluates them one
+    after the other); ``bounds`` maps general-set keys (``general_wer``) to the most points (%)
+    they may lose against the base model's scores, taken at step 0 (``base_metrics_file``).
+    """
+
+    def __init__(self, best_dir: Path, metric: str, processor, run_config: dict, previous_best: float | None = None,
+                 *, set_prefixes: tuple[str, ...] = ("eval",), bounds: dict[str, float] | None = None,
+                 base_metrics_file: Path | None = None):
         self.best_dir = Path(best_dir)
         self.metric = metric
         self.processor = processor
         self.run_config = run_config
         self.best = previous_best
         self.best_metrics: dict | None = None
+        self.set_prefixes = tuple(set_prefixes)
+        self.bounds = dict(bounds or {})
+        self.base_metrics_file = Path(base_metrics_file) if base_metrics_file else None
+        self.base_scores: dict[str, float] | None = None
+        if self.bounds and self.base_metrics_file and self.base_metrics_file.is_file():
+            self.base_scores = json.loads(self.base_metrics_file.read_text())
+        self._pending: dict = {}
+
+    def _over_bounds(self, metrics: dict, step: int) -> dict[str, float]:
+        """The bounded keys whose loss against the base exceeds their bound, with the points lost."""
+        if not self.bounds:
+            return {}
+        scores = {k: float(metrics[f"eval_{k}"]) for k in self.bounds}
+        if self.base_scores is None:
+            if step != 0:
+                raise RuntimeError("--max_general_regression: no step-0 scores of the base model to compare with")
+            self.base_scores = scores
+            if self.base_metrics_file is not None and _is_main():
+                from whisper_ft.models.io import write_json
+
+                write_json(self.base_metrics_file, scores)
+        lost = {k: 100.0 * (v - self.base_scores[k]) for k, v in scores.items()}
+        return {k: d for k, d in lost.items() if not d <= self.bounds[k] + 1e-9}  # NaN counts as over
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -80,8 +118,17 @@ class BestModelCallback(TrainerCallback):
                 write_processor_files(self.processor, checkpoint)
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        value = (metrics or {}).get(f"eval_{self.metric}")
+        self._pending.update(metrics or {})
+        if not all(f"{prefix}_decoded" in self._pending for prefix in self.set_prefixes):
+            return  # the other sets of this evaluation are still to come
+        metrics, self._pending = self._pending, {}
+        over = self._over_bounds(metrics, state.global_step)
+        value = metrics.get(f"eval_{self.metric}")
         if value is None or not math.isfinite(value):
+            return
+        if over:
+            lost = ", ".join(f"{k} +{d:.2f} points (bound {self.bounds[k]:g})" for k, d in over.items())
+            log_main(f"step {state.global_step}: {lost} against the base model: not a candidate for best/")
             return
         if self.best is not None and value >= self.best:
             return
@@ -93,6 +140,9 @@ class BestModelCallback(TrainerCallback):
             "epoch": state.epoch,
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
         }
+        if self.bounds:
+            self.best_metrics["base_scores"] = dict(self.base_scores)
+            self.best_metrics["bounds"] = dict(self.bounds)
         ranks = _adapter_ranks(model)
         if ranks:
             self.best_metrics["adalora_ranks"] = ranks
@@ -220,7 +270,7 @@ class ProgressBar(TrainerCallback):
             self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}", refresh=False)
         elif any(k.startswith("eval_") for k in logs):
             shown = {k[5:]: v for k, v in logs.items()
-                     if k.startswith("eval_") and k[5:] in ("loss", "cer", "wer") and isinstance(v, float)}
+                     if k.startswith("eval_") and k.rsplit("_", 1)[-1] in ("loss", "cer", "wer") and isinstance(v, float)}
             text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
             self.bar.write(f"step {state.global_step}: eval {text}", file=sys.stderr)
 

@@ -13,6 +13,7 @@ This module imports nothing heavy: the CLI reads its defaults and help texts at 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,11 @@ class DataSettings:
     """Where the utterances come from and how they become features and labels."""
 
     train_data: str = setting("dataset/train.jsonl", "Training manifest (JSON Lines, see `whisper-ft prepare`).")
-    test_data: str = setting(
-        "dataset/test.jsonl", "Evaluation manifest: decoded during training to pick the best checkpoint."
+    test_data: str | list[str] = setting(
+        "dataset/test.jsonl",
+        "Evaluation manifest, decoded at every evaluation; repeat as NAME=MANIFEST for several named sets "
+        "(e.g. domain=dataset/test.jsonl general=general.jsonl): each is scored and logged (eval_NAME_cer ...), "
+        "the first one picks best/.",
     )
     language: str | None = setting(
         None, "Language of every utterance (code or name); default: each manifest record's \"language\"."
@@ -128,6 +132,22 @@ class DataSettings:
     max_eval_samples: int | None = setting(
         None, "Decode at most this many test utterances at each evaluation (default: all)."
     )
+    replay_data: str | None = setting(
+        None, "Manifest of general speech mixed into training against forgetting (each record keeps its own "
+        "language); needs --replay_ratio."
+    )
+    replay_ratio: float = setting(
+        0.0, "Share of each epoch's training samples drawn from --replay_data (seeded, a fresh draw every epoch; "
+        "0 = off)."
+    )
+    empty_audio_ratio: float = setting(
+        0.0, "Share of each epoch's training samples that are non-speech (silence, white/pink noise, hum) with an "
+        "empty transcript, against hallucinating on silence (0 = off)."
+    )
+    empty_audio_dir: str | None = setting(
+        None, "Folder of non-speech audio (noise, music beds, room tone) used for the --empty_audio_ratio samples "
+        "instead of generated noise."
+    )
 
     def __post_init__(self) -> None:
         from whisper_ft.models.languages import normalize_language
@@ -136,7 +156,9 @@ class DataSettings:
         self.task = (self.task or "").strip().lower()
         _require(self.task in TASKS, f"unknown --task {self.task!r}; choose one of: {', '.join(TASKS)}")
         _require(bool(self.train_data), "--train_data is empty: give a manifest (JSON Lines)")
+        self.test_data = self.test_data if isinstance(self.test_data, str) else list(self.test_data)
         _require(bool(self.test_data), "--test_data is empty: give a manifest (JSON Lines)")
+        self.test_sets()  # names and paths parse
         _require(0 <= self.timestamp_fraction <= 1, "timestamp_fraction must be in [0, 1]")
         _positive(self, "min_duration", allow_zero=True)
         _positive(self, "max_duration")
@@ -152,6 +174,37 @@ class DataSettings:
             _positive(self, "max_eval_samples")
         if self.augment_config:
             _require(Path(self.augment_config).is_file(), f"--augment_config file not found: {self.augment_config}")
+        for name in ("replay_ratio", "empty_audio_ratio"):
+            value = getattr(self, name)
+            _require(0 <= value < 1, f"--{name} must be in [0, 1) (got {value})")
+        _require(self.replay_ratio + self.empty_audio_ratio < 1,
+                 f"--replay_ratio + --empty_audio_ratio must stay below 1 (got {self.replay_ratio} + "
+                 f"{self.empty_audio_ratio}): some of every epoch has to be your own data")
+        _require(bool(self.replay_data) == (self.replay_ratio > 0),
+                 "--replay_data and --replay_ratio go together: give the general-speech manifest and the share of "
+                 "each epoch to draw from it (e.g. --replay_data general.jsonl --replay_ratio 0.2)")
+        if self.empty_audio_dir:
+            _require(self.empty_audio_ratio > 0,
+                     "--empty_audio_dir needs --empty_audio_ratio (the share of non-speech samples, e.g. 0.05)")
+            _require(Path(self.empty_audio_dir).is_dir(), f"--empty_audio_dir folder not found: {self.empty_audio_dir}")
+
+    def test_sets(self) -> list[tuple[str | None, str]]:
+        """The evaluation sets as (name, manifest): one bare path is ``(None, path)`` (metrics keep their
+        plain names, eval_cer ...); with several sets a bare first path is named ``domain``."""
+        specs = [self.test_data] if isinstance(self.test_data, str) else list(self.test_data)
+        sets = [parse_test_set(spec) for spec in specs]
+        if len(sets) == 1:
+            return sets
+        named = []
+        for i, (name, path) in enumerate(sets):
+            if name is None:
+                name = "domain" if i == 0 else _set_name(Path(path).stem)
+            named.append((name, path))
+        names = [n for n, _ in named]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise WhisperFtError(f"--test_data: the name {dup[0]!r} is given twice; give each set its own NAME=MANIFEST")
+        return named
 
 
 @dataclass
@@ -186,6 +239,16 @@ class TrainSettings:
     eval_on_start: bool = setting(
         False, "Also evaluate before the first step: the base model's score, kept as best/ if nothing beats it."
     )
+    kl_to_base: float = setting(
+        0.0, "Weight W of a pull toward the base model: loss = cross-entropy + W * KL(base || tuned) over the label "
+        "tokens; the base is the same network with the adapters switched off (no second copy; one more forward "
+        "pass per step). 0 = off."
+    )
+    max_general_regression: float | None = setting(
+        None, "With several --test_data sets: a checkpoint whose error rate on any set after the first is more "
+        "than this many points (CER/WER %) worse than the base model's (evaluated at step 0) is never chosen as "
+        "best/."
+    )
     seed: int = setting(42, "Random seed: data order, augmentation, dropout and initialisation.")
     num_threads: int | None = setting(
         None, "Torch CPU threads (default: OMP_NUM_THREADS, else all cores, shared between local processes)."
@@ -219,8 +282,31 @@ class TrainSettings:
             )
         if self.num_threads is not None:
             _positive(self, "num_threads")
+        _positive(self, "kl_to_base", allow_zero=True)
+        if self.max_general_regression is not None:
+            _positive(self, "max_general_regression", allow_zero=True)
         if self.deepspeed:
             _require(Path(self.deepspeed).is_file(), f"--deepspeed config not found: {self.deepspeed}")
+
+
+_SET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def _set_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_") or "test"
+    return name if name[0].isalpha() else f"set_{name}"
+
+
+def parse_test_set(spec: str) -> tuple[str | None, str]:
+    """``"general=gen.jsonl"`` -> ``("general", "gen.jsonl")``; a bare path -> ``(None, path)``."""
+    spec = str(spec).strip()
+    name, sep, path = spec.partition("=")
+    if not sep or not _SET_NAME.match(name.strip()):
+        _require(bool(spec), "--test_data is empty: give a manifest (JSON Lines) or NAME=MANIFEST")
+        _require(not spec.startswith("="), f"--test_data {spec!r}: the name before '=' is empty; use NAME=MANIFEST")
+        return None, spec
+    _require(bool(path.strip()), f"--test_data {spec!r}: no manifest after '='; use NAME=MANIFEST")
+    return name.strip(), path.strip()
 
 
 def _from_dict(cls, data: dict[str, Any] | None):
@@ -245,6 +331,9 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         _require(bool(self.base_model and self.base_model.strip()), "--base_model is empty: name a Whisper model")
         _require(bool(self.output_dir), "--output_dir is empty")
+        _require(self.train.max_general_regression is None or len(self.data.test_sets()) > 1,
+                 "--max_general_regression needs a general set to bound: give --test_data twice, e.g. "
+                 "--test_data domain=dataset/test.jsonl --test_data general=general.jsonl")
 
     @property
     def run_name(self) -> str:

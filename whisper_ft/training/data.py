@@ -11,7 +11,9 @@
    sample with sentence times whether it is trained with timestamps this epoch.
 4. :class:`DurationGroupedSampler` shuffles by (seed, epoch) and groups utterances of similar
    length into the same batch (less label padding); it yields ``(index, epoch)`` so augmentation
-   is reproducible and a resumed run sees exactly the same data.
+   is reproducible and a resumed run sees exactly the same data. With ``--replay_data`` it also
+   draws a fresh, seeded share of the general-speech pool each epoch (:func:`epoch_shares`), and
+   the non-speech samples of ``--empty_audio_ratio`` (``training.empty_audio``) join every epoch.
 5. :class:`SpeechCollator` stacks features and pads labels with -100.
 """
 
@@ -72,11 +74,18 @@ class Sample:
     def duration(self) -> float:
         return self.utterance.duration
 
+    def load_audio(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        return self.utterance.load_audio()
+
 
 def check_manifest(
-    path: str | Path, *, name: str, language: str | None, min_duration: float, max_duration: float
+    path: str | Path, *, name: str, language: str | None, min_duration: float, max_duration: float,
+    fallback_language: str | None = None,
 ) -> tuple[list[tuple[Utterance, str]], ManifestReport]:
     """Parse and check a manifest; returns the usable (utterance, language) pairs and a report.
+
+    ``language`` overrides every record's; ``fallback_language`` only fills in records without one
+    (general-speech sets keep their own languages).
 
     Raises :class:`DataError` for an unreadable, invalid or empty manifest, missing audio files,
     unknown or missing languages, or when no utterance is left after the duration limits.
@@ -96,7 +105,7 @@ def check_manifest(
     no_language = 0
     for utt in check.utterances:
         try:
-            lang = language or normalize_language(utt.language)
+            lang = language or normalize_language(utt.language) or fallback_language
         except WhisperFtError as exc:
             raise DataError(f"{path}: utterance {utt.key}: {exc}") from exc
         if lang is None:
@@ -203,12 +212,14 @@ def _init_worker_once() -> None:
 class SpeechDataset:
     """Map-style dataset: index (or ``(index, epoch)``) -> features, labels and the sample key.
 
-    Feature extraction runs in ``__getitem__``, i.e. in DataLoader worker processes.
+    Feature extraction runs in ``__getitem__``, i.e. in DataLoader worker processes. ``samples``
+    may mix training utterances, replay utterances (a pool named by ``draws``) and non-speech
+    samples (``training.empty_audio``): each loads its own audio from the (seed, epoch, index) generator.
     """
 
     def __init__(
         self,
-        samples: list[Sample],
+        samples: list,
         builder: LabelBuilder,
         feature_extractor,
         *,
@@ -216,8 +227,10 @@ class SpeechDataset:
         seed: int = 0,
         timestamp_fraction: float = 0.5,
         augmenter=None,
+        draws: tuple[Draw, ...] = (),
     ):
         self.samples = samples
+        self.draws = tuple(draws)  # pools the sampler draws from each epoch (the replay set)
         self.builder = builder
         self.feature_extractor = feature_extractor
         self.training = training
@@ -237,7 +250,7 @@ class SpeechDataset:
         index, epoch = item if isinstance(item, tuple) else (int(item), 0)
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        audio = sample.utterance.load_audio()
+        audio = sample.load_audio(rng)
         segments = sample.segments
         with_timestamps = bool(self.training and segments and rng.random() < self.timestamp_fraction)
         if self.augmenter:
@@ -257,6 +270,24 @@ class SpeechDataset:
         return out["input_features"][0].astype(np.float32, copy=False)
 
 
+def epoch_shares(n_own: int, replay_ratio: float, empty_ratio: float) -> tuple[int, int]:
+    """(replay, non-speech) samples per epoch so that they make up these shares of it, beside the
+    ``n_own`` samples of the training data (at least one each when its ratio is above 0)."""
+    total = n_own / (1.0 - replay_ratio - empty_ratio)
+    replay = max(1, round(total * replay_ratio)) if replay_ratio > 0 else 0
+    empty = max(1, round(total * empty_ratio)) if empty_ratio > 0 else 0
+    return replay, empty
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Indices ``start .. stop-1`` of the dataset are a pool: each epoch takes ``per_epoch`` of them."""
+
+    start: int
+    stop: int
+    per_epoch: int
+
+
 class DurationGroupedSampler:
     """Shuffled, length-grouped order of ``(index, epoch)`` pairs; deterministic in (seed, epoch).
 
@@ -264,24 +295,46 @@ class DurationGroupedSampler:
     duration (longest first) and cut into batches, and the batches are shuffled: a batch holds
     utterances of similar length while the data order stays random. The longest batch of all
     comes first, so an out-of-memory batch size fails at step 1, not hours later.
+
+    ``draws`` name pools (the replay set): each epoch takes a seeded draw of ``per_epoch`` indices
+    from each (without repeats while the pool lasts); every other index is used once per epoch.
     """
 
-    def __init__(self, durations: list[float], batch_size: int, seed: int, group_batches: int = 50):
+    def __init__(self, durations: list[float], batch_size: int, seed: int, group_batches: int = 50,
+                 draws: tuple[Draw, ...] | list[Draw] = ()):
         self.durations = np.asarray(durations, dtype=np.float64)
         self.batch_size = batch_size
         self.seed = seed
         self.group_batches = group_batches
+        self.draws = tuple(draws)
         self.epoch = 0
+        pooled = np.zeros(len(self.durations), dtype=bool)
+        for d in self.draws:
+            pooled[d.start:d.stop] = True
+        self.always = np.flatnonzero(~pooled)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.durations)
+        return len(self.always) + sum(d.per_epoch for d in self.draws)
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """This epoch's dataset indices before shuffling: every fixed one, plus each pool's draw."""
+        if not self.draws:
+            return self.always
+        chosen = [self.always]
+        for k, d in enumerate(self.draws):  # own streams: the shuffle below stays what it was
+            size = d.stop - d.start
+            rng = np.random.default_rng([self.seed, epoch, 1000 + k])
+            reps = -(-d.per_epoch // size)  # whole shuffles of the pool, then cut
+            chosen.append(d.start + np.concatenate([rng.permutation(size) for _ in range(reps)])[: d.per_epoch])
+        return np.concatenate(chosen)
 
     def order(self, epoch: int) -> list[int]:
         rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(len(self.durations))
+        indices = self.epoch_indices(epoch)
+        perm = indices[rng.permutation(len(indices))]
         group = self.batch_size * self.group_batches
         batches = []
         for start in range(0, len(perm), group):

@@ -3,17 +3,23 @@
 Read :func:`finetune` top to bottom; every step is one call:
 
 1. threads, seed, hardware options (``--use_8bit`` without CUDA fails here);
-2. both manifests checked completely (missing audio, languages, durations) with counts;
+2. every manifest checked completely (missing audio, languages, durations) with counts: the
+   training data, the ``--replay_data`` and each ``--test_data`` set;
 3. the base model resolved (a bad name fails here), its tokenizer turns transcripts into labels
-   (over-long labels dropped and counted) -- all before any weights are loaded;
+   (over-long labels dropped and counted) -- all before any weights are loaded; the training
+   samples are joined by the replay pool and the non-speech samples (``training_mix``: each a
+   share of every epoch), and the evaluation sets get their metrics (the first ranks ``best/``,
+   the others may bound it: ``--max_general_regression``);
 4. the base model loaded (SDPA, frozen), LoRA/AdaLoRA adapters added;
-5. a Hugging Face ``Seq2SeqTrainer`` (subclassed for the length-grouped sampler and the decoding
-   evaluation) with callbacks for AdaLoRA, ``best/``, Ctrl-C and the progress bar;
+5. a Hugging Face ``Seq2SeqTrainer`` (subclassed for the length-grouped sampler with the replay
+   draw, the ``--kl_to_base`` term of the loss, and the decoding evaluation of each set) with
+   callbacks for AdaLoRA, ``best/`` (bounded by the general sets), Ctrl-C and the progress bar;
 6. train; the first Ctrl-C saves a resumable checkpoint and stops.
 
 Run folder ``output_dir/<model-name>/``: ``checkpoint-N/`` (resumable; also a loadable adapter),
-``best/`` (adapter + processor + ``finetune_config.json`` + ``metrics.json``), ``runs/``
-(TensorBoard) and ``finetune_config.json``.
+``best/`` (adapter + processor + ``finetune_config.json`` + ``metrics.json`` with every set's
+scores), ``runs/`` (TensorBoard), ``finetune_config.json`` and, with ``--max_general_regression``,
+``base_metrics.json`` (the base model's step-0 scores the bound refers to).
 """
 
 from __future__ import annotations
@@ -65,12 +71,15 @@ class WhisperLoraTrainer(Seq2SeqTrainer):
     Trainer's logging, best-metric tracking and callbacks all see those metrics.
     """
 
-    def __init__(self, *args, processor, task: str, eval_num_beams: int, max_eval_samples: int | None, **kwargs):
+    def __init__(self, *args, processor, task: str, eval_num_beams: int, max_eval_samples: int | None,
+                 kl_to_base: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.processor = processor
         self.task = task
         self.eval_num_beams = eval_num_beams
         self.max_eval_samples = max_eval_samples
+        self.kl_to_base = kl_to_base
+        self._loss_parts: list[tuple] = []  # (cross-entropy, KL) of the training batches since the last log
         # Whisper's forward takes **kwargs, so the Trainer would assume it normalises the loss by
         # `num_items_in_batch` itself and skip dividing by the accumulation steps. It does not (mean
         # cross-entropy per batch): let the Trainer average over accumulation steps as usual.
@@ -98,7 +107,29 @@ class WhisperLoraTrainer(Seq2SeqTrainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return DurationGroupedSampler(dataset.durations, self.args.per_device_train_batch_size, seed=self.args.seed)
+        return DurationGroupedSampler(dataset.durations, self.args.per_device_train_batch_size, seed=self.args.seed,
+                                      draws=getattr(dataset, "draws", ()))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy; with ``--kl_to_base W`` (training only) + W * KL(base || tuned) on the label tokens."""
+        if not (self.kl_to_base and model.training):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from whisper_ft.training.forgetting import kl_to_base
+
+        outputs = model(**inputs)
+        kl = kl_to_base(self.accelerator.unwrap_model(model), inputs, outputs.logits)
+        loss = outputs.loss + self.kl_to_base * kl
+        self._loss_parts.append((outputs.loss.detach(), kl.detach()))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs and self._loss_parts:  # what the reported loss is made of
+            import torch
+
+            ce, kl = (torch.stack(x).mean().item() for x in zip(*self._loss_parts))
+            logs["ce_loss"], logs["kl_to_base"] = round(ce, 4), round(kl, 6)
+            self._loss_parts = []
+        super().log(logs, *args, **kwargs)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix: str = "eval"):
@@ -195,7 +226,7 @@ def training_arguments(config: FinetuneConfig, run_dir: Path, metric: str, *, us
         use_cpu=use_cpu,
         eval_strategy="steps",
         eval_steps=t.eval_steps,
-        eval_on_start=t.eval_on_start,
+        eval_on_start=t.eval_on_start or t.max_general_regression is not None,  # the bound needs the base's scores
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
@@ -224,9 +255,9 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
 
-    from whisper_ft.models.languages import default_metric
     from whisper_ft.training.augment import load_augmenter
     from whisper_ft.training.callbacks import (
+        BASE_METRICS_FILE,
         AdaLoraCallback,
         BestModelCallback,
         GracefulInterrupt,
@@ -234,6 +265,7 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         previous_best_value,
     )
     from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.forgetting import build_eval_sets, check_eval_sets, training_mix
     from whisper_ft.training.labels import LabelBuilder
     from whisper_ft.training.model import (
         add_adapters,
@@ -253,64 +285,90 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     use_cpu = not torch.cuda.is_available()
     n_procs = world_size()
 
-    # 2. Data: both manifests checked before any model is touched.
-    limits = {"language": data.language, "min_duration": data.min_duration, "max_duration": data.max_duration}
-    train_pairs, train_report = check_manifest(data.train_data, name="train", **limits)
-    test_pairs, test_report = check_manifest(data.test_data, name="test", **limits)
+    # 2. Data: every manifest (training, replay, each evaluation set) checked before any model is touched.
+    limits = {"min_duration": data.min_duration, "max_duration": data.max_duration}
+    train_pairs, train_report = check_manifest(data.train_data, name="train", language=data.language, **limits)
+    replay_pairs, replay_report = (
+        check_manifest(data.replay_data, name="replay", language=None, fallback_language=data.language, **limits)
+        if data.replay_data else ([], None))
+    checked_eval_sets = check_eval_sets(data)
     augmenter = load_augmenter(data.augment_config)
     checkpoint = resolve_checkpoint(train.resume_from_checkpoint, run_dir)
     if checkpoint is not None:
         check_checkpoint_matches(checkpoint, config)
+        if train.max_general_regression is not None and not (run_dir / BASE_METRICS_FILE).is_file():
+            raise WhisperFtError(f"--max_general_regression: {run_dir / BASE_METRICS_FILE} (the base model's step-0 "
+                                 "scores) is missing, so the run cannot be resumed with this bound")
 
-    # 3. Base model resolved; its tokenizer makes the labels.
+    # 3. Base model resolved; its tokenizer makes the labels. Replay samples and the non-speech
+    #    samples of --empty_audio_ratio join the training samples (a share of each epoch).
     base = resolve_base_model(config.base_model)
     log_main(f"base model: {base.source.describe()}")
     processor = load_processor(base)
     builder = LabelBuilder.from_tokenizer(processor.tokenizer, data.task)
     train_samples = build_samples(train_pairs, train_report, processor.tokenizer, builder, timestamps=data.timestamps)
-    test_samples = build_samples(test_pairs, test_report, processor.tokenizer, builder, timestamps=False)
     log_main(train_report.summary())
-    log_main(test_report.summary())
+    replay_samples = []
+    if replay_report is not None:
+        replay_samples = build_samples(replay_pairs, replay_report, processor.tokenizer, builder,
+                                       timestamps=data.timestamps)
+        log_main(replay_report.summary())
+    mix = training_mix(train_samples, replay_samples, replay_ratio=data.replay_ratio,
+                       empty_ratio=data.empty_audio_ratio, seed=train.seed, empty_audio_dir=data.empty_audio_dir)
+    if mix.n_replay or mix.n_empty:
+        log_main(mix.summary())
+    eval_sets = build_eval_sets(checked_eval_sets, train.metric_for_best, processor.tokenizer, builder, log=log_main)
     if data.timestamps:
         n = sum(1 for s in train_samples if s.segments)
         log_main(f"timestamps: {n} of {len(train_samples)} training utterances have sentence times; about "
                  f"{data.timestamp_fraction:.0%} of those are trained with timestamp tokens each epoch")
-    main_language = data.language or test_report.languages.most_common(1)[0][0]
-    metric = train.metric_for_best or default_metric(main_language)
+    domain = eval_sets[0]
+    metric = domain.key()
+    bounds = {s.key(): train.max_general_regression for s in eval_sets[1:]} if train.max_general_regression is not None else {}
     log_main(f"best checkpoint chosen by {metric}"
-             + ("" if train.metric_for_best else f" (the default for {main_language})"))
+             + ("" if train.metric_for_best else f" (the default for {domain.language})")
+             + (f", among those within {train.max_general_regression:g} points of the base model on "
+                f"{', '.join(bounds)} (scored at step 0)" if bounds else ""))
 
     # 4. Model: frozen base + adapters.
-    total_steps = _planned_steps(len(train_samples), train, n_procs, checkpoint)
+    total_steps = _planned_steps(mix.per_epoch, train, n_procs, checkpoint)
     model = load_base_for_training(base, train, device_index=local_rank())
     model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
 
     # 5. Datasets and the Trainer.
-    train_ds = SpeechDataset(train_samples, builder, processor.feature_extractor, training=True, seed=train.seed,
-                             timestamp_fraction=data.timestamp_fraction, augmenter=augmenter)
-    eval_ds = SpeechDataset(test_samples, builder, processor.feature_extractor, training=False, seed=train.seed)
+    train_ds = SpeechDataset(mix.samples, builder, processor.feature_extractor, training=True, seed=train.seed,
+                             timestamp_fraction=data.timestamp_fraction, augmenter=augmenter, draws=mix.draws)
+    eval_datasets = {s.name: SpeechDataset(s.samples, builder, processor.feature_extractor, training=False,
+                                           seed=train.seed) for s in eval_sets}
     run_config = {
         **config.to_dict(),
         "resolved": {"base_model": base.recorded_name, "hf_path": str(base.hf_path), "metric_for_best": metric,
-                     "train_utterances": len(train_samples), "test_utterances": len(test_samples),
+                     "train_utterances": len(train_samples), "replay_per_epoch": mix.n_replay,
+                     "empty_audio_per_epoch": mix.n_empty,
+                     "test_utterances": {s.name or "test": len(s.samples) for s in eval_sets},
                      "num_threads": threads, "world_size": n_procs},
     }
     if checkpoint is None and is_main_process() and run_dir.is_dir() and any(run_dir.glob("checkpoint-*")):
         warn(f"{run_dir} already holds checkpoints of an earlier run; they will be rotated with this run's "
              "(pass --resume_from_checkpoint to continue that run instead)")
     previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
-    best_cb = BestModelCallback(run_dir / "best", metric, processor, run_config, previous_best)
+    if checkpoint is None and bounds and (run_dir / BASE_METRICS_FILE).is_file() and is_main_process():
+        (run_dir / BASE_METRICS_FILE).unlink()  # an earlier run's: this run scores its own base at step 0
+    best_cb = BestModelCallback(run_dir / "best", metric, processor, run_config, previous_best,
+                                set_prefixes=tuple(f"eval_{s.name}" if s.name else "eval" for s in eval_sets),
+                                bounds=bounds, base_metrics_file=run_dir / BASE_METRICS_FILE)
     interrupt = GracefulInterrupt()
     trainer = WhisperLoraTrainer(
         model=model,
         args=training_arguments(config, run_dir, metric, use_cpu=use_cpu),
         train_dataset=train_ds,
-        eval_dataset=eval_ds,
+        eval_dataset=eval_datasets[None] if None in eval_datasets else eval_datasets,
         data_collator=SpeechCollator(builder.sot),  # float32 features; AMP autocasts them
         processor=processor,
         task=data.task,
         eval_num_beams=train.eval_num_beams,
         max_eval_samples=data.max_eval_samples,
+        kl_to_base=train.kl_to_base,
     )
     trainer.remove_callback(ProgressCallback)  # ours writes to stderr and shows loss/lr
     our_callbacks = [ProgressBar(), best_cb, interrupt]
