@@ -177,6 +177,27 @@ def test_plain_eval_scores_a_speech_llm_run(overfit_run, tone_data, tmp_path, ca
     assert report["error_rate"] == 0.0 and report["model"]["kind"] == "speech-llm"
 
 
+def test_plain_infer_and_compare_decode_a_speech_llm_run(overfit_run, tone_data, capsys):
+    """`whisper-ft infer --model_path RUN` and compare's timestamp check open the run through the
+    same decoding backend as a Whisper model (one segment over the clip: the LLM makes no timestamps)."""
+    from whisper_ft.audio import load_audio
+    from whisper_ft.compare.timestamps import timestamped_transcriber
+    from whisper_ft.decoding.backend import load_backend
+    from whisper_ft.speech_llm.decoding import SpeechLLMBackend
+
+    result, _ = overfit_run
+    code, stdout, err = run_cli(["infer", "--model_path", str(result.run_dir), "--device", "cpu",
+                                 "--audio_path", str(tone_data / "u1.wav")], capsys)
+    assert code == 0, err
+    assert json.loads(stdout.strip())["text"] == TEXTS[1] and "speech-LLM" in err
+    backend = load_backend(result.best_dir, device="cpu")
+    assert isinstance(backend, SpeechLLMBackend)
+    audio = load_audio(tone_data / "u0.wav")
+    t = timestamped_transcriber(backend)(audio, "en")
+    assert [(s.start, s.text) for s in t.segments] == [(0.0, TEXTS[0])]
+    assert t.segments[0].end == pytest.approx(len(audio) / 16_000)
+
+
 def run_cli(args, capsys) -> tuple[int, str, str]:
     from whisper_ft.cli import main
 

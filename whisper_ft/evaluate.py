@@ -137,97 +137,6 @@ def choose_metric(metric: str | None, languages: list[str | None]) -> str:
     return default_metric(main) if main else "cer"
 
 
-class _HFDecoder:
-    def __init__(self, settings: EvalSettings):
-        import torch
-
-        from whisper_ft.models.loading import load_whisper
-
-        if settings.cpu_threads:
-            torch.set_num_threads(settings.cpu_threads)
-        device = settings.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        self.loaded = load_whisper(settings.model, dtype=dtype, device=device)
-        self.settings = settings
-        self.pack = bool(settings.pack) and _can_pack_hf(self.loaded, settings.model)
-        self.pack_stats: dict[str, int] = {}
-        self.info = {"name": settings.model, "path": str(self.loaded.source.path), "kind": self.loaded.source.kind,
-                     "backend": "hf", "device": device, "dtype": str(dtype).removeprefix("torch."),
-                     "pack": self.pack, "packing": self.pack_stats}
-
-    def texts(self, audios, languages) -> list[str]:
-        from whisper_ft.decoding.hf import decode_text, generate_packed_token_ids, generate_texts
-
-        s = self.settings
-        if self.pack:
-            ids = generate_packed_token_ids(self.loaded.model, self.loaded.processor, audios, language=languages,
-                                            task=s.task, num_beams=s.num_beams, max_new_tokens=s.max_new_tokens,
-                                            stats=self.pack_stats)
-            return [decode_text(self.loaded.processor.tokenizer, seq) for seq in ids]
-        fe = self.loaded.processor.feature_extractor
-        feats = fe(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        return generate_texts(self.loaded.model, self.loaded.processor, feats, language=languages, task=s.task,
-                              num_beams=s.num_beams, max_new_tokens=s.max_new_tokens)
-
-    def long(self, audio, language) -> str:
-        from whisper_ft.decoding.hf_transcribe import transcribe_hf
-
-        return transcribe_hf(self.loaded.model, self.loaded.processor, audio, language=language,
-                             task=self.settings.task, num_beams=self.settings.num_beams,
-                             temperature_fallback=self.settings.temperature_fallback).text
-
-
-def _can_pack_hf(loaded, name: str) -> bool:
-    from whisper_ft.decoding.ct2 import NO_TIMESTAMPS_MESSAGE
-    from whisper_ft.decoding.hf import timestamp_begin_hf
-
-    if timestamp_begin_hf(loaded.model, loaded.processor.tokenizer) is None:
-        log(NO_TIMESTAMPS_MESSAGE.format(model=name))
-        return False
-    return True
-
-
-class _CT2Decoder:
-    def __init__(self, settings: EvalSettings):
-        from whisper_ft.decoding.ct2 import NO_TIMESTAMPS_MESSAGE, can_pack_ct2, default_cpu_threads, load_ct2_whisper
-
-        # packed batches are decoded by one single-threaded worker per CPU thread (measured fastest
-        # on CPU in benchmarks/inference.py; workers give the same tokens as one)
-        pack = settings.pack is not False
-        threads = settings.cpu_threads or default_cpu_threads()
-        inter = threads if pack and settings.device != "cuda" else 1
-        self.ct2 = load_ct2_whisper(settings.model, device=settings.device, compute_type=settings.compute_type,
-                                    cpu_threads=threads, inter_threads=inter)
-        if pack and not can_pack_ct2(self.ct2):
-            log(NO_TIMESTAMPS_MESSAGE.format(model=settings.model))
-            pack = False
-        self.settings = settings
-        self.pack = pack
-        self.pack_stats: dict[str, int] = {}
-        self.info = {"name": settings.model, "path": str(self.ct2.path), "kind": "ct2", "backend": "ct2",
-                     "device": self.ct2.device, "compute_type": self.ct2.compute_type,
-                     "pack": pack, "inter_threads": inter, "packing": self.pack_stats}
-
-    def texts(self, audios, languages) -> list[str]:
-        from whisper_ft.decoding.ct2 import generate_texts_ct2
-
-        s = self.settings
-        return generate_texts_ct2(self.ct2, audios, language=languages, task=s.task, num_beams=s.num_beams,
-                                  max_new_tokens=s.max_new_tokens, pack=self.pack,
-                                  stats=self.pack_stats if self.pack else None)
-
-    def long(self, audio, language) -> str:
-        from whisper_ft.decoding.ct2 import transcribe_ct2
-
-        # temperature 0.0 with faster-whisper's defaults = the hf path's DETERMINISTIC_LONG_FORM_OPTIONS;
-        # None = its fallback schedule, like LONG_FORM_OPTIONS
-        return transcribe_ct2(self.ct2, audio, language=language, task=self.settings.task,
-                              beam_size=self.settings.num_beams,
-                              temperature=None if self.settings.temperature_fallback else 0.0).text
-
-
 def load_test_data(path: str | Path) -> list[Utterance]:
     """The manifest's utterances; an empty manifest or a missing audio file is an error (found
     before any model is loaded)."""
@@ -249,7 +158,9 @@ def check_positive(option: str, value: int | None) -> None:
 
 
 class Decoder(Protocol):
-    """What :func:`evaluate` decodes with (the hf and ct2 backends implement it)."""
+    """The old decoder interface (``texts(audios, languages)``, ``long(audio, language)``, ``info``),
+    still accepted by :func:`evaluate`; every model now opens as a
+    :class:`whisper_ft.decoding.backend.Backend`."""
 
     info: dict[str, Any]
 
@@ -258,15 +169,59 @@ class Decoder(Protocol):
     def long(self, audio, language: str | None) -> str: ...
 
 
-def make_decoder(settings: EvalSettings) -> Decoder:
-    from whisper_ft.speech_llm.io import is_speech_llm_run
+class _DecoderBackend:
+    """An old-style :class:`Decoder` seen through the :class:`Backend` interface."""
 
-    if is_speech_llm_run(settings.model):  # a speech-LLM run (whisper-ft llm finetune): its own decoder
-        from whisper_ft.speech_llm.io import load_speech_llm_decoder
+    can_pack = False
 
-        return load_speech_llm_decoder(settings.model, num_beams=settings.num_beams, device=settings.device,
-                                       cpu_threads=settings.cpu_threads, max_new_tokens=settings.max_new_tokens)
-    return _HFDecoder(settings) if settings.backend == "hf" else _CT2Decoder(settings)
+    def __init__(self, decoder):
+        self.decoder = decoder
+        self.info = decoder.info
+
+    def texts(self, audios, languages, options=None) -> list[str]:
+        return self.decoder.texts(audios, languages)
+
+    def transcribe(self, audio, options, *, source=None, on_segment=None):
+        from whisper_ft.decoding.results import Segment, Transcription
+
+        text = self.decoder.long(audio, options.language)
+        duration = len(audio) / SAMPLE_RATE
+        return Transcription(options.language, duration, [Segment(0, 0.0, duration, text)] if text else [],
+                             source=source)
+
+
+def as_backend(decoder):
+    """``decoder`` as a :class:`Backend` (an old-style :class:`Decoder` is wrapped)."""
+    from whisper_ft.decoding.backend import Backend
+
+    return decoder if isinstance(decoder, Backend) else _DecoderBackend(decoder)
+
+
+def make_decoder(settings: EvalSettings):
+    """The :class:`~whisper_ft.decoding.backend.Backend` that ``settings`` names (a speech-LLM run
+    folder opens as its own backend)."""
+    from whisper_ft.decoding.backend import load_backend
+
+    return load_backend(settings.model, kind=validate_backend(settings.backend), device=settings.device,
+                        compute_type=settings.compute_type, threads=settings.cpu_threads,
+                        parallel_batches=settings.backend == "ct2" and settings.pack is not False,
+                        max_new_tokens=settings.max_new_tokens, beam_size=settings.num_beams)
+
+
+def eval_options(settings: EvalSettings, decoder=None):
+    """The :class:`~whisper_ft.decoding.options.DecodingOptions` ``settings`` ask for; packing
+    (default: on with ct2, off with hf) only where ``decoder`` can pack (said on stderr otherwise)."""
+    from whisper_ft.decoding.backend import NO_TIMESTAMPS_MESSAGE
+    from whisper_ft.decoding.options import DecodingOptions
+
+    pack = settings.pack if settings.pack is not None else settings.backend == "ct2"
+    if pack and decoder is not None and not getattr(decoder, "can_pack", False):
+        if "packing" in decoder.info:  # a Whisper model without timestamps (not a speech-LLM or test decoder)
+            log(NO_TIMESTAMPS_MESSAGE.format(model=settings.model))
+        pack = False
+    options = DecodingOptions(language=normalize_language(settings.language), task=settings.task,
+                              beam_size=settings.num_beams, max_new_tokens=settings.max_new_tokens, pack=pack)
+    return options.with_fallback(settings.temperature_fallback)
 
 
 def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalReport:
@@ -288,10 +243,13 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     settings = EvalSettings(**{**asdict(settings), "metric": metric, "language": forced, "backend": backend})
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.perf_counter()
-    decoder = decoder or make_decoder(settings)
+    decoder = as_backend(decoder or make_decoder(settings))
     load_seconds = time.perf_counter() - t0
+    options = eval_options(settings, decoder)
+    # long recordings: no cap on new tokens, never packed (as before the backend seam)
+    long_options = options.replace(max_new_tokens=None, pack=False)
     # what the decoder really does (a model without timestamps is not packed)
-    settings = EvalSettings(**{**asdict(settings), "pack": bool(getattr(decoder, "pack", settings.pack))})
+    settings = EvalSettings(**{**asdict(settings), "pack": options.pack})
 
     order = sorted(range(len(utterances)), key=lambda i: -utterances[i].duration)
     hyps: list[str | None] = [None] * len(utterances)
@@ -315,9 +273,9 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
             short = [k for k, a in enumerate(audios) if len(a) <= N_SAMPLES]
             for k, a in enumerate(audios):
                 if len(a) > N_SAMPLES:
-                    hyps[idx[k]] = decoder.long(a, languages[idx[k]])
+                    hyps[idx[k]] = decoder.transcribe(a, long_options.replace(language=languages[idx[k]])).text
             if short:
-                texts = decoder.texts([audios[k] for k in short], [languages[idx[k]] for k in short])
+                texts = decoder.texts([audios[k] for k in short], [languages[idx[k]] for k in short], options)
                 for k, text in zip(short, texts):
                     hyps[idx[k]] = text
             decode_seconds += time.perf_counter() - t1
@@ -335,7 +293,8 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     result = score([u.sentence for u in utterances], [hyps[i] or "" for i in kept], metric=metric, language=forced, raw=settings.raw,
                    languages=languages)
     return EvalReport(settings=settings, score=result, utterances=utterances, languages=languages,
-                      model=decoder.info, audio_seconds=audio_seconds, load_seconds=load_seconds,
+                      model={**decoder.info, **({"pack": options.pack} if "packing" in decoder.info else {})},
+                      audio_seconds=audio_seconds, load_seconds=load_seconds,
                       decode_seconds=decode_seconds, started=started, load_audio_seconds=load_audio_seconds,
                       skipped=[skipped[i] for i in sorted(skipped)])
 

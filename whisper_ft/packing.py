@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from whisper_ft.audio import SAMPLE_RATE
-from whisper_ft.models.generation import TIMESTAMP_STEP
 
 PACK_GAP_SECONDS = 2.0  # silence between clips (1 s: whisper-base often ran short clips together)
 PACK_WINDOW_SECONDS = 26.0  # clips + gaps per window: room before 30 s so the last clip is finished
@@ -99,27 +98,15 @@ def parse_timestamped_tokens(
 ) -> tuple[list[tuple[float, float, list[int]]], float | None]:
     """The finished ``(start, end, text tokens)`` segments of a timestamped token sequence and
     the time from which the output is unfinished (an open segment or a cut; None if complete).
-    Text before any timestamp starts where the previous segment ended (0 at first)."""
-    segments: list[tuple[float, float, list[int]]] = []
-    start: float | None = None
-    last_end = 0.0
-    current: list[int] = []
-    for t in tokens:
-        if t >= timestamp_begin:
-            ts = (t - timestamp_begin) * TIMESTAMP_STEP
-            if start is None:
-                start = ts
-            else:
-                segments.append((start, ts, current))
-                current, start, last_end = [], None, ts
-        elif t < eot:
-            if start is None:
-                start = last_end
-            current.append(int(t))
-    unfinished = None
-    if start is not None or truncated:
-        unfinished = start if start is not None else last_end
-    return segments, unfinished
+    Text before any timestamp starts where the previous segment ended (0 at first). The parse is
+    :func:`whisper_ft.decoding.timestamps.parse_timestamp_tokens`, shared with both decoders."""
+    from whisper_ft.decoding.timestamps import parse_timestamp_tokens
+
+    parsed = parse_timestamp_tokens(tokens, timestamp_begin=timestamp_begin, eot=eot)
+    unfinished = parsed.open_start
+    if unfinished is None and truncated:
+        unfinished = parsed.last_end
+    return parsed.segments, unfinished
 
 
 def assign_packed_segments(

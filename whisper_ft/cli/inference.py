@@ -2,6 +2,8 @@
 
 Only option parsing here; the work is in whisper_ft.evaluate, whisper_ft.convert,
 whisper_ft.inference and whisper_ft.decoding (imported inside the commands so --help is instant).
+Models open through whisper_ft.decoding.backend.load_backend (device, compute type and threads are
+chosen there); decoding choices travel as one whisper_ft.decoding.options.DecodingOptions.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import typer
 from whisper_ft.cli import app
 
 _MODEL_HELP = ("Model name or folder: transformers folder, LoRA adapter, CTranslate2 folder, 'base' "
-               "(bundled), or a hub id. Default: the newest model under models/.")
+               "(bundled), a hub id, or a speech-LLM run folder. Default: the newest model under models/.")
 
 
 def _quiet_libraries() -> None:
@@ -149,34 +151,26 @@ def infer_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads for torch."),
 ) -> None:
-    """Transcribe audio with transformers (any length: 30 s windows, sequential long-form decoding)."""
+    """Transcribe audio with transformers (any length: 30 s windows, sequential long-form decoding); also a speech-LLM run folder."""
     _quiet_libraries()
-    import torch
-
     from whisper_ft.console import log
-    from whisper_ft.decoding.hf_transcribe import transcribe_hf
+    from whisper_ft.decoding.backend import load_backend
+    from whisper_ft.decoding.options import DecodingOptions
     from whisper_ft.inference import run_inference
     from whisper_ft.models.defaults import pick_model
-    from whisper_ft.models.languages import normalize_language
-    from whisper_ft.models.loading import load_whisper
     from whisper_ft.writers import validate_format
 
-    language = normalize_language(language)
+    options = DecodingOptions(language=language, task=task, beam_size=num_beams).with_fallback()
     validate_format(fmt)
     if model_path is None:
         picked = pick_model()
         log(picked.message())
         model_path = picked.name
-    if cpu_threads:
-        torch.set_num_threads(cpu_threads)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_whisper(model_path, dtype=torch.float16 if device == "cuda" else torch.float32, device=device)
-    log(f"model: {loaded.source.describe()} on {device}")
+    backend = load_backend(model_path, kind="transformers", device=device, threads=cpu_threads, beam_size=num_beams)
+    log(f"model: {backend.describe()}")
 
     def transcribe(audio, path, on_segment):  # transformers gives no segments before the end: no progress bar
-        return transcribe_hf(loaded.model, loaded.processor, audio, language=language, task=task,
-                             num_beams=num_beams, source=path)
+        return backend.transcribe(audio, options, source=path)
 
     run = run_inference(audio_path, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
                         show_progress=False)
@@ -203,20 +197,25 @@ def infer_ct2_command(
     """Transcribe audio with faster-whisper (CTranslate2): fast, any length, optional VAD."""
     _quiet_libraries()
     from whisper_ft.console import log
-    from whisper_ft.decoding.ct2 import default_batch_size, describe, load_ct2_whisper, transcribe_ct2
+    from whisper_ft.decoding.backend import load_backend
+    from whisper_ft.decoding.ct2 import default_batch_size
+    from whisper_ft.decoding.options import DecodingOptions
     from whisper_ft.inference import run_inference
     from whisper_ft.models.defaults import pick_ct2_model
-    from whisper_ft.models.languages import normalize_language
     from whisper_ft.writers import validate_format
 
-    language = normalize_language(language)
+    # subtitles want timestamped segments of a few seconds, also from the batched pipeline
+    options = DecodingOptions(language=language, task=task, beam_size=beam_size, vad=vad,
+                              word_timestamps=word_timestamps, timestamps=True if fmt in ("srt", "vtt") else None,
+                              batch_size=batch_size or 1).with_fallback()
     validate_format(fmt)
     if model_path is None:
         picked = pick_ct2_model()
         log(picked.message())
         model_path = picked.name
-    ct2 = load_ct2_whisper(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-    log(f"model: {describe(ct2)}")
+    backend = load_backend(model_path, kind="ctranslate2", device=device, compute_type=compute_type,
+                           threads=cpu_threads)
+    log(f"model: {backend.describe()}")
 
     def transcribe(audio_array, path, on_segment):
         batch = batch_size
@@ -225,10 +224,7 @@ def infer_ct2_command(
             if batch > 1:
                 log(f"{path}: {len(audio_array) / 16_000 / 60:.0f} min: faster-whisper's batched VAD pipeline, "
                     f"batch {batch} (--batch_size 1: sequential decoding)")
-        # subtitles want timestamped segments of a few seconds, also from the batched pipeline
-        return transcribe_ct2(ct2, audio_array, language=language, task=task, beam_size=beam_size, vad=vad,
-                              word_timestamps=word_timestamps, batch_size=batch, source=path,
-                              on_segment=on_segment, without_timestamps=False if fmt in ("srt", "vtt") else None)
+        return backend.transcribe(audio_array, options.replace(batch_size=batch), source=path, on_segment=on_segment)
 
     run = run_inference(audio, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
                         vad_hint=not vad and batch_size == 1)

@@ -27,7 +27,7 @@ from whisper_ft.compare.stats import PairedDifference, paired_bootstrap
 from whisper_ft.compare.timestamps import TimestampCheck, check_timestamps, timestamped_transcriber
 from whisper_ft.console import log
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.evaluate import EvalReport, EvalSettings, evaluate, make_decoder, validate_backend
+from whisper_ft.evaluate import EvalReport, EvalSettings, eval_options, evaluate, make_decoder, validate_backend
 from whisper_ft.models.languages import normalize_language
 
 N_WORST = 5
@@ -268,6 +268,7 @@ def run_compare(settings: CompareSettings) -> CompareReport:
         decoder = make_decoder(base_settings)
         m.load_seconds = time.perf_counter() - t0
         m.info = dict(decoder.info)
+        options = eval_options(base_settings, decoder)
         transcribe = timestamped_transcriber(decoder, num_beams=settings.num_beams)
         for t in sets:
             report = evaluate(replace(base_settings, test_data=t.path), decoder=decoder)
@@ -277,7 +278,7 @@ def run_compare(settings: CompareSettings) -> CompareReport:
             results.append(SetResult(t.name, mi, report, hallucination_stats(report.score), checks))
         audios = [c.audio for c in clips] * len(ns_langs)
         langs = [lang for lang in ns_langs for _ in clips]
-        texts = decoder.texts(audios, langs)
+        texts = decoder.texts(audios, langs, options)
         outputs = []
         for k, (lang, text) in enumerate(zip(langs, texts)):
             norm = normalize_text(text, lang).strip()

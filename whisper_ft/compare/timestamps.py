@@ -55,25 +55,18 @@ class TimestampCheck:
 
 
 def timestamped_transcriber(decoder, *, num_beams: int = 1, task: str = "transcribe"):
-    """``f(audio, language) -> Transcription`` with timestamps, temperature 0, for a decoder made by
-    :func:`whisper_ft.evaluate.make_decoder` (the same loaded model; nothing is loaded again)."""
-    loaded = getattr(decoder, "loaded", None)
-    if loaded is not None:
-        from whisper_ft.decoding.hf_transcribe import transcribe_hf
+    """``f(audio, language) -> Transcription`` with timestamps, temperature 0, for a
+    :class:`whisper_ft.decoding.backend.Backend` (the same loaded model; nothing is loaded again)."""
+    from whisper_ft.decoding.options import DecodingOptions
 
-        def hf(audio: np.ndarray, language: str | None) -> Transcription:
-            return transcribe_hf(loaded.model, loaded.processor, audio, language=language, task=task,
-                                 num_beams=num_beams)
-        return hf
-    ct2 = getattr(decoder, "ct2", None)
-    if ct2 is not None:
-        from whisper_ft.decoding.ct2 import transcribe_ct2
+    if not callable(getattr(decoder, "transcribe", None)):
+        raise WhisperFtError(f"cannot decode with timestamps using {type(decoder).__name__}: "
+                             "it is not a decoding backend (no transcribe method)")
+    options = DecodingOptions(task=task, beam_size=num_beams, temperature=0.0)
 
-        def c2(audio: np.ndarray, language: str | None) -> Transcription:
-            return transcribe_ct2(ct2, audio, language=language, task=task, beam_size=num_beams, temperature=0.0)
-        return c2
-    raise WhisperFtError(f"cannot decode with timestamps using {type(decoder).__name__}: "
-                         "it has neither a transformers nor a CTranslate2 model")
+    def transcribe(audio: np.ndarray, language: str | None) -> Transcription:
+        return decoder.transcribe(audio, options.replace(language=language))
+    return transcribe
 
 
 def check_timestamps(transcribe, clips: list[tuple[str, np.ndarray, str | None]], *,

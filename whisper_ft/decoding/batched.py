@@ -23,7 +23,7 @@ from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
 from whisper_ft.decoding.ct2 import CT2Whisper, ct2_features, detect_languages_ct2, model_suppress_tokens
 from whisper_ft.decoding.results import Segment, Transcription, Word
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.generation import MAX_TARGET_TOKENS, TIMESTAMP_STEP
+from whisper_ft.models.generation import MAX_TARGET_TOKENS
 
 # faster-whisper's defaults (TranscriptionOptions), so both paths judge a decode the same way
 COMPRESSION_RATIO_THRESHOLD = 2.4
@@ -78,22 +78,12 @@ def split_timestamped_tokens(tokens: list[int], *, timestamp_begin: int, eot: in
 
     ``<|t0|> text <|t1|>`` is one piece; text after the last timestamp (an unfinished segment, or
     output without timestamps) runs to ``duration``. Times are capped at ``duration``."""
-    pieces: list[tuple[float, float, list[int]]] = []
-    start: float | None = None
-    last_end = 0.0
-    current: list[int] = []
-    for t in tokens:
-        if t >= timestamp_begin:
-            ts = min((t - timestamp_begin) * TIMESTAMP_STEP, duration)
-            if start is None and not current:
-                start = ts
-            else:
-                pieces.append((start if start is not None else last_end, ts, current))
-                start, current, last_end = None, [], ts
-        elif t < eot:
-            current.append(int(t))
-    if current:
-        pieces.append((start if start is not None else last_end, duration, current))
+    from whisper_ft.decoding.timestamps import parse_timestamp_tokens
+
+    parsed = parse_timestamp_tokens(tokens, timestamp_begin=timestamp_begin, eot=eot)
+    pieces = [(min(s, duration), min(e, duration), toks) for s, e, toks in parsed.segments]
+    if parsed.open_tokens:
+        pieces.append((min(parsed.open_start, duration), duration, parsed.open_tokens))
     return [(min(s, e), e, toks) for s, e, toks in pieces if toks]
 
 
@@ -195,7 +185,7 @@ def _clip_result(clip: Clip, tok, language: str, duration: float, result) -> Cli
 # the clip's time; a clip whose share is not clean (a segment across two clips or in a gap, an
 # unfinished or looping window, no text) is decoded again in a window of its own.
 
-PACK_OVERLAP_TOLERANCE = 1.0  # seconds a segment may spill into a neighbouring clip
+from whisper_ft.packing import PACK_OVERLAP_TOLERANCE  # noqa: E402  (seconds a segment may spill into a neighbour)
 
 
 def transcribe_packed_ct2(ct2: CT2Whisper, clips: list[Clip], *, beam_size: int = 5,
@@ -236,36 +226,28 @@ def transcribe_packed_ct2(ct2: CT2Whisper, clips: list[Clip], *, beam_size: int 
 
 def _split_window(result: ClipResult, window, durations: list[float]) -> list[ClipResult | None]:
     """Each clip's share of a packed window's segments (times shifted to the clip), or None where
-    the share is not trustworthy."""
-    n = len(window.spans)
-    segs: list[list[Segment]] = [[] for _ in range(n)]
-    bad = [False] * n
-    for seg in result.transcription.segments:
-        overlaps = [max(0.0, min(seg.end, e) - max(seg.start, s)) for s, e in window.spans]
-        ranked = sorted(range(n), key=lambda k: -overlaps[k])
-        k = ranked[0]
-        if overlaps[k] <= 0.0:  # text in a gap: whose is it?
-            before = [j for j in range(n) if window.spans[j][1] <= seg.start]
-            after = [j for j in range(n) if window.spans[j][0] >= seg.end]
-            for j in before[-1:] + after[:1]:
-                bad[j] = True
-            continue
-        if n > 1 and overlaps[ranked[1]] > PACK_OVERLAP_TOLERANCE:
-            bad[k] = bad[ranked[1]] = True
-        offset = window.spans[k][0]
-        end = min(max(seg.end - offset, 0.0), durations[k])
-        segs[k].append(VerboseSegment(len(segs[k]), min(max(seg.start - offset, 0.0), end), end, seg.text, seg.tokens,
-                                      seg.avg_logprob, seg.no_speech_prob, None, seek=0,
-                                      temperature=getattr(seg, "temperature", 0.0),
-                                      compression_ratio=getattr(seg, "compression_ratio", 0.0)))
-    if result.unfinished_from is not None:
-        for j, (_, e) in enumerate(window.spans):
-            if e > result.unfinished_from + PACK_OVERLAP_TOLERANCE:
-                bad[j] = True
+    the share is not trustworthy (judged by :func:`whisper_ft.packing.assign_packed_segments`, the
+    same rules as ``eval``'s packed path)."""
+    from whisper_ft.packing import assign_packed_segments
+
+    segments = result.transcription.segments
+    shares = assign_packed_segments([(seg.start, seg.end, seg) for seg in segments], window,
+                                    unfinished_from=result.unfinished_from, tolerance=PACK_OVERLAP_TOLERANCE)
     language = result.transcription.language
-    return [None if bad[j] or not segs[j] else
-            ClipResult(Transcription(language=language, duration=durations[j], segments=segs[j]))
-            for j in range(n)]
+    out: list[ClipResult | None] = []
+    for k, share in enumerate(shares):
+        if not share:
+            out.append(None)
+            continue
+        offset, segs = window.spans[k][0], []
+        for seg in share:
+            end = min(max(seg.end - offset, 0.0), durations[k])
+            segs.append(VerboseSegment(len(segs), min(max(seg.start - offset, 0.0), end), end, seg.text, seg.tokens,
+                                       seg.avg_logprob, seg.no_speech_prob, None, seek=0,
+                                       temperature=getattr(seg, "temperature", 0.0),
+                                       compression_ratio=getattr(seg, "compression_ratio", 0.0)))
+        out.append(ClipResult(Transcription(language=language, duration=durations[k], segments=segs)))
+    return out
 
 
 def transcribe_one_ct2(

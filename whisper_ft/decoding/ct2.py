@@ -1,11 +1,11 @@
-"""CTranslate2 / faster-whisper decoding.
+"""CTranslate2 / faster-whisper decoding (the old public names all importable from here).
 
-- :func:`load_ct2_whisper` opens any model whisper-ft can name as a faster-whisper model
+- :func:`load_ct2_whisper` (:mod:`whisper_ft.decoding.ct2_loading`) opens any model whisper-ft can name as a faster-whisper model
   (a CTranslate2 folder as is; a transformers folder, adapter or hub id converted once into the
   cache), on an automatically chosen device and compute type (CUDA float16, else CPU int8).
-- :func:`transcribe_ct2` runs faster-whisper on one audio (any length; optional VAD, word
+- :func:`transcribe_ct2` (:mod:`whisper_ft.decoding.ct2_transcribe`) runs faster-whisper on one audio (any length; optional VAD, word
   timestamps, batched pipeline) and returns a typed :class:`Transcription`.
-- :func:`generate_token_ids_ct2` / :func:`generate_texts_ct2` decode 30 s windows in batches with
+- :func:`generate_token_ids_ct2` / :func:`generate_texts_ct2` (here) decode 30 s windows in batches with
   the CTranslate2 engine directly, with exactly the prompt the transformers path uses
   (``<|startoftranscript|><|lang|><|task|><|notimestamps|>``): the like-for-like comparison used
   by ``eval --backend ct2`` and ``convert --verify``. With ``pack=True`` they are the fast path
@@ -19,16 +19,24 @@
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
 from whisper_ft.console import log
+from whisper_ft.decoding.ct2_loading import (  # noqa: F401  (re-exported: loading and device choice)
+    CT2Whisper,
+    default_cpu_threads,
+    describe,
+    ensure_ct2_folder,
+    load_ct2_whisper,
+    log_loaded,
+    model_suppress_tokens,
+    resolve_device,
+)
+from whisper_ft.decoding.ct2_transcribe import transcribe_ct2  # noqa: F401  (re-exported)
 from whisper_ft.decoding.hf import per_sample_languages, validate_task
-from whisper_ft.decoding.results import Segment, Transcription, Word
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
 from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's planning and splitting)
@@ -44,151 +52,6 @@ from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's pl
 N_FRAMES = N_SAMPLES // 160
 
 
-def default_cpu_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def resolve_device(device: str = "auto", compute_type: str = "auto") -> tuple[str, str]:
-    """``("cuda", "float16")`` when a CUDA device is visible, else ``("cpu", "int8")``; explicit
-    values are checked against what CTranslate2 supports on that device."""
-    import ctranslate2
-
-    device = (device or "auto").lower()
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise WhisperFtError(f"unknown device {device!r}; choose one of: auto, cpu, cuda")
-    if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
-        raise WhisperFtError("--device cuda but CTranslate2 sees no CUDA device; use --device cpu (or auto)")
-    compute_type = (compute_type or "auto").lower()
-    if compute_type == "auto":
-        compute_type = "float16" if device == "cuda" else "int8"
-    supported = sorted(ctranslate2.get_supported_compute_types(device))
-    if compute_type not in supported and compute_type != "default":
-        raise WhisperFtError(
-            f"compute type {compute_type!r} is not supported on {device}; choose one of: {', '.join(supported)}"
-        )
-    return device, compute_type
-
-
-@dataclass
-class CT2Whisper:
-    """A loaded faster-whisper model and what it was loaded from."""
-
-    model: object  # faster_whisper.WhisperModel
-    path: Path
-    device: str
-    compute_type: str
-    name: str
-
-    @property
-    def engine(self):
-        """The ``ctranslate2.models.Whisper`` inside."""
-        return self.model.model
-
-    @property
-    def is_multilingual(self) -> bool:
-        """Language and task tokens in the prompt (see :class:`_MultilingualEngine`)."""
-        return bool(self.engine.is_multilingual)
-
-    @property
-    def n_mels(self) -> int:
-        return int(self.model.feat_kwargs.get("feature_size", 80))
-
-
-def ensure_ct2_folder(name_or_path, *, merge_adapter: bool = True) -> Path:
-    """A CTranslate2 folder for any model name: CTranslate2 folders as they are; transformers
-    folders, hub ids and (with ``merge_adapter``) LoRA adapters converted once (float32) into the
-    cache, keyed by the source's path and modification time."""
-    from whisper_ft.convert import cached_conversion
-    from whisper_ft.models.registry import resolve_model
-
-    source = resolve_model(name_or_path)
-    if source.kind == "ct2":
-        return Path(source.path)
-    if source.kind == "adapter" and not merge_adapter:
-        raise WhisperFtError(
-            f"{source.path} is a LoRA adapter: run `whisper-ft merge` first (or convert with --merge)"
-        )
-    return cached_conversion(source)
-
-
-def load_ct2_whisper(
-    name_or_path,
-    *,
-    device: str = "auto",
-    compute_type: str = "auto",
-    cpu_threads: int | None = None,
-    inter_threads: int = 1,
-) -> CT2Whisper:
-    """Open a model with faster-whisper (see :func:`ensure_ct2_folder` for what names work).
-
-    ``inter_threads > 1`` splits the ``cpu_threads`` into that many workers of
-    ``cpu_threads // inter_threads`` threads each: batches given to :func:`generate_token_ids_ct2`
-    are then cut into one part per worker, decoded side by side (faster on CPU than one batch on
-    all threads; measured in benchmarks/inference.py). faster-whisper's own ``transcribe`` decodes
-    one window at a time and so uses one worker's threads only: keep 1 for ``transcribe_ct2``."""
-    from faster_whisper import WhisperModel
-
-    path = ensure_ct2_folder(name_or_path)
-    for needed in ("tokenizer.json", "preprocessor_config.json"):
-        if not (path / needed).is_file():
-            raise WhisperFtError(
-                f"{path} has no {needed}: faster-whisper would fetch it from the hub; "
-                "re-create the folder with `whisper-ft convert`"
-            )
-    device, compute_type = resolve_device(device, compute_type)
-    threads = cpu_threads or default_cpu_threads()
-    if inter_threads < 1:
-        raise WhisperFtError(f"inter_threads must be at least 1 (got {inter_threads})")
-    model = WhisperModel(str(path), device=device, compute_type=compute_type,
-                         cpu_threads=max(1, threads // inter_threads), num_workers=inter_threads,
-                         local_files_only=True)
-    if not model.model.is_multilingual and _config_lang_ids(path) > 1:
-        model.model = _MultilingualEngine(model.model)
-    return CT2Whisper(model=model, path=path, device=device, compute_type=compute_type, name=str(name_or_path))
-
-
-def _config_lang_ids(path: Path) -> int:
-    try:
-        return len(json.loads((Path(path) / "config.json").read_text()).get("lang_ids") or [])
-    except (OSError, json.JSONDecodeError):
-        return 0
-
-
-class _MultilingualEngine:
-    """A ``ctranslate2.models.Whisper`` that reports itself multilingual.
-
-    CTranslate2 calls a model multilingual only when its vocabulary has at least 51865 tokens, so
-    a multilingual model with a smaller vocabulary (our tiny test model, trimmed vocabularies)
-    would be decoded as English-only by faster-whisper; its config.json's ``lang_ids`` say better.
-    """
-
-    is_multilingual = True
-
-    def __init__(self, engine):
-        self._engine = engine
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def detect_language(self, *args, **kwargs):
-        raise WhisperFtError(
-            "CTranslate2 cannot detect the language with this model's small vocabulary: pass --language"
-        )
-
-
-def model_suppress_tokens(path: Path) -> list[int]:
-    """The suppressed tokens the model was converted with (config.json ``suppress_ids``, from its
-    generation config), so faster-whisper decodes like transformers; ``[-1]`` (Whisper's default
-    non-speech list) when the folder does not say."""
-    try:
-        ids = json.loads((Path(path) / "config.json").read_text()).get("suppress_ids")
-    except (OSError, json.JSONDecodeError):
-        ids = None
-    return list(ids) if isinstance(ids, list) else [-1]
-
-
 AUTO_BATCH_FROM_SECONDS = 300.0  # infer-ct2: recordings from 5 min on use the batched VAD pipeline ...
 AUTO_BATCH_SIZE = 8  # ... with this many 30 s chunks per batch (measured: benchmarks/inference.py --long)
 
@@ -199,97 +62,6 @@ def default_batch_size(seconds: float) -> int:
     ``AUTO_BATCH_FROM_SECONDS`` or more, where it is several times faster than sequential decoding
     at no worse error rate; 1 (sequential, each window conditioned on the previous text) below."""
     return AUTO_BATCH_SIZE if seconds >= AUTO_BATCH_FROM_SECONDS else 1
-
-
-def transcribe_ct2(
-    ct2: CT2Whisper,
-    audio: np.ndarray,
-    *,
-    language: str | None = None,
-    task: str = "transcribe",
-    beam_size: int = 5,
-    vad: bool = False,
-    word_timestamps: bool = False,
-    batch_size: int = 1,
-    temperature: float | list[float] | None = None,
-    max_new_tokens: int | None = None,
-    no_speech_threshold: float | None = 0.6,
-    without_timestamps: bool | None = None,
-    source: str | None = None,
-    on_segment=None,
-) -> Transcription:
-    """Transcribe (or translate) one audio array of any length with faster-whisper.
-
-    ``batch_size > 1`` uses faster-whisper's batched pipeline (chunks cut by VAD). ``temperature``
-    None means faster-whisper's fallback schedule (0.0, 0.2, ... 1.0). ``vad``: only the speech
-    is decoded, and segment times are clipped to it (see :mod:`whisper_ft.decoding.speech`).
-    ``on_segment(segment)`` is called for each segment as soon as it is decoded (progress).
-    ``without_timestamps`` None: each pipeline's own default -- sequential decoding predicts
-    timestamps (segments of a few seconds), the batched pipeline does not (its segments are the
-    VAD chunks of up to 30 s; that is part of why it is faster: measured 20 % on a 10 min file).
-    """
-    from whisper_ft.models.languages import normalize_language
-
-    language = normalize_language(language)
-    task = validate_task(task)
-    if beam_size < 1:
-        raise WhisperFtError(f"beam_size must be at least 1 (got {beam_size})")
-    kwargs = dict(
-        language=language,
-        task=task,
-        beam_size=beam_size,
-        word_timestamps=word_timestamps,
-        vad_filter=vad,
-        suppress_tokens=model_suppress_tokens(ct2.path),
-        no_speech_threshold=no_speech_threshold,
-        max_new_tokens=max_new_tokens,
-        without_timestamps=without_timestamps,
-    )
-    if temperature is not None:
-        kwargs["temperature"] = temperature
-    speech = None
-    duration = len(audio) / SAMPLE_RATE
-    if without_timestamps is None:
-        kwargs["without_timestamps"] = batch_size > 1
-    if batch_size > 1:
-        from faster_whisper import BatchedInferencePipeline
-
-        kwargs["vad_filter"] = True  # the batched pipeline cuts the audio into chunks with VAD
-        segments, info = BatchedInferencePipeline(model=ct2.model).transcribe(audio, batch_size=batch_size, **kwargs)
-    elif vad:
-        # faster-whisper's own VAD path (speech chunks glued together, times mapped back), done
-        # here so that the chunks are known and segment times can be clipped to them
-        from faster_whisper.transcribe import restore_speech_timestamps
-        from faster_whisper.vad import collect_chunks
-
-        from whisper_ft.decoding.speech import chunk_seconds, speech_chunks
-
-        chunks = speech_chunks(audio)
-        pieces, _ = collect_chunks(audio, chunks)
-        kwargs["vad_filter"] = False
-        segments, info = ct2.model.transcribe(np.concatenate(pieces), **kwargs)
-        if chunks:
-            segments = restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
-        speech = chunk_seconds(chunks)
-    else:
-        segments, info = ct2.model.transcribe(audio, **kwargs)
-    out = []
-    for i, s in enumerate(segments):
-        words = None
-        if s.words is not None:
-            words = [Word(w.start, w.end, w.word, w.probability) for w in s.words]
-        end = min(float(s.end), duration)
-        seg = Segment(i, min(float(s.start), end), end, s.text.strip(), list(s.tokens),
-                      s.avg_logprob, s.no_speech_prob, words)
-        if speech:
-            from whisper_ft.decoding.speech import clip_to_speech
-
-            seg = clip_to_speech(seg, speech)
-        out.append(seg)
-        if on_segment is not None:
-            on_segment(seg)
-    return Transcription(language=info.language, duration=duration, segments=out,
-                         language_probability=info.language_probability, source=source)
 
 
 def ct2_features(ct2: CT2Whisper, audios: list[np.ndarray]) -> np.ndarray:
@@ -304,13 +76,6 @@ def ct2_features(ct2: CT2Whisper, audios: list[np.ndarray]) -> np.ndarray:
             f = np.pad(f, ((0, 0), (0, N_FRAMES - f.shape[1])))
         feats.append(f)
     return np.ascontiguousarray(np.stack(feats), dtype=np.float32)
-
-
-def _token_id(ct2: CT2Whisper, token: str) -> int:
-    tid = ct2.model.hf_tokenizer.token_to_id(token)
-    if tid is None:
-        raise WhisperFtError(f"{ct2.path}/tokenizer.json has no {token} token: not a Whisper tokenizer")
-    return tid
 
 
 def _vocabulary_size(path: Path) -> int | None:
@@ -329,14 +94,13 @@ def _vocabulary_size(path: Path) -> int | None:
 def timestamp_begin_ct2(ct2: CT2Whisper) -> int | None:
     """The id of ``<|0.00|>`` when the model can produce timestamps (``<|notimestamps|>`` followed
     by the timestamp tokens, inside the model's vocabulary), else None: packing needs them."""
-    tok = ct2.model.hf_tokenizer
-    no_ts = tok.token_to_id("<|notimestamps|>")
-    if no_ts is None or tok.token_to_id("<|0.00|>") != no_ts + 1:
+    vocab = ct2.vocabulary
+    if not vocab.has_timestamps:
         return None
     size = _vocabulary_size(ct2.path)
-    if size is not None and size <= no_ts + 1:
+    if size is not None and size <= vocab.timestamp_begin:
         return None
-    return no_ts + 1
+    return vocab.timestamp_begin
 
 
 def can_pack_ct2(ct2: CT2Whisper) -> bool:
@@ -359,10 +123,7 @@ def detect_languages_ct2(ct2: CT2Whisper, features) -> list[tuple[str, float]]:
 
 def _prompt(ct2: CT2Whisper, language: str | None, task: str, *, timestamps: bool = False) -> list[int]:
     """``<|startoftranscript|><|lang|><|task|>`` (+ ``<|notimestamps|>``), as transformers builds it."""
-    prompt = [_token_id(ct2, "<|startoftranscript|>")]
-    if ct2.is_multilingual:
-        prompt += [_token_id(ct2, f"<|{language or 'en'}|>"), _token_id(ct2, f"<|{task}|>")]
-    return prompt if timestamps else prompt + [_token_id(ct2, "<|notimestamps|>")]
+    return ct2.vocabulary.prompt(language, task, timestamps, multilingual=ct2.is_multilingual)
 
 
 def _generate(ct2: CT2Whisper, groups: list[tuple[np.ndarray, list[list[int]]]], **kwargs) -> list[list]:
@@ -503,7 +264,7 @@ def generate_packed_token_ids_ct2(
             groups.append((ct2_features(ct2, [audios[i] for i in singles]), [_prompt(ct2, langs[i], task) for i in singles]))
         out = _generate(ct2, groups, beam_size=num_beams, return_scores=False, suppress_blank=True,
                         suppress_tokens=[-1], max_length=MAX_TARGET_TOKENS)
-        eot = _token_id(ct2, "<|endoftext|>")
+        eot = ct2.vocabulary.eot
         timestamp_begin = timestamp_begin_ct2(ct2)
         if timestamp_begin is None:
             raise WhisperFtError(NO_TIMESTAMPS_MESSAGE.format(model=ct2.path).split(":")[0] + ": it cannot be packed")
@@ -538,20 +299,10 @@ def generate_packed_token_ids_ct2(
 def generate_texts_ct2(ct2: CT2Whisper, audios: list[np.ndarray], **kwargs) -> list[str]:
     """One transcript per audio (first 30 s), decoded like :func:`generate_token_ids_ct2`
     (``pack=True``: the packed fast path)."""
-    from whisper_ft.decoding.hf import text_token_ids
-
-    eot = _token_id(ct2, "<|endoftext|>")
+    vocab = ct2.vocabulary
     ids = generate_token_ids_ct2(ct2, audios, **kwargs)
-    return [ct2.model.hf_tokenizer.decode(text_token_ids(seq, eot)).strip() for seq in ids]
+    return [ct2.model.hf_tokenizer.decode(vocab.text_tokens(seq)).strip() for seq in ids]
 
 
 def audio_seconds(audio: np.ndarray) -> float:
     return len(audio) / SAMPLE_RATE
-
-
-def describe(ct2: CT2Whisper) -> str:
-    return f"{ct2.path} on {ct2.device} ({ct2.compute_type})"
-
-
-def log_loaded(ct2: CT2Whisper) -> None:
-    log(f"model: {describe(ct2)}")

@@ -13,6 +13,7 @@ from whisper_ft.audio import N_SAMPLES
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import TASKS, language_token_ids, special_token_ids
 from whisper_ft.models.languages import normalize_language
+from whisper_ft.models.vocabulary import vocabulary_of
 
 N_FRAMES = N_SAMPLES // 160  # log-mel frames in one 30 s window
 
@@ -48,8 +49,7 @@ def text_token_ids(ids, eot_id: int) -> list[int]:
 
 def decode_text(tokenizer, ids) -> str:
     """The transcript of a token sequence (special/timestamp tokens dropped), stripped."""
-    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    return tokenizer.decode(text_token_ids(ids, eot), skip_special_tokens=True).strip()
+    return tokenizer.decode(vocabulary_of(tokenizer).text_tokens(ids), skip_special_tokens=True).strip()
 
 
 def generated_ids(ids: list[int], specials: dict[str, int], prompt_ids: frozenset[int]) -> list[int]:
@@ -184,7 +184,8 @@ def timestamp_begin_hf(model, tokenizer) -> int | None:
     vocabulary), else None."""
     inner = unwrap_model(model)
     no_ts = getattr(inner.generation_config, "no_timestamps_token_id", None)
-    if no_ts is None or tokenizer.convert_tokens_to_ids("<|0.00|>") != no_ts + 1:
+    vocab = vocabulary_of(tokenizer)
+    if no_ts is None or not vocab.has_timestamps or vocab.no_timestamps != no_ts:
         return None
     if int(getattr(inner.config, "vocab_size", 0) or 0) <= no_ts + 1:
         return None
@@ -229,7 +230,7 @@ def generate_packed_token_ids(
         feats = fe(window_audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         seqs = generate_token_ids(model, processor, feats, language=[w.language for w in packed], task=task,
                                   num_beams=num_beams, return_timestamps=True)
-        eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        eot = vocabulary_of(processor.tokenizer).eot
         limit = MAX_TARGET_TOKENS - 4 - 1  # generate's cap (prompt included), less slack
         for w, seq in zip(packed, seqs):
             split = split_packed_tokens(seq, w, eot=eot, timestamp_begin=timestamp_begin, truncated=len(seq) >= limit)

@@ -15,7 +15,7 @@ from whisper_ft.audio import CHUNK_SECONDS, N_SAMPLES, SAMPLE_RATE
 from whisper_ft.decoding.hf import decode_text, generate_token_ids, unwrap_model, validate_task
 from whisper_ft.decoding.results import Segment, Transcription
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.generation import TIMESTAMP_STEP, language_token_ids, special_token_ids
+from whisper_ft.models.generation import language_token_ids, special_token_ids
 from whisper_ft.models.languages import normalize_language
 
 # OpenAI's transcribe() defaults, which faster-whisper shares: condition each window on the
@@ -65,38 +65,23 @@ def detect_language_hf(model, processor, input_features) -> list[tuple[str, floa
 
 def segments_from_tokens(tokens: list[int], tokenizer, *, time_offset: float = 0.0, first_id: int = 0) -> list[Segment]:
     """Cut a generated sequence with timestamp tokens (``<|0.00|> text <|2.40|><|2.40|> ...``) into
-    segments; text outside a closed pair (a missing end timestamp) ends at the last timestamp seen."""
-    ids = special_token_ids(tokenizer)
-    ts_begin, eot = ids["timestamp_begin"], ids["eot"]
-    segments: list[Segment] = []
-    start: float | None = None
-    last_time = 0.0
-    text_ids: list[int] = []
+    segments (:func:`whisper_ft.decoding.timestamps.parse_timestamp_tokens`); text outside a closed
+    pair (a missing end timestamp) runs to the end of the window; segments without text are dropped."""
+    from whisper_ft.decoding.timestamps import parse_timestamp_tokens
+    from whisper_ft.models.vocabulary import vocabulary_of
 
-    def close(end: float) -> None:
-        nonlocal text_ids
+    vocab = vocabulary_of(tokenizer)
+    parsed = parse_timestamp_tokens(tokens, timestamp_begin=vocab.timestamp_begin, eot=vocab.eot)
+    pieces = list(parsed.segments)
+    if parsed.open_tokens:  # no closing timestamp: runs to the end of the window (clamped to the audio later)
+        pieces.append((parsed.open_start, CHUNK_SECONDS, parsed.open_tokens))
+    segments: list[Segment] = []
+    for start, end, text_ids in pieces:
         text = decode_text(tokenizer, text_ids)
         if text:
-            seg_start = time_offset + (start if start is not None else last_time)
+            seg_start = time_offset + start
             segments.append(Segment(first_id + len(segments), seg_start, max(seg_start, time_offset + end), text,
                                     list(text_ids)))
-        text_ids = []
-
-    for t in tokens:
-        if t >= ts_begin:
-            time = (t - ts_begin) * TIMESTAMP_STEP
-            if start is None:
-                start = time
-            else:
-                close(time)
-                start = None
-            last_time = time
-        elif t < eot:
-            if start is None:
-                start = last_time
-            text_ids.append(t)
-    if text_ids:  # no closing timestamp: runs to the end of the window (clamped to the audio later)
-        close(CHUNK_SECONDS)
     return segments
 
 
@@ -160,8 +145,7 @@ def transcribe_hf(
 
 
 def _first_timestamp(tokens: list[int], tokenizer) -> float:
-    ts_begin = special_token_ids(tokenizer)["timestamp_begin"]
-    for t in tokens:
-        if t >= ts_begin:
-            return (t - ts_begin) * TIMESTAMP_STEP
-    return 0.0
+    from whisper_ft.models.vocabulary import vocabulary_of
+
+    vocab = vocabulary_of(tokenizer)
+    return next((vocab.seconds(t) for t in tokens if vocab.is_timestamp(t)), 0.0)

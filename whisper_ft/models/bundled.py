@@ -7,14 +7,17 @@ import shutil
 from pathlib import Path
 
 from whisper_ft.models.io import replace_dir, staging_dir
-from whisper_ft.models.registry import BundledModel, cache_dir
+
+# no import of whisper_ft.models.registry here: it calls this module (an import cycle otherwise);
+# the caller passes its BundledModel and cache folder
 
 N_MELS_BY_NAME = {"whisper-base": 80}
 
 
-def bundled_ct2_dir(model: BundledModel) -> Path:
-    """A complete faster-whisper folder for ``model`` in the cache (built once, atomically)."""
-    out = cache_dir() / "bundled" / f"{model.name}-ct2"
+def bundled_ct2_dir(model, cache: Path) -> Path:
+    """A complete faster-whisper folder for ``model`` (a ``registry.BundledModel``) under ``cache``
+    (built once, atomically)."""
+    out = Path(cache) / "bundled" / f"{model.name}-ct2"
     if (out / "model.bin").is_file():
         return out
     data_dirs = model.data_dirs()

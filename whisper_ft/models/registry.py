@@ -239,7 +239,7 @@ def resolve_model(name: str | os.PathLike) -> ModelSource:
 def _bundled_source(name: str, bundled: BundledModel) -> ModelSource:
     from whisper_ft.models.bundled import bundled_ct2_dir
 
-    return ModelSource(name, bundled_ct2_dir(bundled), "ct2", "bundled")
+    return ModelSource(name, bundled_ct2_dir(bundled, cache_dir()), "ct2", "bundled")
 
 
 def _resolve_name(name: str) -> ModelSource:

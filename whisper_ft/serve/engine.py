@@ -46,7 +46,8 @@ class EngineSettings:
 class ServedModel:
     id: str  # the name clients use (the folder's name, or the name as given for bundled models)
     names: frozenset[str]  # every name that selects it
-    ct2: object  # whisper_ft.decoding.ct2.CT2Whisper
+    ct2: object  # whisper_ft.decoding.ct2.CT2Whisper (backend.ct2): the batched decoding works on it
+    backend: object = None  # whisper_ft.decoding.backend.CTranslate2Backend it came from
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -77,7 +78,7 @@ def load_models(names: list[str], *, device: str = "auto", compute_type: str = "
                 cpu_threads: int | None = None) -> list[ServedModel]:
     """Open every model (any name whisper-ft can resolve; non-CTranslate2 models are converted once
     into the cache); raises when two share a name."""
-    from whisper_ft.decoding.ct2 import describe, load_ct2_whisper
+    from whisper_ft.decoding.backend import load_backend
 
     served: list[ServedModel] = []
     for name in names:
@@ -85,9 +86,13 @@ def load_models(names: list[str], *, device: str = "auto", compute_type: str = "
         for other in served:
             if other.names & aliases:
                 raise WhisperFtError(f"two --model_path values are both called {ident!r}: give each model its own folder name")
-        ct2 = load_ct2_whisper(name, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-        log(f"serving {ident!r}: {describe(ct2)}")
-        served.append(ServedModel(ident, aliases, ct2))
+        backend = load_backend(name, kind="ctranslate2", device=device, compute_type=compute_type,
+                               threads=cpu_threads)
+        if getattr(backend, "ct2", None) is None:
+            raise WhisperFtError(f"{name} is a speech-LLM run: the server decodes Whisper models with CTranslate2 "
+                                 "only; transcribe it with `whisper-ft infer --model_path RUN`")
+        log(f"serving {ident!r}: {backend.describe()}")
+        served.append(ServedModel(ident, aliases, backend.ct2, backend=backend))
     if not served:
         raise WhisperFtError("no model to serve: pass --model_path")
     return served

@@ -5,9 +5,9 @@ with the repetition guard and a cap of ``tokens_per_second x duration + extra_to
 per clip (:class:`DecodeSettings`), so a looping hypothesis stops early. Clips over 30 s are cut into
 30 s pieces (the Whisper encoder hears 30 s at most) whose transcripts are joined.
 
-:class:`SpeechLLMDecoder` has the interface of ``whisper_ft.evaluate``'s decoders (``info``,
-``texts(audios, languages)``, ``long(audio, language)``), so ``evaluate(settings, decoder=...)``
-scores a speech-LLM run with the same normaliser and report files as a Whisper model.
+:class:`SpeechLLMBackend` is the decoding seam of :mod:`whisper_ft.decoding.backend` (``info``,
+``texts(audios, languages, options)``, ``transcribe(audio, options)``; ``long`` kept), so ``eval``,
+``infer`` and ``compare`` decode a speech-LLM run like a Whisper model.
 """
 
 from __future__ import annotations
@@ -65,8 +65,13 @@ def transcribe_long(model, tokenizer, feature_extractor, audio: np.ndarray, deco
     return " ".join(t for t in texts if t)
 
 
-class SpeechLLMDecoder:
-    """``whisper_ft.evaluate``'s decoder interface for a loaded speech-LLM run."""
+class SpeechLLMBackend:
+    """The decoding seam (:class:`whisper_ft.decoding.backend.Backend`) for a loaded speech-LLM run,
+    so ``eval``, ``infer`` and ``compare`` decode it like a Whisper model. The LLM is told no
+    language (one prompt) and makes no timestamps: a transcript is one segment over the whole audio.
+    Its decode settings (beams, cap on new tokens) are fixed when it is loaded."""
+
+    can_pack = False
 
     def __init__(self, loaded, decode: DecodeSettings | None = None, *, max_new_tokens: int | None = None):
         self.loaded = loaded
@@ -80,7 +85,10 @@ class SpeechLLMDecoder:
                      "dtype": str(dtype).removeprefix("torch."), "num_beams": self.decode.num_beams,
                      "no_repeat_ngram_size": self.decode.no_repeat_ngram_size}
 
-    def texts(self, audios, languages) -> list[str]:  # languages: the LLM is told none (one prompt)
+    def describe(self) -> str:
+        return f"{self.loaded.path} (speech-LLM) on {self.loaded.device}"
+
+    def texts(self, audios, languages, options=None) -> list[str]:  # options: the run's decode settings rule
         m = self.loaded
         return transcribe_audios(m.model, m.tokenizer, m.feature_extractor, list(audios), self.decode,
                                  self.max_new_tokens)
@@ -88,3 +96,18 @@ class SpeechLLMDecoder:
     def long(self, audio, language) -> str:
         m = self.loaded
         return transcribe_long(m.model, m.tokenizer, m.feature_extractor, audio, self.decode, self.max_new_tokens)
+
+    def transcribe(self, audio, options=None, *, source=None, on_segment=None):
+        from whisper_ft.decoding.results import Segment, Transcription
+
+        duration = len(audio) / SAMPLE_RATE
+        text = self.long(audio, None)
+        segments = [Segment(0, 0.0, duration, text)] if text else []
+        for seg in segments:
+            if on_segment is not None:
+                on_segment(seg)
+        return Transcription(language=None, duration=duration, segments=segments, source=source)
+
+
+SpeechLLMDecoder = SpeechLLMBackend  # the old name (evaluate's decoder interface: texts/long/info)
+

@@ -155,17 +155,21 @@ def load_speech_llm(path: str | Path, *, device: str = "auto", dtype=None) -> Lo
                            settings=settings, decode=decode, path=folder, device=device)
 
 
-def load_speech_llm_decoder(path: str | Path, *, num_beams: int | None = None, device: str = "auto",
+def load_speech_llm_backend(path: str | Path, *, num_beams: int | None = None, device: str = "auto",
                             cpu_threads: int | None = None, max_new_tokens: int | None = None):
-    """The ``evaluate(settings, decoder=...)`` backend for a speech-LLM run folder."""
+    """A :class:`~whisper_ft.speech_llm.decoding.SpeechLLMBackend` (the decoding seam every command
+    uses) for a speech-LLM run folder (``best/``, ``checkpoint-N/`` or the run directory)."""
     from dataclasses import replace
 
     import torch
 
-    from whisper_ft.speech_llm.decoding import SpeechLLMDecoder
+    from whisper_ft.speech_llm.decoding import SpeechLLMBackend
 
     if cpu_threads:
         torch.set_num_threads(cpu_threads)
     loaded = load_speech_llm(path, device=device)
     decode = loaded.decode if num_beams is None else replace(loaded.decode, num_beams=num_beams)
-    return SpeechLLMDecoder(loaded, decode, max_new_tokens=max_new_tokens)
+    return SpeechLLMBackend(loaded, decode, max_new_tokens=max_new_tokens)
+
+
+load_speech_llm_decoder = load_speech_llm_backend  # the old name

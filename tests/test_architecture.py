@@ -1,0 +1,107 @@
+"""The layering of whisper_ft, checked on the source: lower layers never import command modules, and
+no import cycles among whisper_ft modules (imports inside functions count: they run too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import whisper_ft
+
+PACKAGE = Path(whisper_ft.__file__).parent
+COMMAND_MODULES = ("whisper_ft.evaluate", "whisper_ft.convert", "whisper_ft.compare", "whisper_ft.serve",
+                   "whisper_ft.cli")
+LOWER_LAYERS = ("whisper_ft.decoding", "whisper_ft.models")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
+    """whisper_ft modules ``path`` imports anywhere (top level or inside functions); ``from pkg
+    import sub`` counts as importing ``pkg.sub`` when that is a module."""
+    is_package = path.name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in known else mod for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:  # `import whisper_ft.x.y` where y is a name: its module
+                t = t.rpartition(".")[0]
+            # a submodule's own parent packages are imported before it, so they are not a dependency
+            if t.startswith("whisper_ft") and t != name and not name.startswith(t + "."):
+                out.add(t)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = all_modules()
+    known = set(modules)
+    return {name: imported_modules(path, name, known) for name, path in modules.items()}
+
+
+def is_under(module: str, packages) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_the_import_walker_sees_function_level_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os\nfrom whisper_ft.errors import WhisperFtError\n\n"
+                 "def f():\n    from whisper_ft.decoding import ct2\n    import whisper_ft.convert\n")
+    known = set(all_modules())
+    assert imported_modules(f, "whisper_ft.x", known) == {"whisper_ft.errors", "whisper_ft.decoding.ct2",
+                                                          "whisper_ft.convert"}
+    assert imported_modules(f, "whisper_ft.decoding.x", known) == {"whisper_ft.errors", "whisper_ft.decoding.ct2",
+                                                                   "whisper_ft.convert"}
+    f.write_text("from whisper_ft.cli import app\n")
+    assert imported_modules(f, "whisper_ft.cli.x", known) == set()  # its parent package: imported first anyway
+
+
+def test_lower_layers_never_import_command_modules():
+    graph = import_graph()
+    assert any(is_under(m, ("whisper_ft.decoding",)) for m in graph)  # the walk found the package
+    bad = sorted(f"{m} imports {t}" for m, targets in graph.items() if is_under(m, LOWER_LAYERS)
+                 for t in targets if is_under(t, COMMAND_MODULES))
+    assert bad == []
+
+
+def test_no_import_cycles_among_whisper_ft_modules():
+    graph = import_graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                cycles.append(path[path.index(t):] + [t])
+            elif t not in state:
+                visit(t)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert [" -> ".join(c) for c in cycles] == []

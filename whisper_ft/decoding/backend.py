@@ -1,0 +1,217 @@
+"""One decoding seam for every command: ``load_backend(...)`` -> a :class:`Backend`.
+
+``eval``, ``convert --verify``, ``infer``, ``infer-ct2``, ``compare`` and ``serve`` open their
+model here and decode through two methods that take one :class:`DecodingOptions`:
+
+- ``texts(audios, languages, options)``: one text per short clip (first 30 s), decoded in one batch;
+  packed into shared 30 s windows when ``options.pack`` and the model has timestamp tokens
+  (``can_pack``; without them the clips are decoded unpacked, said once on stderr).
+- ``transcribe(audio, options)``: a :class:`Transcription` of any length.
+
+Device, compute type and thread choice live here (not in the CLI): ``device="auto"`` takes CUDA
+when present; transformers then runs in float16, CTranslate2 in its ``compute_type``
+(auto: CUDA float16, CPU int8). ``kind="auto"``: CTranslate2 for a CTranslate2 folder,
+transformers for anything else; a speech-LLM run folder (``whisper-ft llm finetune``) always
+opens as its own backend (:class:`whisper_ft.speech_llm.decoding.SpeechLLMBackend`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from whisper_ft.audio import SAMPLE_RATE
+from whisper_ft.console import log
+from whisper_ft.decoding.ct2 import NO_TIMESTAMPS_MESSAGE
+from whisper_ft.decoding.ct2_loading import default_cpu_threads
+from whisper_ft.decoding.options import DecodingOptions
+from whisper_ft.decoding.results import Segment, Transcription
+from whisper_ft.errors import WhisperFtError
+
+KINDS = ("transformers", "ctranslate2", "auto")
+_KIND_ALIASES = {"hf": "transformers", "ct2": "ctranslate2"}
+
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every command decodes with (see the module docstring)."""
+
+    info: dict[str, Any]
+
+    @property
+    def can_pack(self) -> bool: ...
+
+    def texts(self, audios: list[np.ndarray], languages: list[str | None], options: DecodingOptions) -> list[str]: ...
+
+    def transcribe(self, audio: np.ndarray, options: DecodingOptions, *, source: str | None = None,
+                   on_segment: Callable[[Segment], None] | None = None) -> Transcription: ...
+
+
+def validate_kind(kind: str) -> str:
+    k = (kind or "").strip().lower()
+    k = _KIND_ALIASES.get(k, k)
+    if k not in KINDS:
+        raise WhisperFtError(f"unknown backend {kind!r}; choose one of: {', '.join(KINDS)} (or hf, ct2)")
+    return k
+
+
+class TransformersBackend:
+    """A transformers Whisper (folder, LoRA adapter, hub id, or a CTranslate2 model imported exactly)."""
+
+    def __init__(self, name, *, device: str = "auto", threads: int | None = None, source=None):
+        import torch
+
+        from whisper_ft.models.loading import load_whisper
+
+        if threads:
+            torch.set_num_threads(threads)
+        device = (device or "auto").lower()
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda"):
+            raise WhisperFtError(f"unknown device {device!r}; choose one of: auto, cpu, cuda")
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        self.loaded = load_whisper(str(name), dtype=dtype, device=device, **({"source": source} if source else {}))
+        self.name = str(name)
+        self.device = device
+        self.pack_stats: dict[str, int] = {}
+        self._told_no_timestamps = False
+        self.info: dict[str, Any] = {
+            "name": self.name, "path": str(self.loaded.source.path), "kind": self.loaded.source.kind,
+            "backend": "hf", "device": device, "dtype": str(dtype).removeprefix("torch."), "packing": self.pack_stats}
+
+    def describe(self) -> str:
+        return f"{self.loaded.source.describe()} on {self.device}"
+
+    @property
+    def can_pack(self) -> bool:
+        from whisper_ft.decoding.hf import timestamp_begin_hf
+
+        return timestamp_begin_hf(self.loaded.model, self.loaded.processor.tokenizer) is not None
+
+    def texts(self, audios, languages, options: DecodingOptions) -> list[str]:
+        from whisper_ft.decoding.hf import decode_text, generate_packed_token_ids, generate_texts
+
+        model, processor = self.loaded.model, self.loaded.processor
+        if options.pack and self._check_pack():
+            ids = generate_packed_token_ids(model, processor, list(audios), language=list(languages),
+                                            task=options.task, num_beams=options.beam_size,
+                                            max_new_tokens=options.max_new_tokens, stats=self.pack_stats)
+            return [decode_text(processor.tokenizer, seq) for seq in ids]
+        feats = processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        return generate_texts(model, processor, feats, language=list(languages), task=options.task,
+                              num_beams=options.beam_size, max_new_tokens=options.max_new_tokens)
+
+    def _check_pack(self) -> bool:
+        if self.can_pack:
+            return True
+        if not self._told_no_timestamps:
+            self._told_no_timestamps = True
+            log(NO_TIMESTAMPS_MESSAGE.format(model=self.name))
+        self.pack_stats["no_timestamps"] = True
+        return False
+
+    def transcribe(self, audio, options: DecodingOptions, *, source=None, on_segment=None) -> Transcription:
+        # transformers gives no segments before the end: on_segment is called once they are all known
+        from whisper_ft.decoding.hf_transcribe import transcribe_hf
+
+        t = transcribe_hf(self.loaded.model, self.loaded.processor, audio, language=options.language,
+                          task=options.task, num_beams=options.beam_size, source=source,
+                          temperature_fallback=options.temperature_fallback)
+        if on_segment is not None:
+            for seg in t.segments:
+                on_segment(seg)
+        return t
+
+
+class CTranslate2Backend:
+    """A faster-whisper model (a CTranslate2 folder; any other model converted once into the cache).
+
+    ``parallel_batches``: on CPU, ``texts`` batches are decoded by one single-threaded worker per
+    thread (measured fastest for packed batches in benchmarks/inference.py; same tokens as one)."""
+
+    def __init__(self, name, *, device: str = "auto", compute_type: str = "auto", threads: int | None = None,
+                 parallel_batches: bool = False):
+        from whisper_ft.decoding.ct2 import load_ct2_whisper, resolve_device
+
+        threads = threads or default_cpu_threads()
+        device, compute_type = resolve_device(device, compute_type)
+        inter = threads if parallel_batches and device != "cuda" else 1
+        self.ct2 = load_ct2_whisper(name, device=device, compute_type=compute_type, cpu_threads=threads,
+                                    inter_threads=inter)
+        self.name = str(name)
+        self.pack_stats: dict[str, int] = {}
+        self.info: dict[str, Any] = {
+            "name": self.name, "path": str(self.ct2.path), "kind": "ct2", "backend": "ct2",
+            "device": self.ct2.device, "compute_type": self.ct2.compute_type, "inter_threads": inter,
+            "packing": self.pack_stats}
+
+    def describe(self) -> str:
+        from whisper_ft.decoding.ct2 import describe
+
+        return describe(self.ct2)
+
+    @property
+    def can_pack(self) -> bool:
+        from whisper_ft.decoding.ct2 import can_pack_ct2
+
+        return can_pack_ct2(self.ct2)
+
+    def texts(self, audios, languages, options: DecodingOptions) -> list[str]:
+        from whisper_ft.decoding.ct2 import generate_texts_ct2
+
+        return generate_texts_ct2(self.ct2, list(audios), language=list(languages), task=options.task,
+                                  num_beams=options.beam_size, max_new_tokens=options.max_new_tokens,
+                                  pack=options.pack, stats=self.pack_stats if options.pack else None)
+
+    def transcribe(self, audio, options: DecodingOptions, *, source=None, on_segment=None) -> Transcription:
+        # looked up at call time: tests and benchmarks may wrap whisper_ft.decoding.ct2.transcribe_ct2
+        from whisper_ft.decoding import ct2 as ct2_module
+
+        temps = options.temperatures
+        return ct2_module.transcribe_ct2(
+            self.ct2, audio, language=options.language, task=options.task, beam_size=options.beam_size,
+            vad=options.vad, word_timestamps=options.word_timestamps, batch_size=options.batch_size,
+            temperature=list(temps) if len(temps) > 1 else temps[0], max_new_tokens=options.max_new_tokens,
+            without_timestamps=None if options.timestamps is None else not options.timestamps,
+            initial_prompt=options.initial_prompt, condition_on_previous_text=options.condition_on_previous_text,
+            source=source, on_segment=on_segment)
+
+
+def load_backend(
+    model_name_or_source,
+    kind: str = "auto",
+    device: str = "auto",
+    compute_type: str = "auto",
+    threads: int | None = None,
+    *,
+    parallel_batches: bool = False,
+    max_new_tokens: int | None = None,
+    beam_size: int | None = None,
+) -> Backend:
+    """Open a model for decoding (see the module docstring). ``model_name_or_source`` is a model
+    name or a resolved :class:`~whisper_ft.models.registry.ModelSource` (resolved once per command).
+    ``beam_size``/``max_new_tokens`` matter to a speech-LLM run only (its decode settings are fixed
+    when it is loaded; None: the run's own)."""
+    from whisper_ft.models.registry import ModelSource
+    from whisper_ft.speech_llm.io import is_speech_llm_run
+
+    kind = validate_kind(kind)
+    source = model_name_or_source if isinstance(model_name_or_source, ModelSource) else None
+    name = source.name if source is not None else model_name_or_source
+    if source is None and is_speech_llm_run(name):  # a speech-LLM run (whisper-ft llm finetune): its own backend
+        from whisper_ft.speech_llm.io import load_speech_llm_backend
+
+        return load_speech_llm_backend(name, num_beams=beam_size, device=device, cpu_threads=threads,
+                                       max_new_tokens=max_new_tokens)
+    if kind == "auto":
+        from whisper_ft.models.registry import resolve_model
+
+        source = source or resolve_model(name)
+        kind = "ctranslate2" if source.kind == "ct2" else "transformers"
+    if kind == "ctranslate2":
+        return CTranslate2Backend(name, device=device, compute_type=compute_type, threads=threads,
+                                  parallel_batches=parallel_batches)
+    return TransformersBackend(name, device=device, threads=threads, source=source)
