@@ -105,3 +105,34 @@ def test_no_import_cycles_among_whisper_ft_modules():
         if m not in state:
             visit(m)
     assert [" -> ".join(c) for c in cycles] == []
+
+
+RECIPES = ("whisper_ft.training", "whisper_ft.speech_llm")
+TRAINKIT = "whisper_ft.trainkit"
+
+
+def test_the_two_recipes_share_only_trainkit():
+    """The Whisper LoRA recipe and the speech-LLM recipe never import each other; the generic training
+    machinery both use (whisper_ft.trainkit) imports neither."""
+    graph = import_graph()
+    assert any(is_under(m, (TRAINKIT,)) for m in graph) and any(is_under(m, ("whisper_ft.speech_llm",)) for m in graph)
+    bad = []
+    for m, targets in graph.items():
+        for t in targets:
+            if is_under(m, (TRAINKIT,)) and is_under(t, RECIPES):
+                bad.append(f"{m} imports {t}")
+            for own in RECIPES:
+                other = next(r for r in RECIPES if r != own)
+                if is_under(m, (own,)) and is_under(t, (other,)):
+                    bad.append(f"{m} imports {t}")
+    assert sorted(bad) == []
+    # the speech-LLM recipe really uses the shared pieces (the walk sees them)
+    assert any(is_under(t, (TRAINKIT,)) for m, ts in graph.items() if is_under(m, ("whisper_ft.speech_llm",))
+               for t in ts)
+
+
+def test_the_speech_llm_command_module_imports_no_whisper_recipe_directly():
+    modules = all_modules()
+    direct = imported_modules(modules["whisper_ft.cli.llm"], "whisper_ft.cli.llm", set(modules))
+    assert not any(is_under(t, ("whisper_ft.training",)) for t in direct)
+    assert any(is_under(t, ("whisper_ft.speech_llm",)) for t in direct)

@@ -12,6 +12,7 @@ frozen causal LM (optionally with LoRA) that writes the transcript after a chat 
 - :mod:`~whisper_ft.speech_llm.decoding`: greedy / beam decoding and the eval backend;
 - :mod:`~whisper_ft.speech_llm.io`: the run folder (projector + LoRA + config), saving and loading.
 
-Nothing here imports the Whisper LoRA recipe's model code; it reuses the generic pieces of
-``whisper_ft.training`` (sampler, distributed helpers, config pattern, Ctrl-C and progress callbacks).
+Nothing here imports the Whisper LoRA recipe (``whisper_ft.training``); both recipes share the generic
+pieces of ``whisper_ft.trainkit`` (sampler, distributed helpers, settings pattern, Ctrl-C and progress
+callbacks, thread and checkpoint helpers, pooled error rates).
 """

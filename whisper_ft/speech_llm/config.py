@@ -1,7 +1,7 @@
 """The settings of a speech-LLM run: one dataclass per concern, every field with its help text.
 
-Same pattern as :mod:`whisper_ft.training.config` (whose ``setting``/``help_of``/``default_of``
-helpers and generic :class:`TrainSettings` are reused): each dataclass validates itself on
+Same pattern as the Whisper recipe's config (the ``setting``/``help_of``/``default_of`` helpers and the
+generic :class:`TrainSettings` of :mod:`whisper_ft.trainkit.settings` are reused): each dataclass validates itself on
 construction and raises :class:`WhisperFtError` with a one-line message naming the CLI option.
 The whole config is saved as ``speech_llm_config.json`` in the run folder, in every checkpoint
 and in ``best/``, and read back with :meth:`SpeechLLMConfig.from_dict`.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.training.config import TrainSettings, default_of, help_of, setting
+from whisper_ft.trainkit.settings import TrainSettings, default_of, help_of, setting
 
 __all__ = ["ModelSettings", "LlmDataSettings", "LlmTrainSettings", "DecodeSettings", "SpeechLLMConfig",
            "default_of", "help_of", "CONFIG_FILE", "METRICS_FILE", "PROJECTOR_PATTERN"]

@@ -7,7 +7,7 @@
 3. :class:`LlmSpeechDataset` computes unpadded log-mel features in DataLoader workers, or reads the
    clip's encoder output from an :class:`EncoderCache` (filled once by :func:`fill_encoder_cache`:
    the encoder is frozen, so its output never changes during a run).
-4. Batches come in the order of the generic :class:`whisper_ft.training.data.DurationGroupedSampler`
+4. Batches come in the order of the generic :class:`whisper_ft.trainkit.sampler.DurationGroupedSampler`
    (``(index, epoch)`` items, deterministic, resumable); :class:`LlmCollator` pads them.
 """
 

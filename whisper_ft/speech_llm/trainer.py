@@ -27,9 +27,9 @@ from transformers import Trainer, TrainerCallback
 from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.speech_llm.config import CONFIG_FILE, METRICS_FILE, SpeechLLMConfig
-from whisper_ft.training.data import DurationGroupedSampler
-from whisper_ft.training.dist import is_main_process, log_main, world_size
-from whisper_ft.training.trainer import FinetuneResult, configure_threads, resolve_checkpoint
+from whisper_ft.trainkit.dist import is_main_process, log_main, world_size
+from whisper_ft.trainkit.run import FinetuneResult, configure_threads, resolve_checkpoint
+from whisper_ft.trainkit.sampler import DurationGroupedSampler
 
 CACHE_DIR = "encoder_cache"
 
@@ -68,7 +68,7 @@ class SpeechLLMTrainer(Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
                                          ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         refs, hyps, langs = self.decode_eval_set(dataloader.dataset)
-        from whisper_ft.training.evaluation import pooled_error_rates
+        from whisper_ft.trainkit.metrics import pooled_error_rates
 
         cer, wer = pooled_error_rates(refs, hyps, langs)
         output.metrics[f"{metric_key_prefix}_cer"] = cer
@@ -189,7 +189,7 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=()) -> FinetuneRes
         check_manifest,
         fill_encoder_cache,
     )
-    from whisper_ft.training.callbacks import GracefulInterrupt, ProgressBar, previous_best_value
+    from whisper_ft.trainkit.callbacks import GracefulInterrupt, ProgressBar, previous_best_value
 
     data, train = config.data, config.train
     run_dir = config.run_dir

@@ -7,9 +7,12 @@
 - ``empty_audio`` non-speech samples (silence, noise, hum, or a folder) with an empty transcript
 - ``forgetting`` what keeps the base's knowledge: KL to the base, the replay/non-speech mix, named test sets
 - ``model``      base model resolution and loading, (Ada)LoRA adapters
-- ``callbacks``  AdaLoRA rank updates, best/ folder, Ctrl-C, progress bar
+- ``callbacks``  AdaLoRA rank updates, best/ folder (Ctrl-C and the progress bar: ``whisper_ft.trainkit``)
 - ``evaluation`` decoding + scoring of the test set during training
 - ``trainer``    ``finetune(config)``: the whole run, top to bottom
+
+The generic machinery (sampler, process helpers, Ctrl-C, progress bar, ``TrainSettings``) lives in
+``whisper_ft.trainkit``, shared with the speech-LLM recipe; the old import paths here re-export it.
 
 Importing this package is cheap; ``finetune`` pulls in torch/transformers when called.
 """

@@ -1,4 +1,4 @@
-"""Trainer callbacks: AdaLoRA rank updates, best/ folder, Ctrl-C, the progress bar.
+"""Trainer callbacks of the Whisper LoRA recipe: AdaLoRA rank updates, the best/ folder.
 
 - :class:`AdaLoraCallback` calls ``update_and_allocate`` after every optimizer step (while the
   gradients are still there) with ``total_step`` equal to the Trainer's real number of steps.
@@ -8,18 +8,14 @@
   With several evaluation sets it decides once all of them are scored, by the first set's metric,
   and (``--max_general_regression``) passes over checkpoints that lost too much on the others
   against the base model's step-0 scores (kept in ``base_metrics.json`` of the run, for resuming).
-- :class:`GracefulInterrupt` turns the first Ctrl-C (or SIGTERM) into "save a checkpoint after this
-  step and stop"; a second one aborts at once.
-- :class:`ProgressBar` shows steps, loss, learning rate and ETA on stderr, and one line per
-  evaluation.
+- :class:`GracefulInterrupt` (Ctrl-C), :class:`ProgressBar` and :func:`previous_best_value` live in
+  :mod:`whisper_ft.trainkit.callbacks` (shared with the speech-LLM recipe) and are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import signal
-import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -27,6 +23,9 @@ from transformers import TrainerCallback
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE
 from whisper_ft.training.dist import is_main_process as _is_main
 from whisper_ft.training.dist import log_main
+from whisper_ft.trainkit.callbacks import GracefulInterrupt as GracefulInterrupt
+from whisper_ft.trainkit.callbacks import ProgressBar as ProgressBar
+from whisper_ft.trainkit.callbacks import previous_best_value as previous_best_value
 
 ADALORA_PATTERN_FILE = "adalora_rank_pattern.json"  # in checkpoints: the ranks kept so far
 
@@ -166,115 +165,3 @@ class BestModelCallback(TrainerCallback):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         log_main(f"new best {self.metric} {self.best:.4f} at step {self.best_metrics['step']} -> {self.best_dir}")
-
-
-def previous_best_value(best_dir: Path, metric: str) -> float | None:
-    """The metric stored in an existing best/ (used when resuming a run)."""
-    try:
-        data = json.loads((Path(best_dir) / METRICS_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return float(data["value"]) if data.get("metric") == metric and "value" in data else None
-
-
-class GracefulInterrupt(TrainerCallback):
-    """First Ctrl-C or SIGTERM: checkpoint after the current optimizer step and stop. Second: abort now.
-
-    Use as a context manager around ``trainer.train()`` (installs the SIGINT and SIGTERM handlers;
-    the main thread only, which is where the CLI runs). DataLoader workers forked while the
-    handlers are installed inherit them, so they survive the first Ctrl-C too; a SIGTERM sent to
-    a worker (torch's own shutdown) still ends it.
-
-    An interrupt during the last step stops nothing: that step ends the run anyway, with its
-    evaluation, and :attr:`interrupted` stays False.
-    """
-
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
-
-    def __init__(self):
-        self.requested = False
-        self.stopped_at: int | None = None
-        self.finished = False  # the last step was reached: the run completed
-        self._previous: dict = {}
-        self._pid: int | None = None
-
-    @property
-    def interrupted(self) -> bool:
-        """The run stopped early because of an interrupt (not: an interrupt came as it finished)."""
-        return self.requested and not self.finished
-
-    def _handler(self, signum, frame):
-        import os
-
-        if os.getpid() != self._pid and signum != signal.SIGINT:  # a forked worker: default action
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        if self.requested:
-            for sig in self.SIGNALS:
-                signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-            raise KeyboardInterrupt
-        self.requested = True
-        what = "interrupt" if signum == signal.SIGINT else f"{signal.Signals(signum).name}"
-        print(f"\n{what}: saving a checkpoint after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        import os
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._pid = os.getpid()
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous = {}
-        return False
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.max_steps and state.global_step >= state.max_steps:
-            self.finished = True  # the Trainer stops, saves and evaluates here anyway
-            return control
-        if self.requested:
-            control.should_save = True
-            control.should_training_stop = True
-            control.should_evaluate = False
-            self.stopped_at = state.global_step
-        return control
-
-
-class ProgressBar(TrainerCallback):
-    """A tqdm bar on stderr: optimizer steps with loss, learning rate and ETA."""
-
-    def __init__(self):
-        self.bar = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
-                            file=sys.stderr, dynamic_ncols=True)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.bar is None or not logs:
-            return
-        if "loss" in logs:
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}", refresh=False)
-        elif any(k.startswith("eval_") for k in logs):
-            shown = {k[5:]: v for k, v in logs.items()
-                     if k.startswith("eval_") and k.rsplit("_", 1)[-1] in ("loss", "cer", "wer") and isinstance(v, float)}
-            text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
-            self.bar.write(f"step {state.global_step}: eval {text}", file=sys.stderr)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

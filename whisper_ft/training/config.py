@@ -14,43 +14,23 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from whisper_ft.errors import WhisperFtError
+from whisper_ft.trainkit.settings import METRICS_FILE as METRICS_FILE
+from whisper_ft.trainkit.settings import METRICS_FOR_BEST as METRICS_FOR_BEST
+from whisper_ft.trainkit.settings import TrainSettings as TrainSettings
+from whisper_ft.trainkit.settings import default_of as default_of
+from whisper_ft.trainkit.settings import help_of as help_of
+from whisper_ft.trainkit.settings import positive as _positive
+from whisper_ft.trainkit.settings import require as _require
+from whisper_ft.trainkit.settings import setting as setting
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-METRICS_FOR_BEST = ("cer", "wer", "loss")
 TASKS = ("transcribe", "translate")
 CONFIG_FILE = "finetune_config.json"  # the run config, beside every best/ adapter and in the run folder
-METRICS_FILE = "metrics.json"  # the evaluation that made best/ the best
-
-
-def setting(default: Any, help: str, option: str | None = None) -> Any:
-    """A dataclass field with its help text (and the CLI option that sets it, for error messages)."""
-    return field(default=default, metadata={"help": help, "option": option})
-
-
-def help_of(cls, name: str) -> str:
-    """The help text of field ``name`` of settings dataclass ``cls`` (used by the CLI)."""
-    return next(f.metadata["help"] for f in fields(cls) if f.name == name)
-
-
-def _option(obj, name: str) -> str:
-    meta = next(f.metadata for f in fields(obj) if f.name == name)
-    return meta.get("option") or f"--{name}"
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise WhisperFtError(message)
-
-
-def _positive(obj, name: str, *, allow_zero: bool = False) -> None:
-    value = getattr(obj, name)
-    ok = value >= 0 if allow_zero else value > 0
-    _require(ok, f"{_option(obj, name)} must be {'at least 0' if allow_zero else 'positive'} (got {value})")
 
 
 def _split_names(value) -> tuple[str, ...]:
@@ -207,88 +187,6 @@ class DataSettings:
         return named
 
 
-@dataclass
-class TrainSettings:
-    """The optimisation, evaluation and checkpointing schedule, and the hardware options."""
-
-    num_train_epochs: float = setting(3.0, "Passes over the training data (ignored when --max_steps is given).")
-    max_steps: int | None = setting(
-        None, "Stop after this many optimizer steps, at least 1 (overrides --num_train_epochs; -1 = not set)."
-    )
-    learning_rate: float = setting(1e-3, "Peak learning rate (linear warm-up, then linear decay to 0).")
-    warmup_steps: int = setting(50, "Optimizer steps of linear learning-rate warm-up.")
-    weight_decay: float = setting(0.0, "AdamW weight decay on the adapter weights.")
-    max_grad_norm: float = setting(1.0, "Clip the gradient norm to this (0 = no clipping).")
-    per_device_train_batch_size: int = setting(8, "Training utterances per batch on each device.")
-    per_device_eval_batch_size: int = setting(8, "Evaluation utterances per batch on each device.")
-    gradient_accumulation_steps: int = setting(1, "Batches whose gradients add up to one optimizer step.")
-    fp16: bool = setting(False, "Mixed precision with float16 (CUDA); frozen base weights kept in float16.")
-    bf16: bool = setting(False, "Mixed precision with bfloat16 (CUDA, or CPUs that support it).")
-    use_8bit: bool = setting(False, "Load the frozen base model in 8 bits (bitsandbytes, CUDA only).")
-    gradient_checkpointing: bool = setting(
-        False, "Recompute activations in the backward pass: much less memory, about 20-30% slower."
-    )
-    eval_steps: int = setting(500, "Evaluate (decode the test set) every this many optimizer steps, and at the end.")
-    save_steps: int = setting(500, "Write a resumable checkpoint-N every this many optimizer steps, and at the end.")
-    save_total_limit: int | None = setting(3, "Keep at most this many checkpoints (the best one is always kept).")
-    logging_steps: int = setting(10, "Log the training loss every this many optimizer steps.")
-    metric_for_best: str | None = setting(
-        None, "cer, wer or loss: what picks best/ (default: cer for zh/ja/ko-like languages, wer otherwise)."
-    )
-    eval_num_beams: int = setting(1, "Beam size of the decoding done at each evaluation.")
-    eval_on_start: bool = setting(
-        False, "Also evaluate before the first step: the base model's score, kept as best/ if nothing beats it."
-    )
-    kl_to_base: float = setting(
-        0.0, "Weight W of a pull toward the base model: loss = cross-entropy + W * KL(base || tuned) over the label "
-        "tokens; the base is the same network with the adapters switched off (no second copy; one more forward "
-        "pass per step). 0 = off."
-    )
-    max_general_regression: float | None = setting(
-        None, "With several --test_data sets: a checkpoint whose error rate on any set after the first is more "
-        "than this many points (CER/WER %) worse than the base model's (evaluated at step 0) is never chosen as "
-        "best/."
-    )
-    seed: int = setting(42, "Random seed: data order, augmentation, dropout and initialisation.")
-    num_threads: int | None = setting(
-        None, "Torch CPU threads (default: OMP_NUM_THREADS, else all cores, shared between local processes)."
-    )
-    resume_from_checkpoint: str | None = setting(
-        None, "Resume from this checkpoint-N folder; 'latest' = the newest one of this run."
-    )
-    deepspeed: str | None = setting(None, "DeepSpeed JSON config (e.g. scripts/deepspeed_zero2.json).")
-
-    def __post_init__(self) -> None:
-        if self.max_steps == -1:
-            self.max_steps = None  # transformers' "not set": train --num_train_epochs epochs
-        _require(self.max_steps is None or self.max_steps >= 1,
-                 f"--max_steps must be at least 1 (got {self.max_steps}); omit it to train --num_train_epochs epochs")
-        if self.max_steps is None:
-            _positive(self, "num_train_epochs")
-        _positive(self, "learning_rate")
-        for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
-            _positive(self, name, allow_zero=True)
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "eval_steps", "save_steps", "logging_steps", "eval_num_beams"):
-            _positive(self, name)
-        if self.save_total_limit is not None:
-            _positive(self, "save_total_limit")
-        _require(not (self.fp16 and self.bf16), "--fp16 and --bf16 exclude each other: choose one")
-        if self.metric_for_best is not None:
-            self.metric_for_best = self.metric_for_best.strip().lower()
-            _require(
-                self.metric_for_best in METRICS_FOR_BEST,
-                f"unknown --metric_for_best {self.metric_for_best!r}; choose one of: {', '.join(METRICS_FOR_BEST)}",
-            )
-        if self.num_threads is not None:
-            _positive(self, "num_threads")
-        _positive(self, "kl_to_base", allow_zero=True)
-        if self.max_general_regression is not None:
-            _positive(self, "max_general_regression", allow_zero=True)
-        if self.deepspeed:
-            _require(Path(self.deepspeed).is_file(), f"--deepspeed config not found: {self.deepspeed}")
-
-
 _SET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -364,9 +262,3 @@ class FinetuneConfig:
             data=_from_dict(DataSettings, data.pop("data", None)),
             train=_from_dict(TrainSettings, data.pop("train", None)),
         )
-
-
-def default_of(cls, name: str) -> Any:
-    """The default value of field ``name`` (used by the CLI so defaults live in one place)."""
-    f = next(f for f in fields(cls) if f.name == name)
-    return None if f.default is MISSING else f.default

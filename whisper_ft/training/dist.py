@@ -1,36 +1,8 @@
-"""Which process this is, under torchrun / accelerate launch (environment variables only).
+"""Re-exports :mod:`whisper_ft.trainkit.dist` (the process helpers moved there; both recipes use them)."""
 
-Only the main process logs, prints results and writes shared files; the others train silently.
-"""
-
-from __future__ import annotations
-
-import os
-
-from whisper_ft.console import log
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def local_world_size() -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return rank() == 0
-
-
-def log_main(message: str) -> None:
-    """:func:`whisper_ft.console.log`, on the main process only."""
-    if is_main_process():
-        log(message)
+from whisper_ft.trainkit.dist import is_main_process as is_main_process
+from whisper_ft.trainkit.dist import local_rank as local_rank
+from whisper_ft.trainkit.dist import local_world_size as local_world_size
+from whisper_ft.trainkit.dist import log_main as log_main
+from whisper_ft.trainkit.dist import rank as rank
+from whisper_ft.trainkit.dist import world_size as world_size

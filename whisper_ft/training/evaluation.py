@@ -9,10 +9,11 @@ With several processes each decodes its share and the texts are gathered.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
+from whisper_ft.trainkit.metrics import pooled_error_rates as pooled_error_rates
 
 
 @dataclass
@@ -26,28 +27,6 @@ class DecodeScore:
 
     def metrics(self) -> dict[str, float]:
         return {"cer": self.cer, "wer": self.wer}
-
-
-def pooled_error_rates(refs: list[str], hyps: list[str], languages: list[str]) -> tuple[float, float]:
-    """(CER, WER) over all utterances: per-language scoring, edits and lengths summed."""
-    from whisper_ft.errors import WhisperFtError
-    from whisper_ft.scoring import score
-
-    by_lang: dict[str, list[int]] = defaultdict(list)
-    for i, lang in enumerate(languages):
-        by_lang[lang].append(i)
-    rates = []
-    for metric in ("cer", "wer"):
-        errors = length = 0
-        for lang, idx in by_lang.items():
-            try:
-                result = score([refs[i] for i in idx], [hyps[i] for i in idx], metric=metric, language=lang)
-            except WhisperFtError:  # every reference of this language empty after normalisation
-                continue
-            errors += result.substitutions + result.deletions + result.insertions
-            length += result.ref_len
-        rates.append(errors / length if length else float("nan"))
-    return rates[0], rates[1]
 
 
 def transcribe_dataset(

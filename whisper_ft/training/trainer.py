@@ -25,9 +25,7 @@ scores), ``runs/`` (TensorBoard), ``finetune_config.json`` and, with ``--max_gen
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import Seq2SeqTrainer
@@ -37,30 +35,10 @@ from whisper_ft.errors import WhisperFtError
 from whisper_ft.training.callbacks import ADALORA_PATTERN_FILE
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE, FinetuneConfig, TrainSettings
 from whisper_ft.training.data import DurationGroupedSampler
-from whisper_ft.training.dist import is_main_process, local_rank, local_world_size, log_main, world_size
-
-
-@dataclass
-class FinetuneResult:
-    run_dir: Path
-    best_dir: Path | None  # None when no evaluation ran (e.g. interrupted before the first)
-    best_metrics: dict | None
-    global_step: int
-    max_steps: int
-    interrupted: bool
-    last_checkpoint: Path | None
-    is_main_process: bool = True  # False on the other processes of a multi-GPU run
-
-    def to_dict(self) -> dict:
-        return {
-            "run_dir": str(self.run_dir),
-            "best_dir": str(self.best_dir) if self.best_dir else None,
-            "best_metrics": self.best_metrics,
-            "global_step": self.global_step,
-            "max_steps": self.max_steps,
-            "interrupted": self.interrupted,
-            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
-        }
+from whisper_ft.training.dist import is_main_process, local_rank, log_main, world_size
+from whisper_ft.trainkit.run import FinetuneResult as FinetuneResult
+from whisper_ft.trainkit.run import configure_threads as configure_threads
+from whisper_ft.trainkit.run import resolve_checkpoint as resolve_checkpoint
 
 
 class WhisperLoraTrainer(Seq2SeqTrainer):
@@ -152,17 +130,6 @@ class WhisperLoraTrainer(Seq2SeqTrainer):
         return output
 
 
-def configure_threads(num_threads: int | None) -> int:
-    """Set torch's intra-op threads explicitly (shared between the processes of this machine)."""
-    import torch
-
-    if num_threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "")
-        num_threads = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // local_world_size())
-    torch.set_num_threads(num_threads)
-    return num_threads
-
-
 def planned_optimizer_steps(n_samples: int, train: TrainSettings, n_processes: int) -> int:
     """Optimizer steps of the run, computed like the Trainer does (used to size AdaLoRA's schedule;
     the callback re-checks it against the Trainer's own number at the start of training)."""
@@ -171,24 +138,6 @@ def planned_optimizer_steps(n_samples: int, train: TrainSettings, n_processes: i
     batches = math.ceil(math.ceil(n_samples / train.per_device_train_batch_size) / n_processes)
     per_epoch = max(1, math.ceil(batches / train.gradient_accumulation_steps))
     return math.ceil(train.num_train_epochs * per_epoch)
-
-
-def resolve_checkpoint(value: str | None, run_dir: Path) -> Path | None:
-    """``None`` -> None; ``latest`` -> the newest checkpoint-N of the run; a path -> checked."""
-    if not value:
-        return None
-    if value.lower() in {"latest", "last", "true"}:
-        # The newest complete checkpoint: the Trainer writes trainer_state.json last, so a save cut
-        # short (crash, power loss) is skipped rather than resumed from.
-        complete = [p for p in run_dir.glob("checkpoint-*")
-                    if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-        if not complete:
-            raise WhisperFtError(f"--resume_from_checkpoint: no checkpoint-N folder in {run_dir} to resume from")
-        return max(complete, key=lambda p: int(p.name.split("-")[-1]))
-    path = Path(value)
-    if not (path / "trainer_state.json").is_file():
-        raise WhisperFtError(f"--resume_from_checkpoint: {path} is not a checkpoint folder (no trainer_state.json)")
-    return path
 
 
 def check_checkpoint_matches(checkpoint: Path, config: FinetuneConfig) -> None:
