@@ -165,3 +165,54 @@ def split_packed_tokens(
                                                     truncated=truncated)
     shares = assign_packed_segments(segments, window, unfinished_from=unfinished, tolerance=tolerance)
     return [None if share is None else [t for seg in share for t in seg] for share in shares]
+
+
+def plan_given_language_windows(
+    durations: list[float],
+    languages: list[str | None],
+    *,
+    gap: float = PACK_GAP_SECONDS,
+    window_seconds: float = PACK_WINDOW_SECONDS,
+) -> list[PackedWindow]:
+    """Windows for the clips whose language is given (the others are decoded unpacked, where the
+    language is detected); window indices refer to the full list."""
+    known = [i for i, lang in enumerate(languages) if lang is not None]
+    windows = plan_packed_windows([durations[i] for i in known], [languages[i] for i in known], gap=gap,
+                                  window_seconds=window_seconds)
+    for w in windows:
+        w.indices = [known[i] for i in w.indices]
+    return windows
+
+
+def take_packed_results(
+    windows: list[PackedWindow],
+    sequences: list[list[int]],
+    results: list,
+    refused: list[int],
+    *,
+    eot: int,
+    timestamp_begin: int,
+    limit: int,
+    max_new_tokens: int | None,
+) -> None:
+    """Split each window's timestamped output back into ``results`` (per clip, capped at
+    ``max_new_tokens``); the clips whose split is not trustworthy go to ``refused`` (decode them
+    alone). ``limit``: an output this long was cut at the length cap."""
+    for w, seq in zip(windows, sequences):
+        split = split_packed_tokens(seq, w, eot=eot, timestamp_begin=timestamp_begin, truncated=len(seq) >= limit)
+        for i, toks in zip(w.indices, split):
+            if toks is None:
+                refused.append(i)
+            else:
+                results[i] = toks[:max_new_tokens] if max_new_tokens is not None else toks
+
+
+def add_packing_stats(stats: dict | None, n_clips: int, packed: list[PackedWindow], refused: int) -> None:
+    """Accumulate ``windows``, ``packed_clips``, ``refused_clips`` (packed, then decoded alone) and
+    ``unpacked_clips`` (all clips decoded unpacked) into ``stats``."""
+    if stats is None:
+        return
+    n_packed = sum(len(w.indices) for w in packed)
+    for key, n in (("windows", len(packed)), ("packed_clips", n_packed), ("refused_clips", refused),
+                   ("unpacked_clips", n_clips - n_packed + refused)):
+        stats[key] = stats.get(key, 0) + n

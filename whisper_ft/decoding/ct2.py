@@ -44,9 +44,12 @@ from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's pl
     PACK_OVERLAP_TOLERANCE,
     PACK_WINDOW_SECONDS,
     PackedWindow,
+    add_packing_stats,
     packed_audio,
+    plan_given_language_windows,
     plan_packed_windows,
     split_packed_tokens,
+    take_packed_results,
 )
 
 N_FRAMES = N_SAMPLES // 160
@@ -241,12 +244,8 @@ def generate_packed_token_ids_ct2(
     langs = per_sample_languages(language, len(audios))
     if not ct2.is_multilingual:  # English-only: no language token in the prompt, all clips pack together
         langs = [lang or "en" for lang in langs]
-    durations = [len(a) / SAMPLE_RATE for a in audios]
-    known = [i for i, lang in enumerate(langs) if lang is not None]
-    windows = plan_packed_windows([durations[i] for i in known], [langs[i] for i in known], gap=gap,
-                                  window_seconds=window_seconds)
-    for w in windows:
-        w.indices = [known[i] for i in w.indices]
+    windows = plan_given_language_windows([len(a) / SAMPLE_RATE for a in audios], langs, gap=gap,
+                                          window_seconds=window_seconds)
     packed = [w for w in windows if len(w.indices) > 1]
     singles = [w.indices[0] for w in windows if len(w.indices) == 1]
     later = [i for i, lang in enumerate(langs) if lang is None]  # detected by the unpacked path
@@ -254,7 +253,7 @@ def generate_packed_token_ids_ct2(
         # a shared batch caps every item at the windows' length; beam search would notice
         later, singles = later + singles, []
     results: list[list[int] | None] = [None] * len(audios)
-    refused = 0
+    refused: list[int] = []
     if packed:
         # the packed windows (timestamped prompt) and the clips alone in a window (the unpacked
         # prompt, so their result is exactly the unpacked path's), queued together
@@ -269,30 +268,20 @@ def generate_packed_token_ids_ct2(
         if timestamp_begin is None:
             raise WhisperFtError(NO_TIMESTAMPS_MESSAGE.format(model=ct2.path).split(":")[0] + ": it cannot be packed")
         limit = MAX_TARGET_TOKENS // 2 - len(groups[0][1][0]) - 1  # CTranslate2's cap on new tokens, less slack
-        for w, r in zip(packed, out[0]):
-            seq = list(r.sequences_ids[0])
-            split = split_packed_tokens(seq, w, eot=eot, timestamp_begin=timestamp_begin, truncated=len(seq) >= limit)
-            for i, toks in zip(w.indices, split):
-                if toks is None:
-                    later.append(i)
-                    refused += 1
-                else:
-                    results[i] = toks[:max_new_tokens] if max_new_tokens is not None else toks
+        take_packed_results(packed, [list(r.sequences_ids[0]) for r in out[0]], results, refused, eot=eot,
+                            timestamp_begin=timestamp_begin, limit=limit, max_new_tokens=max_new_tokens)
         for i, r in zip(singles, out[1] if singles else []):
             seq = list(r.sequences_ids[0])
             results[i] = seq[:max_new_tokens] if max_new_tokens is not None else seq
     else:
         later += singles
-    later.sort()
+    later = sorted(later + refused)
     if later:
         ids = generate_token_ids_ct2(ct2, [audios[i] for i in later], language=[langs[i] for i in later],
                                      task=task, num_beams=num_beams, max_new_tokens=max_new_tokens)
         for i, toks in zip(later, ids):
             results[i] = toks
-    if stats is not None:
-        for key, n in (("windows", len(packed)), ("packed_clips", sum(len(w.indices) for w in packed)),
-                       ("refused_clips", refused), ("unpacked_clips", len(audios) - sum(len(w.indices) for w in packed) + refused)):
-            stats[key] = stats.get(key, 0) + n
+    add_packing_stats(stats, len(audios), packed, len(refused))
     return results  # type: ignore[return-value]
 
 

@@ -209,7 +209,13 @@ def generate_packed_token_ids(
     timestamps raises WhisperFtError (check :func:`timestamp_begin_hf` first)."""
     from whisper_ft.audio import SAMPLE_RATE
     from whisper_ft.models.generation import MAX_TARGET_TOKENS
-    from whisper_ft.packing import PACK_GAP_SECONDS, packed_audio, plan_packed_windows, split_packed_tokens
+    from whisper_ft.packing import (
+        PACK_GAP_SECONDS,
+        add_packing_stats,
+        packed_audio,
+        plan_given_language_windows,
+        take_packed_results,
+    )
 
     task = validate_task(task)
     langs = per_sample_languages(language, len(audios))
@@ -217,14 +223,11 @@ def generate_packed_token_ids(
     if timestamp_begin is None:
         raise WhisperFtError("this model has no timestamp tokens: it cannot be packed (decode without packing)")
     fe = processor.feature_extractor
-    known = [i for i, lang in enumerate(langs) if lang is not None]
-    windows = plan_packed_windows([len(audios[i]) / SAMPLE_RATE for i in known], [langs[i] for i in known])
-    for w in windows:
-        w.indices = [known[i] for i in w.indices]
+    windows = plan_given_language_windows([len(a) / SAMPLE_RATE for a in audios], langs)
     packed = [w for w in windows if len(w.indices) > 1]
     later = [i for i, lang in enumerate(langs) if lang is None] + [w.indices[0] for w in windows if len(w.indices) == 1]
     results: list[list[int] | None] = [None] * len(audios)
-    refused = 0
+    refused: list[int] = []
     if packed:
         window_audio = [packed_audio(audios, w, PACK_GAP_SECONDS) for w in packed]
         feats = fe(window_audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
@@ -232,23 +235,13 @@ def generate_packed_token_ids(
                                   num_beams=num_beams, return_timestamps=True)
         eot = vocabulary_of(processor.tokenizer).eot
         limit = MAX_TARGET_TOKENS - 4 - 1  # generate's cap (prompt included), less slack
-        for w, seq in zip(packed, seqs):
-            split = split_packed_tokens(seq, w, eot=eot, timestamp_begin=timestamp_begin, truncated=len(seq) >= limit)
-            for i, toks in zip(w.indices, split):
-                if toks is None:
-                    later.append(i)
-                    refused += 1
-                else:
-                    results[i] = toks[:max_new_tokens] if max_new_tokens is not None else toks
-    later.sort()
+        take_packed_results(packed, seqs, results, refused, eot=eot, timestamp_begin=timestamp_begin, limit=limit,
+                            max_new_tokens=max_new_tokens)
+    later = sorted(later + refused)
     if later:
         feats = fe([audios[i] for i in later], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         for i, toks in zip(later, generate_token_ids(model, processor, feats, language=[langs[i] for i in later],
                                                      task=task, num_beams=num_beams, max_new_tokens=max_new_tokens)):
             results[i] = toks
-    if stats is not None:
-        n_packed = sum(len(w.indices) for w in packed)
-        for key, n in (("windows", len(packed)), ("packed_clips", n_packed), ("refused_clips", refused),
-                       ("unpacked_clips", len(audios) - n_packed + refused)):
-            stats[key] = stats.get(key, 0) + n
+    add_packing_stats(stats, len(audios), packed, len(refused))
     return results  # type: ignore[return-value]
