@@ -22,6 +22,7 @@ import numpy as np
 
 from whisper_ft.errors import DataError, WhisperFtError
 from whisper_ft.manifest import Utterance, validate_manifest
+from whisper_ft.trainkit.dist import one_thread_in_dataloader_worker
 
 IGNORE_INDEX = -100
 
@@ -157,13 +158,6 @@ def fill_encoder_cache(cache: EncoderCache, samples: list[LlmSample], encoder, f
     return len(todo)
 
 
-def _one_thread_in_workers() -> None:
-    import torch
-
-    if torch.utils.data.get_worker_info() is not None and torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-
-
 class LlmSpeechDataset:
     """index (or ``(index, epoch)``) -> ``{"features" | "encoder_out", "labels", "key"}``."""
 
@@ -182,7 +176,7 @@ class LlmSpeechDataset:
     def __getitem__(self, item) -> dict:
         from whisper_ft.speech_llm.encoder import mel_features
 
-        _one_thread_in_workers()
+        one_thread_in_dataloader_worker()
         index = item[0] if isinstance(item, tuple) else int(item)
         sample = self.samples[index]
         out = {"labels": sample.target_ids, "key": sample.key}

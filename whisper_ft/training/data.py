@@ -28,6 +28,7 @@ import numpy as np
 from whisper_ft.errors import DataError, WhisperFtError
 from whisper_ft.manifest import Utterance, validate_manifest
 from whisper_ft.training.labels import LabelBuilder, Segment, encode_text, fits
+from whisper_ft.trainkit.dist import one_thread_in_dataloader_worker
 from whisper_ft.trainkit.sampler import Draw as Draw
 from whisper_ft.trainkit.sampler import DurationGroupedSampler as DurationGroupedSampler
 
@@ -203,14 +204,6 @@ def build_samples(
     return samples
 
 
-def _init_worker_once() -> None:
-    """In a DataLoader worker: one torch thread (the trainer owns the cores)."""
-    import torch
-
-    if torch.utils.data.get_worker_info() is not None and torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-
-
 class SpeechDataset:
     """Map-style dataset: index (or ``(index, epoch)``) -> features, labels and the sample key.
 
@@ -248,7 +241,7 @@ class SpeechDataset:
         return [s.duration for s in self.samples]
 
     def __getitem__(self, item) -> dict:
-        _init_worker_once()
+        one_thread_in_dataloader_worker()
         index, epoch = item if isinstance(item, tuple) else (int(item), 0)
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index])

@@ -34,3 +34,11 @@ def log_main(message: str) -> None:
     """:func:`whisper_ft.console.log`, on the main process only."""
     if is_main_process():
         log(message)
+
+
+def one_thread_in_dataloader_worker() -> None:
+    """In a DataLoader worker process: one torch thread (the trainer's process owns the cores)."""
+    import torch
+
+    if torch.utils.data.get_worker_info() is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
