@@ -246,15 +246,17 @@ def test_kl_to_base_keeps_the_tuned_model_closer_to_the_base(trainable_tiny_dir,
 # ---- --empty_audio_ratio: the model learns to say nothing on non-speech -------------------------
 
 
-def _decode(model, processor, clips: list[np.ndarray]) -> list[str]:
-    """Greedy transcripts, with <|endoftext|> allowed as the first token (see the note below)."""
+def _decode(model, processor, clips: list[np.ndarray], *, own_config: bool = False) -> list[str]:
+    """Greedy transcripts, with <|endoftext|> allowed as the first token (see the note below), or
+    with the model's own generation config (``own_config``)."""
     import torch
 
     from whisper_ft.decoding.hf import generate_texts, unwrap_model
 
     # Whisper's generation config suppresses <|endoftext|> as the first generated token (OpenAI's
     # suppress_blank): with it, no decoder can produce an empty transcript at all.
-    unwrap_model(model).generation_config.begin_suppress_tokens = None
+    if not own_config:
+        unwrap_model(model).generation_config.begin_suppress_tokens = None
     feats = np.stack([processor.feature_extractor(c, sampling_rate=16000, return_tensors="np")["input_features"][0]
                       for c in clips])
     return generate_texts(model, processor, torch.from_numpy(feats), language="en", max_new_tokens=20)
@@ -269,15 +271,41 @@ def test_empty_audio_samples_teach_the_empty_transcript_on_new_noise(trainable_t
     rng = np.random.default_rng(12345)  # noise the training never saw
     noise = [generate_nonspeech(KINDS[k % len(KINDS)], float(rng.uniform(3, 8)), rng) for k in range(12)]
     base = load_whisper(str(trainable_tiny_dir))
+    eot = base.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert eot in base.model.generation_config.begin_suppress_tokens  # Whisper's default: some text, always
     assert sum(bool(t) for t in _decode(base.model, base.processor, noise)) >= 9  # the base writes text on noise
 
     result = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path,
                                   data={"empty_audio_ratio": 0.5},
-                                  train={"max_steps": 40, "eval_steps": 100, "save_steps": 40}))
+                                  train={"max_steps": 40, "eval_steps": 40, "save_steps": 40}))
     loaded = load_whisper(result.run_dir / "checkpoint-40")
     assert _decode(loaded.model, loaded.processor, noise) == [""] * len(noise)
     tones = [load_audio(four_utterances / f"u{i}.wav") for i in range(4)]
     assert all(_decode(loaded.model, loaded.processor, tones))  # not silent on everything: the "speech" gets text
+
+    # The run's own decoding settings allow the empty transcript: best/ and the merged model say
+    # nothing on noise with no option given, and the speech still gets text.
+    from whisper_ft.merge import merge_lora
+
+    best = load_whisper(result.run_dir / "best")
+    assert eot not in best.model.generation_config.begin_suppress_tokens
+    assert _decode(best.model, best.processor, noise, own_config=True) == [""] * len(noise)
+    merged = load_whisper(merge_lora(result.run_dir / "best", tmp_path / "merged").output_dir)
+    assert _decode(merged.model, merged.processor, noise, own_config=True) == [""] * len(noise)
+    assert all(_decode(merged.model, merged.processor, tones, own_config=True))
+
+
+def test_without_empty_audio_the_saved_adapter_keeps_whispers_blank_suppression(trainable_tiny_dir, four_utterances,
+                                                                                tmp_path):
+    from whisper_ft.models.loading import load_whisper
+    from whisper_ft.training.trainer import finetune
+
+    result = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path,
+                                  train={"max_steps": 2, "eval_steps": 2, "save_steps": 2}))
+    best = load_whisper(result.run_dir / "best")
+    eot = best.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert (result.run_dir / "best" / "generation_config.json").is_file()
+    assert eot in best.model.generation_config.begin_suppress_tokens
 
 
 # ---- --replay_data: general speech in every epoch, in its own language --------------------------

@@ -91,7 +91,12 @@ def merge_lora(
     from transformers import WhisperForConditionalGeneration
 
     from whisper_ft.models.io import save_whisper_folder
-    from whisper_ft.models.loading import adapter_base, ensure_hf_folder, load_processor
+    from whisper_ft.models.loading import (
+        adapter_base,
+        apply_adapter_generation_config,
+        ensure_hf_folder,
+        load_processor,
+    )
 
     if dtype not in DTYPES:
         raise WhisperFtError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
@@ -119,6 +124,7 @@ def merge_lora(
         if scale != 1.0:
             scale_adapter(peft_model, scale)
         merged = peft_model.merge_and_unload()
+    apply_adapter_generation_config(merged, adapter_dir)
     merged.eval()
     # The adapter folder carries the processor it was trained with; fall back to the base's.
     processor = load_processor(adapter_dir if (adapter_dir / "preprocessor_config.json").is_file() else hf_path)

@@ -68,3 +68,19 @@ def build_generation_config(
         max_length=MAX_TARGET_TOKENS,
         return_timestamps=False,
     )
+
+
+def allow_empty_transcript(generation_config, tokenizer) -> bool:
+    """Let ``<|endoftext|>`` be the first token (an empty transcript); True when it changed.
+
+    Whisper's decoders forbid it there by default (``begin_suppress_tokens`` here, read by
+    transformers and, after conversion, by CTranslate2's ``suppress_blank``), which forces some
+    text out of a model even on silence. A model trained with ``--empty_audio_ratio`` has learnt
+    when saying nothing is right, so its saved generation config allows it.
+    """
+    eot = special_token_ids(tokenizer)["eot"]
+    begin = list(getattr(generation_config, "begin_suppress_tokens", None) or [])
+    if eot not in begin:
+        return False
+    generation_config.begin_suppress_tokens = [t for t in begin if t != eot]
+    return True

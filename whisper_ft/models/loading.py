@@ -103,6 +103,7 @@ def load_whisper(name_or_path, *, dtype=None, device: str = "cpu", source: Model
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(source.path))
+        apply_adapter_generation_config(model, Path(source.path))
         # Adapters saved by whisper-ft carry their own processor files.
         if (Path(source.path) / "preprocessor_config.json").is_file():
             processor_path = source.path
@@ -110,3 +111,14 @@ def load_whisper(name_or_path, *, dtype=None, device: str = "cpu", source: Model
     model.to(device)
     model.eval()
     return LoadedWhisper(model=model, processor=processor, source=source, hf_path=hf_path)
+
+
+def apply_adapter_generation_config(model, adapter_dir: Path) -> None:
+    """Decode an adapter with the generation settings saved beside it (whisper-ft writes them with
+    every best/ adapter), not the base model's."""
+    if (adapter_dir / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        # On the wrapped model: PeftModel.generate uses its base model's config.
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner.generation_config = GenerationConfig.from_pretrained(str(adapter_dir))

@@ -157,6 +157,9 @@ class BestModelCallback(TrainerCallback):
         tmp = staging_dir(self.best_dir)
         try:
             model.save_pretrained(str(tmp), safe_serialization=True)
+            # The run's decoding settings travel with the adapter (e.g. an empty transcript allowed).
+            if getattr(model, "generation_config", None) is not None:
+                model.generation_config.save_pretrained(str(tmp))
             write_processor_files(self.processor, tmp)
             write_json(tmp / CONFIG_FILE, self.run_config)
             write_json(tmp / METRICS_FILE, self.best_metrics)

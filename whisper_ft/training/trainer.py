@@ -204,6 +204,7 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
 
+    from whisper_ft.models.generation import allow_empty_transcript
     from whisper_ft.training.augment import load_augmenter
     from whisper_ft.training.callbacks import (
         BASE_METRICS_FILE,
@@ -282,6 +283,10 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     # 4. Model: frozen base + adapters.
     total_steps = _planned_steps(mix.per_epoch, train, n_procs, checkpoint)
     model = load_base_for_training(base, train, device_index=local_rank())
+    if mix.n_empty and allow_empty_transcript(model.generation_config, processor.tokenizer):
+        # Saved with every best/ adapter (and so with merged and converted models): see the helper.
+        log_main("--empty_audio_ratio: the model may answer non-speech with an empty transcript "
+                 "(<|endoftext|> allowed as its first token)")
     model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
 
     # 5. Datasets and the Trainer.
