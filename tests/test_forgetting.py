@@ -293,6 +293,18 @@ def test_empty_audio_samples_teach_the_empty_transcript_on_new_noise(trainable_t
     merged = load_whisper(merge_lora(result.run_dir / "best", tmp_path / "merged").output_dir)
     assert _decode(merged.model, merged.processor, noise, own_config=True) == [""] * len(noise)
     assert all(_decode(merged.model, merged.processor, tones, own_config=True))
+    # ... and so does its CTranslate2 conversion (suppress_blank reads the converted config), where
+    # the base converted the same way still writes text on the noise.
+    from whisper_ft.decoding.backend import load_backend
+    from whisper_ft.decoding.options import DecodingOptions
+    from whisper_ft.models.ct2_export import convert_model
+
+    options = DecodingOptions(language="en", pack=False)
+    for source, expect_text in ((merged.hf_path, False), (trainable_tiny_dir, True)):
+        out = tmp_path / f"ct2-{expect_text}"
+        convert_model(str(source), out, quantization="float32")
+        texts = load_backend(str(out), kind="ctranslate2", threads=1).texts(noise, ["en"] * len(noise), options)
+        assert (sum(bool(t) for t in texts) >= 9) if expect_text else texts == [""] * len(noise)
 
 
 def test_without_empty_audio_the_saved_adapter_keeps_whispers_blank_suppression(trainable_tiny_dir, four_utterances,
