@@ -13,7 +13,7 @@ no VAD) with the same beam size, on the same number of threads:
   fw-*      plain faster-whisper ``WhisperModel.transcribe`` (float32, int8), one clip at a time,
             temperature 0 (no fallback), otherwise its defaults
   ct2       whisper-ft's fast path, ``eval --backend ct2``'s default: ``generate_texts_ct2(...,
-            pack=True)`` on batches of ``--batch_size`` clips sorted by duration, as eval batches them
+            pack=True)`` on batches as eval makes them (``whisper_ft.packing.decode_batches``)
   ct2-unpacked  the same without packing (``eval --backend ct2 --no_pack``: one 30 s window per clip)
   hf-packed the packed strategy with transformers (``eval --backend hf --pack``), batches as above
 
@@ -226,17 +226,16 @@ def load_faster_whisper(args, compute_type: str):
 
 def load_ct2(args, pack: bool, compute_type: str = "auto", inter_threads: int = 1):
     from whisper_ft.decoding.ct2 import generate_texts_ct2, load_ct2_whisper
+    from whisper_ft.packing import decode_batches
 
     ct2 = load_ct2_whisper(args.model, device=args.device, compute_type=compute_type, cpu_threads=args.threads,
                            inter_threads=inter_threads)
 
     def decode(clips, beam, stats=None):
-        # as `eval --backend ct2`: longest first, batch_size clips per call
-        order = sorted(range(len(clips)), key=lambda i: -clips[i].duration)
+        # as `eval --backend ct2`: longest first, batched by whisper_ft.packing.decode_batches
         out = [""] * len(clips)
         kwargs = {"pack": True, "stats": stats} if pack else {}
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start:start + args.batch_size]
+        for idx in decode_batches([c.duration for c in clips], args.batch_size, pack=pack):
             texts = generate_texts_ct2(ct2, [clips[i].audio for i in idx], language=[clips[i].language for i in idx],
                                        num_beams=beam, **kwargs)
             for i, t in zip(idx, texts):
@@ -254,14 +253,13 @@ def load_hf_packed(args):
 
     from whisper_ft.decoding.hf import decode_text, generate_packed_token_ids
     from whisper_ft.models.loading import load_whisper
+    from whisper_ft.packing import decode_batches
 
     loaded = load_whisper(args.model, dtype=torch.float32, device=args.device)
 
     def decode(clips, beam, stats=None):
-        order = sorted(range(len(clips)), key=lambda i: -clips[i].duration)
         out = [""] * len(clips)
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start:start + args.batch_size]
+        for idx in decode_batches([c.duration for c in clips], args.batch_size, pack=True):
             ids = generate_packed_token_ids(loaded.model, loaded.processor, [clips[i].audio for i in idx],
                                             language=[clips[i].language for i in idx], num_beams=beam, stats=stats)
             for i, seq in zip(idx, ids):

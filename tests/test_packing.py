@@ -356,3 +356,36 @@ def test_beam5_packed_keeps_every_real_clip(shared_audio_manifest):
         packed_rate = score(refs, packed, metric=metric, language=lang).error_rate
         alone_rate = score(refs, alone, metric=metric, language=lang).error_rate
         assert packed_rate <= alone_rate + slack, (lang, packed_rate, alone_rate, packed, alone)
+
+
+def test_decode_batches_fill_about_batch_size_windows_when_packing():
+    from whisper_ft.packing import PACK_GAP_SECONDS, PACK_WINDOW_SECONDS, decode_batches
+
+    durations = [4.0, 2.5, 6.0, 3.0, 3.5, 1.5, 5.0, 2.0] * 10  # 80 clips
+    plain = decode_batches(durations, 4, pack=False)
+    assert [len(b) for b in plain] == [4] * 20
+    flat = [i for b in plain for i in b]
+    assert [durations[i] for i in flat] == sorted(durations, reverse=True)  # longest first
+    packed = decode_batches(durations, 4, pack=True)
+    assert sorted(i for b in packed for i in b) == list(range(80))  # every clip once
+    assert [i for b in packed for i in b] == flat  # the same order, cut differently
+    for b in packed:
+        assert sum(durations[i] + PACK_GAP_SECONDS for i in b) <= 4 * PACK_WINDOW_SECONDS
+    assert len(packed) < len(plain) and max(len(b) for b in packed) > 4  # more clips per call
+    # a clip longer than the budget still gets a batch, and nothing is lost or empty
+    assert decode_batches([40.0, 1.0], 1, pack=True) == [[0], [1]]
+    assert decode_batches([], 3, pack=True) == []
+
+
+def test_eval_packs_from_a_pool_of_batch_size_windows(tiny_ct2, make_wav, tmp_path, capsys):
+    """--batch_size 2 with packing: the four 1-2.5 s clips share one window (a batch of 2 clips
+    would have made two half-empty windows)."""
+    import json
+
+    data = _short_clips_manifest(make_wav, tmp_path)
+    code, _, err = _eval_cli(["eval", "--model_path", str(tiny_ct2), "--test_data", str(data), "--backend", "ct2",
+                              "--compute_type", "float32", "--max_new_tokens", "6", "--cpu_threads", "1",
+                              "--batch_size", "2", "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    packing = json.loads((tmp_path / "out" / "report.json").read_text())["model"]["packing"]
+    assert packing["packed_clips"] == 4 and packing["windows"] == 1

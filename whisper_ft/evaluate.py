@@ -3,8 +3,9 @@
 Real generation from the prompt tokens only (Whisper-Finetune's evaluation feeds the reference's
 first tokens and so reports optimistic numbers; we don't), with the transformers model
 (``backend="hf"``) or CTranslate2 (``backend="ct2"``, the same prompt, so the two are comparable).
-Utterances are decoded in batches sorted by duration (longest first), with a progress bar on
-stderr; utterances over 30 s are transcribed with long-form decoding. Decoding is deterministic on
+Utterances are decoded in batches sorted by duration (longest first; ``batch_size`` clips, or when
+packing about ``batch_size`` windows' worth: :func:`whisper_ft.packing.decode_batches`), with a
+progress bar on stderr; utterances over 30 s are transcribed with long-form decoding. Decoding is deterministic on
 both backends (greedy or beam search at temperature 0, previous text as the prompt of the next
 30 s window; temperature fallback only with ``temperature_fallback=True``), so a result can be
 reproduced and the backends compared. Packing (on by default with ``ct2``, ``pack=True`` for
@@ -230,6 +231,7 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     ``decoder`` replaces the model named in ``settings`` (any object with ``texts``/``long``/``info``).
     """
     from whisper_ft.decoding.hf import validate_task
+    from whisper_ft.packing import decode_batches
 
     backend = validate_backend(settings.backend)
     validate_task(settings.task)
@@ -251,17 +253,17 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     # what the decoder really does (a model without timestamps is not packed)
     settings = EvalSettings(**{**asdict(settings), "pack": options.pack})
 
-    order = sorted(range(len(utterances)), key=lambda i: -utterances[i].duration)
+    batches = decode_batches([u.duration for u in utterances], settings.batch_size, pack=bool(options.pack))
     hyps: list[str | None] = [None] * len(utterances)
     skipped: dict[int, SkippedClip] = {}
     audio_seconds = load_audio_seconds = decode_seconds = 0.0
     bar = progress(None, total=len(utterances), desc=f"eval ({backend})", unit="utt",
                    disable=not settings.show_progress)
     try:
-        for start in range(0, len(order), settings.batch_size):
+        for batch in batches:
             t0 = time.perf_counter()
             idx, audios = [], []
-            for i in order[start:start + settings.batch_size]:
+            for i in batch:
                 try:
                     audios.append(utterances[i].load_audio())
                     idx.append(i)
@@ -279,7 +281,7 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
                 for k, text in zip(short, texts):
                     hyps[idx[k]] = text
             decode_seconds += time.perf_counter() - t1
-            bar.update(len(order[start:start + settings.batch_size]))
+            bar.update(len(batch))
     finally:
         bar.close()
     for clip in skipped.values():

@@ -216,3 +216,35 @@ def add_packing_stats(stats: dict | None, n_clips: int, packed: list[PackedWindo
     for key, n in (("windows", len(packed)), ("packed_clips", n_packed), ("refused_clips", refused),
                    ("unpacked_clips", n_clips - n_packed + refused)):
         stats[key] = stats.get(key, 0) + n
+
+
+def decode_batches(durations: list[float], batch_size: int, *, pack: bool,
+                   gap: float = PACK_GAP_SECONDS, window_seconds: float = PACK_WINDOW_SECONDS) -> list[list[int]]:
+    """Clip indices in the batches a decoder is called with, longest clips first (``eval`` and the
+    benchmarks batch this way).
+
+    Unpacked: ``batch_size`` clips per batch (one window each). Packed: about ``batch_size``
+    windows' worth of clips per batch (each clip's seconds plus a gap, up to ``batch_size`` windows),
+    so that the windows are filled from a larger pool than ``batch_size`` clips (which would fill
+    only a few windows, the last one half empty) while each engine call still decodes about
+    ``batch_size`` windows.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+    if not pack:
+        return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    budget = batch_size * window_seconds
+    batches: list[list[int]] = []
+    current: list[int] = []
+    used = 0.0
+    for i in order:
+        cost = min(durations[i], window_seconds) + gap
+        if current and used + cost > budget:
+            batches.append(current)
+            current, used = [], 0.0
+        current.append(i)
+        used += cost
+    if current:
+        batches.append(current)
+    return batches

@@ -41,7 +41,7 @@ def eval_command(
     metric: str = typer.Option(None, "--metric", help="cer or wer. Default: cer for zh/ja/ko/..., else wer."),
     language: str = typer.Option(None, "--language", help="Force a language (e.g. zh). Default: each utterance's, else detected."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    batch_size: int = typer.Option(16, "--batch_size", min=1, help="Utterances per batch (sorted by duration)."),
+    batch_size: int = typer.Option(16, "--batch_size", min=1, help="Utterances per batch, longest first; when packing, about this many 30 s windows' worth of clips per batch."),
     num_beams: int = typer.Option(1, "--num_beams", min=1, help="Beam size (1 = greedy)."),
     backend: str = typer.Option("hf", "--backend", help="hf (transformers) or ct2 (CTranslate2)."),
     output_dir: Path = typer.Option(None, "--output_dir", help="Where report.json and predictions.jsonl go. Default: reports/<model>_<data>_<backend>/."),
