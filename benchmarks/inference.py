@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--long", action="store_true",
                     help="the long-recording benchmark instead (see benchmarks/long_recording.py)")
     ap.add_argument("--long_minutes", type=float, default=10.0, help="--long: minutes of speech (default 10)")
+    ap.add_argument("--long_timeout", type=float, default=1200.0,
+                    help="--long: stop a row after this many seconds and record it as not finished (default 1200)")
     ap.add_argument("--long_data", default=None, help="--long: manifest whose utterances are joined "
                                                       "(default ../shared/aishell_sample/test.jsonl)")
     ap.add_argument("--long_rows", default=None, help="--long: comma-separated rows (default: all)")

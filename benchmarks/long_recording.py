@@ -107,12 +107,24 @@ def _row_command(row: str, args, audio: Path, language: str) -> list[str]:
                   "--cpu_threads", str(args.threads), *extra]
 
 
-def run_row(cmd: list[str], env: dict) -> tuple[str, float, int, int, str]:
-    """(stdout, wall seconds, peak RSS bytes, exit code, stderr tail) of one child process."""
+TIMED_OUT = -9  # exit code recorded for a row stopped at --long_timeout
+
+
+def run_row(cmd: list[str], env: dict, timeout: float | None = None) -> tuple[str, float, int, int, str]:
+    """(stdout, wall seconds, peak RSS bytes, exit code, stderr tail) of one child process; a child
+    still running after ``timeout`` seconds is killed (exit code TIMED_OUT)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=str(ROOT))
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout is not None and time.perf_counter() - t0 > timeout:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -140,7 +152,7 @@ def run_long(args, log) -> dict:
         results = []
         for row in rows:
             load = os.getloadavg()[0]
-            stdout, wall, rss, code, err = run_row(_row_command(row, args, audio, language), env)
+            stdout, wall, rss, code, err = run_row(_row_command(row, args, audio, language), env, args.long_timeout)
             hyp = _hypothesis(row, stdout)
             metric = default_metric(language)
             r = score([reference], [hyp], metric=metric, language=language)
@@ -178,6 +190,10 @@ def format_long_table(result: dict) -> str:
     metric = result["rows"][0]["metric"].upper() if result["rows"] else "CER"
     lines = [f"| row | RTF | speedup | {metric} % | peak RSS |", "|---|---|---|---|---|"]
     for r in result["rows"]:
+        if r["exit_code"] == TIMED_OUT:
+            lines.append(f"| {LONG_LABELS.get(r['row'], r['row'])} | > {r['rtf']:.3f} (stopped after "
+                         f"{r['wall_seconds']:.0f} s) | - | - | {r['peak_rss_mb'] / 1024:.2f} GB |")
+            continue
         lines.append(f"| {LONG_LABELS.get(r['row'], r['row'])} | {r['rtf']:.3f} | "
                      + (f"{r['speedup']:.2f}x" if r["speedup"] else "-")
                      + f" | {r['error_rate']:.2f} | {r['peak_rss_mb'] / 1024:.2f} GB |"
