@@ -2,7 +2,8 @@
 natural pauses, transcribed by each tool the way its users run it, every row in its own process.
 
 The recording: the utterances of ``--long_data`` (default: the AISHELL sample's test speaker) in
-manifest order, joined with seeded silences of 0.3-1.5 s until ``--long_minutes``; the reference is
+manifest order (round again when the manifest is shorter), joined with seeded silences of 0.3-1.5 s
+until ``--long_minutes``; the reference is
 their texts joined. Written as 16 kHz wav to a temporary folder (never into the repository).
 
 Rows (beam sizes are each tool's default; the language is given to all):
@@ -47,7 +48,10 @@ def build_recording(manifest: Path, minutes: float, out_dir: Path, seed: int = 0
 
     rng = np.random.default_rng(seed)
     pieces, texts, total, language = [], [], 0.0, None
-    for u in read_manifest(manifest):
+    utterances = read_manifest(manifest)
+    # a recording longer than the manifest (e.g. --long_minutes 60) goes round it again
+    for k in range(10**6):
+        u = utterances[k % len(utterances)]
         if total >= minutes * 60:
             break
         language = language or u.language

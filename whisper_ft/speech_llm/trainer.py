@@ -19,7 +19,6 @@ accumulation, mixed precision, and ``accelerate launch`` / ``torchrun`` / DeepSp
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 from transformers import Trainer, TrainerCallback
@@ -28,7 +27,7 @@ from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.speech_llm.config import CONFIG_FILE, METRICS_FILE, SpeechLLMConfig
 from whisper_ft.trainkit.dist import is_main_process, log_main, world_size
-from whisper_ft.trainkit.run import FinetuneResult, configure_threads, resolve_checkpoint
+from whisper_ft.trainkit.run import FinetuneResult, configure_threads, resolve_checkpoint, train_and_report
 from whisper_ft.trainkit.sampler import DurationGroupedSampler
 
 CACHE_DIR = "encoder_cache"
@@ -266,25 +265,6 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=()) -> FinetuneRes
 
     log_main(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
              + (f", resuming from {checkpoint}" if checkpoint else ""))
-    with interrupt, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-    state = trainer.state
-    last = run_dir / f"checkpoint-{state.global_step}"
-    if interrupt.interrupted:
-        log_main(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
-    best_dir = run_dir / "best"
-    has_best = (best_dir / CONFIG_FILE).is_file()
-    best_metrics = best_cb.best_metrics
-    if best_metrics is None and has_best:
-        import json
-
-        try:
-            best_metrics = json.loads((best_dir / METRICS_FILE).read_text())
-        except (OSError, ValueError):
-            best_metrics = None
-    return FinetuneResult(run_dir=run_dir, best_dir=best_dir if has_best else None, best_metrics=best_metrics,
-                          global_step=state.global_step, max_steps=state.max_steps,
-                          interrupted=interrupt.interrupted, last_checkpoint=last if last.is_dir() else None,
-                          is_main_process=is_main_process())
+    return train_and_report(trainer, interrupt, run_dir=run_dir, checkpoint=checkpoint, best_marker=CONFIG_FILE,
+                            best_metrics=best_cb.best_metrics, metrics_file=METRICS_FILE,
+                            ignore_warnings=(".*does not have many workers.*",))

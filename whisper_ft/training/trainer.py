@@ -25,7 +25,6 @@ scores), ``runs/`` (TensorBoard), ``finetune_config.json`` and, with ``--max_gen
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 from transformers import Seq2SeqTrainer
@@ -39,6 +38,7 @@ from whisper_ft.training.dist import is_main_process, local_rank, log_main, worl
 from whisper_ft.trainkit.run import FinetuneResult as FinetuneResult
 from whisper_ft.trainkit.run import configure_threads as configure_threads
 from whisper_ft.trainkit.run import resolve_checkpoint as resolve_checkpoint
+from whisper_ft.trainkit.run import train_and_report
 
 
 class WhisperLoraTrainer(Seq2SeqTrainer):
@@ -339,39 +339,11 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     # 6. Train.
     log_main(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
              + (f", resuming from {checkpoint}" if checkpoint else ""))
-    with interrupt, warnings.catch_warnings():
-        # AdaLoRA modules whose rank was cut to 0 are saved as empty tensors, which peft mistakes
-        # for un-gathered ZeRO-3/FSDP shards.
-        warnings.filterwarnings("ignore", message=".*LoRA tensor.*have invalid shape.*")
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-    state = trainer.state
-    last = run_dir / f"checkpoint-{state.global_step}"
-    if interrupt.interrupted:
-        log_main(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
-    elif interrupt.requested:
-        log_main(f"the interrupt came during the last step: the run completed ({state.global_step} steps)")
-    best_dir = run_dir / "best"
-    has_best = (best_dir / "adapter_config.json").is_file()
-    return FinetuneResult(
-        run_dir=run_dir,
-        best_dir=best_dir if has_best else None,
-        best_metrics=best_cb.best_metrics or (_read_json(best_dir / METRICS_FILE) if has_best else None),
-        global_step=state.global_step,
-        max_steps=state.max_steps,
-        interrupted=interrupt.interrupted,
-        last_checkpoint=last if last.is_dir() else None,
-        is_main_process=is_main_process(),
-    )
-
-
-def _read_json(path: Path) -> dict | None:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    # AdaLoRA modules whose rank was cut to 0 are saved as empty tensors, which peft mistakes for
+    # un-gathered ZeRO-3/FSDP shards.
+    return train_and_report(trainer, interrupt, run_dir=run_dir, checkpoint=checkpoint,
+                            best_marker="adapter_config.json", best_metrics=best_cb.best_metrics,
+                            metrics_file=METRICS_FILE, ignore_warnings=(".*LoRA tensor.*have invalid shape.*",))
 
 
 def _planned_steps(n_samples: int, train: TrainSettings, n_processes: int, checkpoint: Path | None) -> int:

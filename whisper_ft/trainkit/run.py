@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.trainkit.dist import local_world_size
+from whisper_ft.trainkit.dist import is_main_process, local_world_size, log_main
 
 
 @dataclass
@@ -60,3 +60,37 @@ def resolve_checkpoint(value: str | None, run_dir: Path) -> Path | None:
     if not (path / "trainer_state.json").is_file():
         raise WhisperFtError(f"--resume_from_checkpoint: {path} is not a checkpoint folder (no trainer_state.json)")
     return path
+
+
+def train_and_report(trainer, interrupt, *, run_dir: Path, checkpoint: Path | None, best_marker: str,
+                     best_metrics: dict | None, metrics_file: str, ignore_warnings: tuple[str, ...] = ()) -> FinetuneResult:
+    """How every recipe's run ends: train under the interrupt guard (``interrupt`` is a
+    :class:`~whisper_ft.trainkit.callbacks.GracefulInterrupt` added to ``trainer``), say how it
+    stopped, and describe the run. ``best_marker``: the file that makes ``run_dir/best`` complete;
+    ``best_metrics``: the best callback's (None: read from ``best/<metrics_file>`` of an earlier
+    session); ``ignore_warnings``: message patterns the recipe knows to be harmless."""
+    import json
+    import warnings
+
+    with interrupt, warnings.catch_warnings():
+        for pattern in ignore_warnings:
+            warnings.filterwarnings("ignore", message=pattern)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    state = trainer.state
+    last = run_dir / f"checkpoint-{state.global_step}"
+    if interrupt.interrupted:
+        log_main(f"interrupted at step {state.global_step}; resume with --resume_from_checkpoint {last}")
+    elif interrupt.requested:
+        log_main(f"the interrupt came during the last step: the run completed ({state.global_step} steps)")
+    best_dir = run_dir / "best"
+    has_best = (best_dir / best_marker).is_file()
+    if best_metrics is None and has_best:
+        try:
+            best_metrics = json.loads((best_dir / metrics_file).read_text())
+        except (OSError, ValueError):
+            best_metrics = None
+    return FinetuneResult(run_dir=run_dir, best_dir=best_dir if has_best else None, best_metrics=best_metrics,
+                          global_step=state.global_step, max_steps=state.max_steps,
+                          interrupted=interrupt.interrupted, last_checkpoint=last if last.is_dir() else None,
+                          is_main_process=is_main_process())
