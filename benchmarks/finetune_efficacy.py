@@ -119,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget per recipe, wall minutes (default 30)")
     ap.add_argument("--max_steps", type=int, default=None, help="fixed step count instead of --minutes")
     ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--learning_rate", default=None, help="replace every recipe's learning rate (e.g. 5e-4)")
+    ap.add_argument("--warmup_steps", default=None, help="replace every recipe's warmup steps")
     ap.add_argument("--eval_every", type=int, default=20, help="training-time domain CER every N steps (default 20)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train", default=None, help="training manifest (default: build the demo's espeak set)")
@@ -311,6 +313,10 @@ def train(name: str, args, train_manifest: Path, test_manifest: Path, work: Path
         if args.replay_manifest is None:
             sys.exit(f"finetune_efficacy: recipe {name} needs general speech to replay ({SHARED_MANIFEST} is absent)")
         options = [str(args.replay_manifest) if o == REPLAY else o for o in options]
+    for flag in ("learning_rate", "warmup_steps"):
+        if getattr(args, flag) is not None:  # --learning_rate/--warmup_steps override the recipe's
+            at = options.index(f"--{flag}")
+            options = [*options[:at + 1], str(getattr(args, flag)), *options[at + 2:]]
     run_root = work / "runs" / name
     data = train_manifest
     if pack:
