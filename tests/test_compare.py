@@ -392,6 +392,15 @@ def test_compare_cli_ct2_folders(compare_case, tmp_path, capsys, monkeypatch):
     assert tuned["vs_reference"]["significant"] is True
     assert rep["nonspeech"]["models"][1]["with_text"] == 10  # zh only
     assert tuned["timestamps"]["checked"] == 1
+    # the non-speech clips are decoded one per window (not packed together), as a user's file would be
+    from whisper_ft.compare.nonspeech import nonspeech_clips
+    from whisper_ft.decoding.backend import load_backend
+    from whisper_ft.decoding.options import DecodingOptions
+
+    clips = nonspeech_clips(rep["settings"]["nonspeech_seconds"], seed=rep["settings"]["seed"])
+    alone = load_backend(str(ct2), kind="ctranslate2", compute_type="float32", threads=1).texts(
+        [c.audio for c in clips], ["zh"] * len(clips), DecodingOptions(language="zh", pack=False, max_new_tokens=20))
+    assert [o["text"] for o in rep["nonspeech"]["models"][1]["outputs"] if o["language"] == "zh"] == alone
 
 
 def test_compare_cli_adapter(compare_case, tmp_path, capsys):

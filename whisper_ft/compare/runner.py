@@ -278,7 +278,8 @@ def run_compare(settings: CompareSettings) -> CompareReport:
             results.append(SetResult(t.name, mi, report, hallucination_stats(report.score), checks))
         audios = [c.audio for c in clips] * len(ns_langs)
         langs = [lang for lang in ns_langs for _ in clips]
-        texts = decoder.texts(audios, langs, options)
+        # each non-speech clip alone in its window, as a request or a file of it would be decoded
+        texts = decoder.texts(audios, langs, options.replace(pack=False))
         outputs = []
         for k, (lang, text) in enumerate(zip(langs, texts)):
             norm = normalize_text(text, lang).strip()
