@@ -194,11 +194,9 @@ def test_parallel_map_drops_queued_work_and_does_not_wait_for_a_stuck_item():
     assert got == [0, 1, 2]
 
 
-def _slow_probe_corpus(folder: Path, n: int = 2000) -> tuple[Path, Path]:
+def _slow_probe_corpus(folder: Path, n: int = 400) -> tuple[Path, Path]:
     """A Kaldi folder of ``n`` 30 s AAC clips: libsndfile cannot read m4a headers, so each probe
-    decodes the whole clip (tens of ms): the run takes tens of seconds, long enough to interrupt
-    even when this test's stderr reader is scheduled late on a loaded machine (400 clips were not:
-    the run had ended when the signal came). Hard links: no disk cost."""
+    decodes the whole clip (tens of ms): the run takes many seconds, long enough to interrupt."""
     import av
 
     sr = 16_000
@@ -234,6 +232,9 @@ def test_interrupted_prepare_stops_at_once_with_one_line_and_no_manifest(tmp_pat
         [sys.executable, "-m", "whisper_ft", "prepare", "kaldi", "--wav_scp", str(wav_scp), "--text", str(text),
          "--output", str(output), "--num_workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+        # Ctrl-C as in a terminal: a suite started as a background job (`make test &`, nohup) has
+        # SIGINT ignored, the child would inherit that and Python would never raise KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     err_chunks: list[bytes] = []
     probing = threading.Event()
@@ -248,7 +249,7 @@ def test_interrupted_prepare_stops_at_once_with_one_line_and_no_manifest(tmp_pat
     reader.start()
     try:
         assert probing.wait(120), b"".join(err_chunks).decode()
-        time.sleep(0.5)  # workers busy, most of the 2000 clips still queued
+        time.sleep(0.5)  # workers busy, most of the 400 clips still queued
         assert proc.poll() is None, "finished before the interrupt: make the corpus slower"
         sent = time.monotonic()
         proc.send_signal(signum)
