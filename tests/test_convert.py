@@ -339,15 +339,55 @@ def test_output_dir_that_is_a_file(tiny_model_dir, tmp_path, capsys):
     target = tmp_path / "out"
     target.write_text("my notes")
     args = ["convert", "--model", str(tiny_model_dir), "--output_dir", str(target), "--quantization", "float32"]
-    code, _, err = _run_cli(args, capsys)
-    assert code == 1 and "is an existing file" in _one_error_line(err) and "--force" in err
-    assert target.read_text() == "my notes"
+    # a user's file (or a link) is never replaced, not even with --force
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    for out in (target, link):
+        for extra in ([], ["--force"]):
+            code, _, err = _run_cli([*args[:3], "--output_dir", str(out), *args[5:], *extra], capsys)
+            assert code == 1 and "is an existing file (or link)" in _one_error_line(err)
+    assert target.read_text() == "my notes" and link.is_symlink()
     # a folder under a file cannot be created: one line, nothing made
     code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(target / "x")], capsys)
     assert code == 1 and "is a file" in _one_error_line(err)
-    code, _, err = _run_cli([*args, "--force"], capsys)
+    _no_leftovers(tmp_path)
+
+
+def test_force_never_replaces_an_adapter_a_run_or_a_model_it_did_not_write(tiny_model_dir, tiny_adapter, tmp_path,
+                                                                           capsys):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    run = tmp_path / "run"
+    (run / "checkpoint-4").mkdir(parents=True)
+    (run / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    users = tmp_path / "users-model"  # a transformers model whisper-ft did not write
+    shutil.copytree(tiny_model_dir, users)
+    (users / "whisper_ft_export.json").unlink()
+    cases = {adapter: "LoRA adapter folder", run: "training run folder", users: "not a model folder whisper-ft wrote"}
+    for out, why in cases.items():
+        before = _snapshot(out)
+        code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"],
+                                capsys)
+        assert code == 1 and why in _one_error_line(err), err
+        assert _snapshot(out) == before
+    # an export whisper-ft wrote, with a file the user added: refused; without it: replaced
+    from whisper_ft.convert import convert_model
+
+    out = convert_model(tiny_model_dir, tmp_path / "m-ct2", quantization="float32").output_dir
+    (out / "notes.txt").write_text("mine")
+    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"], capsys)
+    assert code == 1 and "did not write (notes.txt)" in _one_error_line(err)
+    (out / "notes.txt").unlink()
+    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force",
+                             "--quantization", "int8"], capsys)
     assert code == 0, err
-    assert (target / "model.bin").is_file()
+    assert json.loads((out / "whisper_ft_export.json").read_text())["kind"] == "ctranslate2"
+    # an export of an earlier version (its provenance file, no marker) can still be replaced
+    (out / "whisper_ft_export.json").unlink()
+    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"], capsys)
+    assert code == 0, err
     _no_leftovers(tmp_path)
 
 

@@ -163,3 +163,73 @@ def test_merged_name_follows_whisper_finetune():
     assert merged_name("openai/whisper-base") == "whisper-base-finetune"
     assert merged_name("base") == "whisper-base-finetune"
     assert merged_name("/data/models/my-whisper/") == "my-whisper-finetune"
+
+
+def _merge_cli(args, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["merge", *args])
+        raise SystemExit(0)
+    err = capsys.readouterr().err
+    return exc.value.code, err
+
+
+def test_force_replaces_only_a_merged_export(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """--force never deletes a user's files, the adapter being merged, the working folder; a file as
+    --output_dir is refused before any weights load."""
+    from peft import PeftModel
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "run" / "best")
+    out = tmp_path / "out"
+    (out / "tiny-whisper-finetune").mkdir(parents=True)
+    (out / "tiny-whisper-finetune" / "notes.txt").write_text("mine")
+    code, err = _merge_cli(["--lora_model", str(adapter), "--output_dir", str(out), "--force"], capsys)
+    assert code == 1 and "not a model folder whisper-ft wrote" in err
+    assert (out / "tiny-whisper-finetune" / "notes.txt").read_text() == "mine"
+    # the adapter being merged sits where the merged model would go
+    adir = tmp_path / "adir"
+    inside = make_adapter(tiny_model_dir, adir / "tiny-whisper-finetune")
+    code, err = _merge_cli(["--lora_model", str(inside), "--output_dir", str(adir), "--force"], capsys)
+    assert code == 1 and "the adapter being merged" in err
+    assert (inside / "adapter_model.safetensors").is_file()
+    # a file as --output_dir: refused before merging anything
+    loads = []
+    monkeypatch.setattr(PeftModel, "from_pretrained", lambda *a, **k: loads.append(a) or 1 / 0)
+    (tmp_path / "a-file").write_text("x")
+    code, err = _merge_cli(["--lora_model", str(adapter), "--output_dir", str(tmp_path / "a-file")], capsys)
+    assert code == 1 and "is a file" in err and loads == []
+    monkeypatch.undo()
+    # a real export, then run from inside it: the working folder is never replaced
+    models = tmp_path / "models"
+    merged = merge_lora_cli_ok(adapter, models, capsys)
+    (merged / "notes.txt").write_text("mine")
+    code, err = _merge_cli(["--lora_model", str(adapter), "--output_dir", str(models), "--force"], capsys)
+    assert code == 1 and "did not write (notes.txt)" in err
+    (merged / "notes.txt").unlink()
+    monkeypatch.chdir(merged)
+    code, err = _merge_cli(["--lora_model", str(adapter), "--output_dir", str(models), "--force"], capsys)
+    assert code == 1 and "working folder" in err
+    monkeypatch.chdir(tmp_path)
+    assert merge_lora_cli_ok(adapter, models, capsys, "--force") == merged
+    assert not list(models.glob(".tiny-whisper-finetune*")), "staging folders left behind"
+
+
+def merge_lora_cli_ok(adapter: Path, output_dir: Path, capsys, *extra) -> Path:
+    main(["merge", "--lora_model", str(adapter), "--output_dir", str(output_dir), *extra])
+    return Path(capsys.readouterr().out.strip())
+
+
+def test_merged_folder_follows_the_umask(tiny_model_dir, tmp_path):
+    import stat
+
+    from whisper_ft.merge import merge_lora
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "best")
+    previous = os.umask(0o022)
+    try:
+        out = merge_lora(adapter, tmp_path / "models").output_dir
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
+    assert json.loads((out / "whisper_ft_export.json").read_text())["kind"] == "merged"

@@ -131,6 +131,24 @@ def test_models_import_cli_errors(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error:") and "model.bin" in err[0]
 
 
+def test_models_import_force_replaces_only_its_own_export(tiny_model_dir, tmp_path, capsys):
+    from whisper_ft.cli import main
+
+    ct2 = _convert_to_ct2(tiny_model_dir, tmp_path / "tiny-ct2", "float32")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    for out, why in ((mine, "not a model folder whisper-ft wrote"), (ct2, "the CTranslate2 model being imported")):
+        with pytest.raises(SystemExit) as exc:
+            main(["models", "import", str(ct2), str(out), "--force"])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert exc.value.code == 1 and len(err) == 1 and why in err[0]
+    assert (mine / "notes.txt").read_text() == "keep"
+    main(["models", "import", str(ct2), str(tmp_path / "hf")])
+    main(["models", "import", str(ct2), str(tmp_path / "hf"), "--force"])  # its own export: replaced
+    assert json.loads((tmp_path / "hf" / "whisper_ft_export.json").read_text())["kind"] == "imported"
+
+
 # --- real weights -------------------------------------------------------------------------------
 
 def _bundled_or_skip():

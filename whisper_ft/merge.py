@@ -6,7 +6,8 @@
 ``preprocessor_config.json``, loadable by ``WhisperForConditionalGeneration`` /
 ``WhisperProcessor`` and convertible with CTranslate2's converter (``whisper-ft`` serves it).
 The folder is written aside and renamed into place; an existing non-empty folder is only
-replaced with ``force=True``.
+replaced with ``force=True``, and only when it is an export whisper-ft wrote
+(:func:`whisper_ft.models.output_dir.check_output_dir`, checked before any weights load).
 
 ``scale`` multiplies the adapter's update before merging (base + scale * delta): below 1 it
 interpolates between the base and the fine-tuned model (WiSE-FT), trading some of the new domain
@@ -23,6 +24,7 @@ from pathlib import Path
 from whisper_ft.console import log
 from whisper_ft.errors import ModelNotFoundError, WhisperFtError
 from whisper_ft.models.io import is_adapter_folder
+from whisper_ft.models.output_dir import check_output_dir
 from whisper_ft.models.registry import MODELS_DIR, bundled_for
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -105,11 +107,16 @@ def merge_lora(
                              "(1 = the adapter as trained, 0.5 = halfway between base and fine-tuned)")
     adapter_dir = _check_adapter_dir(Path(lora_model))
     base_name = base_model_of(adapter_dir)
+    if str(output_dir).strip() == "":
+        raise WhisperFtError("--output_dir is empty: name the folder the merged model goes in (e.g. models/)")
     out = Path(output_dir) / merged_name(base_name)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise WhisperFtError(f"{out} already exists and is not empty: pass --force to replace it")
-
     source = adapter_base(adapter_dir)  # raises "the base model of adapter ... cannot be found"
+    # The shared output policy, before any weights load: --force replaces only an export whisper-ft wrote.
+    protected = [(adapter_dir, "the adapter being merged")]
+    if source.kind != "hub":
+        protected.append((source.path, "the base model"))
+    check_output_dir(out, force=force, sources=protected)
+
     hf_path = ensure_hf_folder(source)
     log(f"merging {adapter_dir} into {base_name} ({hf_path})")
     try:
@@ -129,7 +136,8 @@ def merge_lora(
     # The adapter folder carries the processor it was trained with; fall back to the base's.
     processor = load_processor(adapter_dir if (adapter_dir / "preprocessor_config.json").is_file() else hf_path)
     info = {"adapter": str(adapter_dir.resolve()), "base_model": base_name, "dtype": dtype, "scale": scale}
-    save_whisper_folder(out, merged, processor, extra_json={MERGE_INFO_FILE: info}, dtype=getattr(torch, dtype))
+    save_whisper_folder(out, merged, processor, extra_json={MERGE_INFO_FILE: info}, dtype=getattr(torch, dtype),
+                        kind="merged")
     return MergeResult(output_dir=out, adapter_dir=adapter_dir, base_model=base_name, dtype=dtype, scale=scale)
 
 

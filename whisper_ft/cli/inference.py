@@ -89,7 +89,7 @@ def convert_command(
     output_dir: Path = typer.Option(None, "--output_dir", help="New (or empty) output folder. Default: <model>-ct2 beside it for float16, <model>-<quantization>-ct2 otherwise (models/ for 'base' and hub ids)."),
     quantization: str = typer.Option("float16", "--quantization", help="float16, int8, int8_float16, float32 (or int8_float32, bfloat16, int8_bfloat16, int16)."),
     merge: bool = typer.Option(False, "--merge", help="Merge a LoRA adapter into its base on the fly."),
-    force: bool = typer.Option(False, "--force", help="Replace --output_dir if it is an existing model folder (or a file); only after the conversion succeeded."),
+    force: bool = typer.Option(False, "--force", help="Replace --output_dir if it is a model folder whisper-ft wrote (never an adapter, a run, a file or other things); only after the conversion succeeded."),
     verify: Path = typer.Option(None, "--verify", help="Manifest (JSONL): decode it with source and converted model and compare."),
     max_drift: float = typer.Option(0.5, "--max_drift", help="With --verify: fail when CER/WER moves by more than this many points."),
     metric: str = typer.Option(None, "--metric", help="With --verify: cer or wer (default from the language)."),

@@ -35,15 +35,14 @@ def list_models(
 def import_model(
     ct2_dir: Path = typer.Argument(..., help="A CTranslate2/faster-whisper Whisper folder (model.bin, tokenizer.json)."),
     out_dir: Path = typer.Argument(..., help="Where to write the transformers model."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT_DIR if it is not empty."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT_DIR if it is a model folder whisper-ft wrote."),
 ) -> None:
     """Import a CTranslate2 Whisper model into transformers format (model + processor + generation config)."""
     from whisper_ft.console import log
-    from whisper_ft.errors import WhisperFtError
     from whisper_ft.models.ct2_import import import_ct2_model
+    from whisper_ft.models.output_dir import check_output_dir
 
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise WhisperFtError(f"{out_dir} is not empty: choose another folder or pass --force to replace it")
+    check_output_dir(out_dir, force=force, sources=[(ct2_dir, "the CTranslate2 model being imported")], option="OUT_DIR")
     out = import_ct2_model(ct2_dir, out_dir)
     log(f"imported {ct2_dir} -> {out}")
     print(out)

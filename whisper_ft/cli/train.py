@@ -156,7 +156,7 @@ def merge_cmd(
     ),
     output_dir: str = typer.Option("models/", "--output_dir", help="The merged model goes to OUTPUT_DIR/<base>-finetune."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights of the merged model: float32, float16 or bfloat16."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty output folder."),
+    force: bool = typer.Option(False, "--force", help="Replace the merged folder if it is a model whisper-ft wrote (never an adapter, a run or other files)."),
     scale: float = typer.Option(
         1.0, "--scale", help="Multiply the adapter's update (0 < scale <= 2): below 1 interpolates toward the base "
         "model (less forgetting, less of the new domain; WiSE-FT)."

@@ -7,8 +7,8 @@ whose ``feature_size`` is the model's ``num_mel_bins`` (80, or 128 for large-v3)
 renamed into place. Any model whisper-ft can name converts: a CTranslate2 source (a folder, the
 bundled whisper-base) goes through the exact CTranslate2 -> transformers import first
 (:mod:`whisper_ft.models.ct2_import`). LoRA adapters are refused unless ``merge=True`` (merged on
-the fly). An existing output folder is replaced only with ``force`` and only when it is a model
-folder (:func:`check_output_dir`). :func:`cached_conversion` is the once-per-source float32 copy
+the fly). An existing output folder is replaced only with ``force`` and only when it is an export
+whisper-ft wrote (:func:`check_output_dir`, the policy every model-writing command shares). :func:`cached_conversion` is the once-per-source float32 copy
 that the CTranslate2 backend opens for a non-CTranslate2 model. Nothing here decodes (the
 command-level verify lives in :mod:`whisper_ft.convert`).
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from whisper_ft.console import log, warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.io import replace_dir, staging_dir, write_json
+from whisper_ft.models.output_dir import write_export_marker
 from whisper_ft.models.registry import MODELS_DIR, ModelSource, cache_dir, resolve_model
 
 QUANTIZATIONS = ("float16", "int8", "int8_float16", "float32", "int8_float32", "bfloat16", "int8_bfloat16", "int16")
@@ -117,48 +117,14 @@ def _same_path(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _is_within(inner: Path, outer: Path) -> bool:
-    inner, outer = inner.resolve(), outer.resolve()
-    return inner == outer or outer in inner.parents
-
-
 def check_output_dir(output_dir: str | Path, *, force: bool = False, source: ModelSource | None = None) -> Path:
-    """Refuse an output folder `convert` must not write to, before any work is done.
+    """Refuse an output folder `convert` must not write to, before any work is done: the shared
+    policy of :func:`whisper_ft.models.output_dir.check_output_dir` (with ``force``, only an export
+    whisper-ft wrote is replaced, and only after the conversion succeeded)."""
+    from whisper_ft.models.output_dir import check_output_dir as check_model_output_dir
 
-    Without ``force`` the target must not exist or be an empty folder. With ``force`` it may be an
-    existing model folder or a file (replaced only after the conversion succeeded), never a folder
-    of other things (``models/`` holding other models, the working folder), the source model or a
-    folder holding it."""
-    from whisper_ft.models.registry import local_kind
-
-    out = Path(output_dir).expanduser()
-    if str(output_dir).strip() == "":
-        raise WhisperFtError("--output_dir is empty: name the folder to write")
-    if source is not None and source.kind != "hub" and _is_within(Path(source.path), out):
-        raise WhisperFtError(f"--output_dir {out} is (or holds) the source model {source.path}: choose another folder")
-    if _is_within(Path.cwd(), out):
-        raise WhisperFtError(f"--output_dir {out} is the working folder (or holds it): choose a new folder for the model")
-    if out.is_symlink() or out.is_file():
-        if not force:
-            raise WhisperFtError(f"--output_dir {out} is an existing file (or link): choose a folder, or pass --force "
-                                 "to replace it")
-    elif out.is_dir():
-        entries = sorted(p.name for p in out.iterdir())
-        if entries and not force:
-            raise WhisperFtError(f"--output_dir {out} already exists and is not empty: choose another folder, "
-                                 "or pass --force to replace it")
-        if entries and local_kind(out) is None:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            raise WhisperFtError(f"--output_dir {out} is not a model folder (it holds {shown}): --force replaces "
-                                 f"only a model folder; choose a new folder, e.g. {out / 'my-model-ct2'}")
-    ancestor = out.parent  # the folder the staging folder and the new parents go in
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise WhisperFtError(f"cannot create --output_dir {out}: {ancestor} is a file")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise WhisperFtError(f"cannot write --output_dir {out}: {ancestor} is not writable")
-    return out
+    sources = [(source.path, "the source model")] if source is not None and source.kind != "hub" else []
+    return check_model_output_dir(output_dir, force=force, sources=sources)
 
 
 def convert_model(
@@ -213,6 +179,7 @@ def _convert(source: ModelSource, output_dir: Path, quantization: str) -> Conver
             "n_mels": n_mels,
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+        write_export_marker(tmp, "ctranslate2")
         replace_dir(tmp, output_dir)
         tmp = None
     finally:

@@ -188,7 +188,8 @@ def import_ct2_model(ct2_dir: str | Path, out_dir: str | Path) -> Path:
     )
     provenance = {"imported_from": str(ct2_dir.resolve()), "spec_revision": ct2.spec_revision,
                   "source_dtype": str(ct2.get("decoder/embeddings/weight").dtype)}
-    save_whisper_folder(out_dir, model, processor, extra_json={"whisper_ft_import.json": provenance})
+    save_whisper_folder(out_dir, model, processor, extra_json={"whisper_ft_import.json": provenance},
+                        kind="imported")
     if (ct2_dir / "tokenizer.json").is_file():  # keep the original tokenizer file byte for byte
         shutil.copyfile(ct2_dir / "tokenizer.json", out_dir / "tokenizer.json")
     return out_dir

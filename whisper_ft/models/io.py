@@ -3,8 +3,10 @@
 Every folder whisper-ft writes holds everything needed to load it: weights, ``config.json``,
 ``generation_config.json``, the tokenizer (``tokenizer.json`` included) and
 ``preprocessor_config.json`` (transformers 5 writes ``processor_config.json``, but faster-whisper
-and the CTranslate2 converter read ``preprocessor_config.json``). Folders are written aside and
-renamed into place, so a crash never leaves a half-written model where a good one was.
+and the CTranslate2 converter read ``preprocessor_config.json``), and last the export marker
+(:mod:`whisper_ft.models.output_dir`: what ``--force`` may replace). Folders are written aside and
+renamed into place, so a crash never leaves a half-written model where a good one was; they get
+the user's umask like any other file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from whisper_ft.models.output_dir import umask_modes, write_export_marker
 
 
 def is_hf_whisper_folder(path: str | Path) -> bool:
@@ -62,6 +66,7 @@ def write_json(path: str | Path, data: Any) -> None:
 def replace_dir(tmp_dir: Path, out_dir: Path) -> None:
     """Move a finished folder into place, replacing ``out_dir`` (old one removed only after)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    umask_modes(tmp_dir)  # mkdtemp made it 0700; a model folder is as readable as any other output
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{next(tempfile._get_candidate_names())}")
@@ -83,16 +88,19 @@ def staging_dir(out_dir: str | Path) -> Path:
     """A fresh temp folder beside ``out_dir`` (same filesystem, so the final rename is atomic)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask_modes(tmp)
+    return tmp
 
 
 def save_whisper_folder(
-    out_dir: str | Path, model, processor, *, extra_json: dict[str, Any] | None = None, dtype=None
+    out_dir: str | Path, model, processor, *, extra_json: dict[str, Any] | None = None, dtype=None,
+    kind: str = "transformers",
 ) -> Path:
     """Write a complete transformers Whisper folder atomically; returns its path.
 
     ``extra_json`` maps file names to JSON-able objects written beside the model (run config,
-    metrics, provenance).
+    metrics, provenance); ``kind`` is recorded in the export marker (merged, imported, ...).
     """
     out_dir = Path(out_dir)
     tmp = staging_dir(out_dir)
@@ -105,6 +113,7 @@ def save_whisper_folder(
         write_processor_files(processor, tmp)
         for name, data in (extra_json or {}).items():
             write_json(tmp / name, data)
+        write_export_marker(tmp, kind)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
