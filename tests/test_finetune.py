@@ -528,19 +528,28 @@ def test_cli_finetune_then_merge(trainable_tiny_dir, four_utterances, tmp_path, 
     assert out.out.strip() == str(tmp_path / "models" / "tiny-trainable-finetune")
 
 
-def test_latest_checkpoint_skips_incomplete_saves(tmp_path):
+def test_latest_checkpoint_skips_incomplete_saves(tmp_path, capsys):
     from whisper_ft.training.trainer import resolve_checkpoint
+    from whisper_ft.trainkit.run import CHECKPOINT_MARKER
 
-    for step, complete in ((2, True), (10, True), (12, False)):
+    # 12: the save died before trainer_state.json; 14: it died after (a truncated tokenizer.json, no marker)
+    for step, state, marker in ((2, True, True), (10, True, True), (12, False, False), (14, True, False)):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        if complete:
+        if state:
             (folder / "trainer_state.json").write_text("{}")
+        if marker:
+            (folder / CHECKPOINT_MARKER).write_text("{}")
+    (tmp_path / "checkpoint-14" / "tokenizer.json").write_text('{"trunc')
     assert resolve_checkpoint("latest", tmp_path) == tmp_path / "checkpoint-10"
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "checkpoint-14" in line] and all("skipping" in line for line in err)
     assert resolve_checkpoint(None, tmp_path) is None
     assert resolve_checkpoint(str(tmp_path / "checkpoint-2"), tmp_path) == tmp_path / "checkpoint-2"
     with pytest.raises(WhisperFtError, match="not a checkpoint folder"):
         resolve_checkpoint(str(tmp_path / "checkpoint-12"), tmp_path)
+    with pytest.raises(WhisperFtError, match="checkpoint-14 is incomplete"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-14"), tmp_path)
 
 
 def test_lora_encoder_layers_adapts_only_the_top_layers_and_saves_no_lower_activations(tiny_model_dir):
@@ -722,3 +731,113 @@ def test_interrupt_during_the_last_step_reports_a_completed_run(trainable_tiny_d
     assert not result.interrupted and result.global_step == 3
     assert result.best_dir is not None and result.best_metrics["step"] == 3  # the final evaluation ran
     assert "the run completed (3 steps)" in capsys.readouterr().err
+
+
+# ---- a run folder is one run; a checkpoint is complete or not there ----
+
+
+def test_a_second_run_into_the_same_folder_is_refused_or_replaced(trainable_tiny_dir, four_utterances, tmp_path,
+                                                                   monkeypatch, capsys):
+    from whisper_ft.training import model as training_model
+    from whisper_ft.training.trainer import finetune
+
+    settings = {"max_steps": 2, "save_steps": 2, "eval_steps": 2, "per_device_train_batch_size": 2}
+    first = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, train=settings))
+    run = first.run_dir
+    best = (run / "best" / "adapter_model.safetensors").read_bytes()
+    loads = []
+    monkeypatch.setattr(training_model, "load_base_for_training", lambda *a, **k: loads.append(a) or 1 / 0)
+    with pytest.raises(WhisperFtError, match="already holds a run.*--resume_from_checkpoint.*--overwrite_output_dir"):
+        finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, train=settings))
+    assert loads == [] and (run / "best" / "adapter_model.safetensors").read_bytes() == best
+    monkeypatch.undo()
+    capsys.readouterr()
+    once = {"max_steps": 1, "save_steps": 1, "eval_steps": 1, "overwrite_output_dir": True}
+    second = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, train={**settings, **once}))
+    assert second.run_dir == run and second.best_metrics["step"] == 1
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert json.loads((run / "best" / "metrics.json").read_text())["step"] == 1
+    assert "--overwrite_output_dir: removing the earlier run's checkpoint-2, best" in capsys.readouterr().err
+
+
+def test_without_output_dir_a_second_run_gets_a_fresh_folder(trainable_tiny_dir, four_utterances, tmp_path,
+                                                              monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["finetune", "--base_model", str(trainable_tiny_dir), "--train_data", str(four_utterances / "train.jsonl"),
+            "--test_data", str(four_utterances / "test.jsonl"), "--max_steps", "1", "--eval_steps", "1",
+            "--save_steps", "1", "--per_device_train_batch_size", "4", "--num_workers", "0", "--num_threads", "1"]
+    main(args)
+    first = json.loads(capsys.readouterr().out)
+    main(args)
+    out = capsys.readouterr()
+    second = json.loads(out.out)
+    assert first["run_dir"] == str(Path("models") / "tiny-trainable")
+    assert second["run_dir"] == str(Path("models") / "tiny-trainable-2")
+    assert f"this run goes to {Path('models') / 'tiny-trainable-2'}" in out.err
+    with pytest.raises(SystemExit) as exc:  # the folder named explicitly: refused, not renamed
+        main([*args, "--output_dir", "models"])
+    assert exc.value.code == 1 and "already holds a run" in capsys.readouterr().err
+    main(["merge"])  # a bare merge takes the newest adapter: the second run's
+    assert f"using the newest adapter, {Path('models') / 'tiny-trainable-2' / 'best'}" in capsys.readouterr().err
+
+
+def test_a_checkpoint_cut_short_by_a_full_disk_is_never_resumed(trainable_tiny_dir, four_utterances, tmp_path,
+                                                                monkeypatch, capsys):
+    import errno
+
+    from whisper_ft.models import io as model_io
+    from whisper_ft.training.trainer import finetune, resolve_checkpoint
+    from whisper_ft.trainkit.run import CHECKPOINT_MARKER
+
+    real = model_io.write_processor_files
+
+    def disk_full_in_checkpoint_3(processor, out_dir):
+        if Path(out_dir).name == "checkpoint-3":
+            (Path(out_dir) / "tokenizer.json").write_text('{"trunc')
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(processor, out_dir)
+
+    settings = {"max_steps": 4, "save_steps": 1, "eval_steps": 100, "per_device_train_batch_size": 2,
+                "save_total_limit": None}
+    monkeypatch.setattr(model_io, "write_processor_files", disk_full_in_checkpoint_3)
+    with pytest.raises(OSError, match="No space left"):
+        finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path, train=settings))
+    monkeypatch.undo()
+    run = tmp_path / "tiny-trainable"
+    assert (run / "checkpoint-3" / "trainer_state.json").is_file()
+    assert not (run / "checkpoint-3" / CHECKPOINT_MARKER).is_file()
+    assert all((run / f"checkpoint-{n}" / CHECKPOINT_MARKER).is_file() for n in (1, 2))
+    capsys.readouterr()
+    assert resolve_checkpoint("latest", run) == run / "checkpoint-2"
+    assert f"skipping {run / 'checkpoint-3'}" in capsys.readouterr().err
+    with pytest.raises(WhisperFtError, match="incomplete"):
+        resolve_checkpoint(str(run / "checkpoint-3"), run)
+    resumed = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path,
+                                   train={**settings, "resume_from_checkpoint": "latest"}))
+    assert resumed.global_step == 4
+    assert all((run / f"checkpoint-{n}" / CHECKPOINT_MARKER).is_file() for n in (3, 4))
+    assert json.loads((run / "checkpoint-3" / "tokenizer.json").read_text())  # written again, whole
+
+
+def test_best_is_replaced_only_by_a_complete_folder(tmp_path):
+    import errno
+
+    from whisper_ft.training.callbacks import BestModelCallback
+
+    best = tmp_path / "run" / "best"
+    best.mkdir(parents=True)
+    (best / "metrics.json").write_text('{"value": 0.5}')
+
+    class DiskFull:
+        generation_config = None
+
+        def save_pretrained(self, folder, **kwargs):
+            (Path(folder) / "adapter_model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    callback = BestModelCallback(best, "wer", processor=None, run_config={})
+    callback.best, callback.best_metrics = 0.1, {"step": 3}
+    with pytest.raises(OSError):
+        callback.save(DiskFull())
+    assert [p.name for p in best.iterdir()] == ["metrics.json"] and (best / "metrics.json").read_text() == '{"value": 0.5}'
+    assert [p.name for p in best.parent.iterdir()] == ["best"]  # no staging folder left

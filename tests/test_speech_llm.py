@@ -247,6 +247,33 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, tiny_llm_dir, t
     assert any(not np.allclose(first[k].numpy(), init[k].numpy()) for k in first)  # steps 3-6 did change it
 
 
+def test_a_second_run_never_mixes_into_the_first(overfit_run, tiny_model_dir, tiny_llm_dir, tone_data, monkeypatch,
+                                                  capsys):
+    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.speech_llm import build
+    from whisper_ft.speech_llm.trainer import finetune_speech_llm
+    from whisper_ft.trainkit.run import CHECKPOINT_MARKER
+
+    result, config = overfit_run
+    checkpoints = list(result.run_dir.glob("checkpoint-*"))
+    assert checkpoints and all((p / CHECKPOINT_MARKER).is_file() for p in checkpoints)
+
+    class Loading(Exception):
+        pass
+
+    def loading(*args, **kwargs):
+        raise Loading
+
+    monkeypatch.setattr(build, "check_model_inputs", loading)
+    again = make_config(tiny_model_dir, tiny_llm_dir, tone_data, config.output_dir)
+    capsys.readouterr()
+    with pytest.raises(WhisperFtError, match="already holds a run"):  # refused before any model is looked at
+        finetune_speech_llm(again)
+    with pytest.raises(Loading):  # no folder named: the new run gets a fresh one
+        finetune_speech_llm(again, auto_run_name=True)
+    assert f"this run goes to {result.run_dir}-2" in capsys.readouterr().err
+
+
 def test_variable_length_encoder_matches_whisper_and_is_batch_exact(tiny_model_dir):
     import torch
 

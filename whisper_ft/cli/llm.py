@@ -56,7 +56,9 @@ def llm_finetune_cmd(
     cache_encoder_outputs: bool = _opt(LlmDataSettings, "cache_encoder_outputs", "--cache_encoder_outputs"),
     num_workers: int = _opt(LlmDataSettings, "num_workers", "--num_workers"),
     max_eval_samples: int = _opt(LlmDataSettings, "max_eval_samples", "--max_eval_samples"),
-    output_dir: str = _opt(SpeechLLMConfig, "output_dir", "--output_dir"),
+    output_dir: str = typer.Option(None, "--output_dir", help=help_of(SpeechLLMConfig, "output_dir")
+                                   + f" Default: {default_of(SpeechLLMConfig, 'output_dir')}"),
+    overwrite_output_dir: bool = _opt(LlmTrainSettings, "overwrite_output_dir", "--overwrite_output_dir"),
     num_train_epochs: float = _opt(LlmTrainSettings, "num_train_epochs", "--num_train_epochs"),
     max_steps: int = _opt(LlmTrainSettings, "max_steps", "--max_steps"),
     learning_rate: float = _opt(LlmTrainSettings, "learning_rate", "--learning_rate"),
@@ -89,8 +91,9 @@ def llm_finetune_cmd(
     from whisper_ft.console import log
     from whisper_ft.speech_llm.trainer import finetune_speech_llm
 
+    auto_run_name = output_dir is None  # no folder named: a second run of the same models gets <name>-2
     config = SpeechLLMConfig(
-        output_dir=output_dir,
+        output_dir=default_of(SpeechLLMConfig, "output_dir") if auto_run_name else output_dir,
         model=ModelSettings(encoder=encoder, llm=llm, llm_gguf=llm_gguf, projector=projector,
                             projector_hidden=projector_hidden, prompt=prompt, lora_r=lora_r, lora_alpha=lora_alpha,
                             lora_dropout=lora_dropout, lora_target=lora_target, freeze_llm=freeze_llm),
@@ -105,10 +108,11 @@ def llm_finetune_cmd(
             gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, save_steps=save_steps,
             save_total_limit=save_total_limit, logging_steps=logging_steps, metric_for_best=metric_for_best,
             eval_num_beams=eval_num_beams, eval_on_start=eval_on_start, seed=seed, num_threads=num_threads,
-            resume_from_checkpoint=resume_from_checkpoint, deepspeed=deepspeed),
+            resume_from_checkpoint=resume_from_checkpoint, overwrite_output_dir=overwrite_output_dir,
+            deepspeed=deepspeed),
         decode=DecodeSettings(num_beams=eval_num_beams, no_repeat_ngram_size=no_repeat_ngram_size),
     )
-    result = finetune_speech_llm(config)
+    result = finetune_speech_llm(config, auto_run_name=auto_run_name)
     if not result.is_main_process:
         raise typer.Exit(130 if result.interrupted else 0)
     if result.best_dir is not None and not result.interrupted:

@@ -49,7 +49,9 @@ def finetune_cmd(
                                    + " Default: dataset/train.jsonl."),
     test_data: list[str] = typer.Option(None, "--test_data", metavar="[NAME=]MANIFEST",
                                         help=help_of(DataSettings, "test_data") + " Default: dataset/test.jsonl."),
-    output_dir: str = _opt(FinetuneConfig, "output_dir", "--output_dir"),
+    output_dir: str = typer.Option(None, "--output_dir", help=help_of(FinetuneConfig, "output_dir")
+                                   + f" Default: {default_of(FinetuneConfig, 'output_dir')}"),
+    overwrite_output_dir: bool = _opt(TrainSettings, "overwrite_output_dir", "--overwrite_output_dir"),
     language: str = _opt(DataSettings, "language", "--language"),
     task: str = _opt(DataSettings, "task", "--task"),
     timestamps: bool = _opt(DataSettings, "timestamps", "--timestamps"),
@@ -112,9 +114,10 @@ def finetune_cmd(
         log(f"no --test_data given: using {test_data}")
     elif len(test_data) == 1:
         test_data = test_data[0]
+    auto_run_name = output_dir is None  # no folder named: a second run of this model gets <name>-2
     config = FinetuneConfig(
         base_model=base_model,
-        output_dir=output_dir,
+        output_dir=default_of(FinetuneConfig, "output_dir") if auto_run_name else output_dir,
         lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules,
                           encoder_layers=lora_encoder_layers, use_adalora=use_adalora, adalora_target_r=adalora_target_r),
         data=DataSettings(train_data=train_data, test_data=test_data, language=language, task=task,
@@ -130,13 +133,13 @@ def finetune_cmd(
             gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, save_steps=save_steps,
             save_total_limit=save_total_limit, logging_steps=logging_steps, metric_for_best=metric_for_best,
             eval_num_beams=eval_num_beams, eval_on_start=eval_on_start, seed=seed, num_threads=num_threads,
-            resume_from_checkpoint=resume_from_checkpoint, deepspeed=deepspeed, kl_to_base=kl_to_base,
-            max_general_regression=max_general_regression,
+            resume_from_checkpoint=resume_from_checkpoint, overwrite_output_dir=overwrite_output_dir,
+            deepspeed=deepspeed, kl_to_base=kl_to_base, max_general_regression=max_general_regression,
         ),
     )
     from whisper_ft.training.trainer import finetune
 
-    result = finetune(config)
+    result = finetune(config, auto_run_name=auto_run_name)
     if not result.is_main_process:  # other processes of a multi-GPU run: the main one reports
         raise typer.Exit(130 if result.interrupted else 0)
     if result.interrupted:

@@ -181,7 +181,10 @@ def _slug(text: str) -> str:
 class SpeechLLMConfig:
     """Everything a speech-LLM run needs; ``output_dir/<run_name>/`` is the run folder."""
 
-    output_dir: str = setting("models/", "Runs go to OUTPUT_DIR/speech-llm-<encoder>-<llm>/ (checkpoint-N/, best/).")
+    output_dir: str = setting(
+        "models/", "Runs go to OUTPUT_DIR/speech-llm-<encoder>-<llm>/ (checkpoint-N/, best/); a folder that already "
+        "holds a run is refused unless --resume_from_checkpoint or --overwrite_output_dir (without --output_dir the "
+        "new run goes to <run>-2, -3, ...).")
     model: ModelSettings = field(default_factory=ModelSettings)
     data: LlmDataSettings = field(default_factory=LlmDataSettings)
     train: LlmTrainSettings = field(default_factory=LlmTrainSettings)

@@ -23,11 +23,17 @@ from pathlib import Path
 
 from transformers import Trainer, TrainerCallback
 
-from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.speech_llm.config import CONFIG_FILE, METRICS_FILE, SpeechLLMConfig
 from whisper_ft.trainkit.dist import is_main_process, log_main, world_size
-from whisper_ft.trainkit.run import FinetuneResult, configure_threads, resolve_checkpoint, train_and_report
+from whisper_ft.trainkit.run import (
+    FinetuneResult,
+    claim_run_dir,
+    configure_threads,
+    remove_earlier_run,
+    resolve_checkpoint,
+    train_and_report,
+)
 from whisper_ft.trainkit.sampler import DurationGroupedSampler
 
 CACHE_DIR = "encoder_cache"
@@ -171,8 +177,11 @@ def _check_checkpoint(checkpoint: Path, config: SpeechLLMConfig) -> None:
                                  f"this run asks for {current[key]!r}; use the same settings to resume")
 
 
-def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=()) -> FinetuneResult:
-    """Train ``config`` (see the module docstring); returns where ``best/`` and the checkpoints are."""
+def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=(), auto_run_name: bool = False) -> FinetuneResult:
+    """Train ``config`` (see the module docstring); returns where ``best/`` and the checkpoints are.
+
+    ``auto_run_name``: no output folder was named, so a run folder that already holds a run gets a
+    fresh sibling (``<name>-2``) instead of a refusal (``trainkit.run.claim_run_dir``)."""
     import torch
     from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
@@ -188,10 +197,12 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=()) -> FinetuneRes
         check_manifest,
         fill_encoder_cache,
     )
-    from whisper_ft.trainkit.callbacks import GracefulInterrupt, ProgressBar, previous_best_value
+    from whisper_ft.trainkit.callbacks import CheckpointComplete, GracefulInterrupt, ProgressBar, previous_best_value
 
     data, train = config.data, config.train
-    run_dir = config.run_dir
+    # Before anything loads: a second run never mixes its checkpoints and best/ into the first's.
+    run_dir = claim_run_dir(config.run_dir, config_file=CONFIG_FILE, resume=train.resume_from_checkpoint,
+                            overwrite=train.overwrite_output_dir, explicit=not auto_run_name)
 
     # 1. Environment, data, checkpoint.
     threads = configure_threads(train.num_threads)
@@ -243,9 +254,8 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=()) -> FinetuneRes
                   "resolved": {**built.resolved, "metric_for_best": metric, "train_utterances": len(train_samples),
                                "test_utterances": len(test_samples), "num_threads": threads,
                                "world_size": world_size()}}
-    if checkpoint is None and is_main_process() and run_dir.is_dir() and any(run_dir.glob("checkpoint-*")):
-        warn(f"{run_dir} already holds checkpoints of an earlier run; they will be rotated with this run's "
-             "(pass --resume_from_checkpoint to continue that run instead)")
+    if train.overwrite_output_dir:
+        remove_earlier_run(run_dir)  # only now: every check above passed
     previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
     best_cb = BestRunCallback(run_dir / "best", metric, run_config, previous_best)
     interrupt = GracefulInterrupt()
@@ -257,7 +267,7 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=()) -> FinetuneRes
         max_eval_samples=data.max_eval_samples,
     )
     trainer.remove_callback(ProgressCallback)
-    for cb in [ProgressBar(), best_cb, interrupt, *callbacks]:
+    for cb in [ProgressBar(), best_cb, interrupt, *callbacks, CheckpointComplete()]:  # the marker last
         trainer.add_callback(cb)
     if trainer.is_world_process_zero():
         run_dir.mkdir(parents=True, exist_ok=True)

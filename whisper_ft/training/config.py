@@ -221,7 +221,10 @@ class FinetuneConfig:
     """Everything a fine-tuning run needs; ``output_dir/<model-name>/`` is the run folder."""
 
     base_model: str = setting("openai/whisper-tiny", "Model to adapt: a name, hub id or folder (see `whisper-ft models`).")
-    output_dir: str = setting("models/", "Runs go to OUTPUT_DIR/<model-name>/ (checkpoint-N/, best/, runs/).")
+    output_dir: str = setting(
+        "models/", "Runs go to OUTPUT_DIR/<model-name>/ (checkpoint-N/, best/, runs/); a folder that already holds "
+        "a run is refused unless --resume_from_checkpoint or --overwrite_output_dir (without --output_dir the new "
+        "run goes to <model-name>-2, -3, ...).")
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: TrainSettings = field(default_factory=TrainSettings)

@@ -16,7 +16,9 @@ Read :func:`finetune` top to bottom; every step is one call:
    callbacks for AdaLoRA, ``best/`` (bounded by the general sets), Ctrl-C and the progress bar;
 6. train; the first Ctrl-C saves a resumable checkpoint and stops.
 
-Run folder ``output_dir/<model-name>/``: ``checkpoint-N/`` (resumable; also a loadable adapter),
+Run folder ``output_dir/<model-name>/`` (a new run never goes into one that holds a run: refused,
+or ``<model-name>-2`` ... when no output folder was named; see ``trainkit.run.claim_run_dir``):
+``checkpoint-N/`` (resumable once marked complete; also a loadable adapter),
 ``best/`` (adapter + processor + ``finetune_config.json`` + ``metrics.json`` with every set's
 scores), ``runs/`` (TensorBoard), ``finetune_config.json`` and, with ``--max_general_regression``,
 ``base_metrics.json`` (the base model's step-0 scores the bound refers to).
@@ -29,16 +31,15 @@ from pathlib import Path
 
 from transformers import Seq2SeqTrainer
 
-from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.training.callbacks import ADALORA_PATTERN_FILE
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE, FinetuneConfig, TrainSettings
 from whisper_ft.training.data import DurationGroupedSampler
 from whisper_ft.training.dist import is_main_process, local_rank, log_main, world_size
 from whisper_ft.trainkit.run import FinetuneResult as FinetuneResult
+from whisper_ft.trainkit.run import claim_run_dir, remove_earlier_run, train_and_report
 from whisper_ft.trainkit.run import configure_threads as configure_threads
 from whisper_ft.trainkit.run import resolve_checkpoint as resolve_checkpoint
-from whisper_ft.trainkit.run import train_and_report
 
 
 class WhisperLoraTrainer(Seq2SeqTrainer):
@@ -198,8 +199,11 @@ def training_arguments(config: FinetuneConfig, run_dir: Path, metric: str, *, us
     )
 
 
-def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
-    """Fine-tune ``config.base_model`` on ``config.data``; see the module docstring."""
+def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = False) -> FinetuneResult:
+    """Fine-tune ``config.base_model`` on ``config.data``; see the module docstring.
+
+    ``auto_run_name``: the user named no output folder, so a run folder that already holds a run
+    gets a fresh sibling (``<name>-2``) instead of a refusal."""
     import torch
     from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
@@ -224,9 +228,12 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
         load_processor,
         resolve_base_model,
     )
+    from whisper_ft.trainkit.callbacks import CheckpointComplete
 
     data, train = config.data, config.train
-    run_dir = config.run_dir
+    # Before anything loads: a second run never mixes its checkpoints and best/ into the first's.
+    run_dir = claim_run_dir(config.run_dir, config_file=CONFIG_FILE, resume=train.resume_from_checkpoint,
+                            overwrite=train.overwrite_output_dir, explicit=not auto_run_name)
 
     # 1. Environment.
     threads = configure_threads(train.num_threads)
@@ -302,9 +309,8 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
                      "test_utterances": {s.name or "test": len(s.samples) for s in eval_sets},
                      "num_threads": threads, "world_size": n_procs},
     }
-    if checkpoint is None and is_main_process() and run_dir.is_dir() and any(run_dir.glob("checkpoint-*")):
-        warn(f"{run_dir} already holds checkpoints of an earlier run; they will be rotated with this run's "
-             "(pass --resume_from_checkpoint to continue that run instead)")
+    if train.overwrite_output_dir:
+        remove_earlier_run(run_dir)  # only now: every check above passed
     previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
     if checkpoint is None and bounds and (run_dir / BASE_METRICS_FILE).is_file() and is_main_process():
         (run_dir / BASE_METRICS_FILE).unlink()  # an earlier run's: this run scores its own base at step 0
@@ -328,7 +334,7 @@ def finetune(config: FinetuneConfig, *, callbacks=()) -> FinetuneResult:
     our_callbacks = [ProgressBar(), best_cb, interrupt]
     if config.lora.use_adalora:
         our_callbacks.append(AdaLoraCallback(resumed_from=checkpoint))
-    for cb in [*our_callbacks, *callbacks]:
+    for cb in [*our_callbacks, *callbacks, CheckpointComplete()]:  # the marker last: after every file
         trainer.add_callback(cb)
     if trainer.is_world_process_zero():
         from whisper_ft.models.io import write_json

@@ -4,6 +4,8 @@
   step and stop"; a second one aborts at once.
 - :class:`ProgressBar` shows steps, loss, learning rate and ETA on stderr, and one line per
   evaluation.
+- :class:`CheckpointComplete` marks each checkpoint-N complete once everything in it is written
+  (``--resume_from_checkpoint latest`` uses only marked ones).
 """
 
 from __future__ import annotations
@@ -128,3 +130,31 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class CheckpointComplete(TrainerCallback):
+    """Writes :data:`~whisper_ft.trainkit.run.CHECKPOINT_MARKER` into each checkpoint-N once it is complete.
+
+    ``on_save`` runs after the Trainer wrote the checkpoint (weights, optimizer, trainer_state.json)
+    and after the callbacks added before this one (e.g. the processor files): add it last. The files
+    are flushed to disk first, so a crash cannot keep the marker and lose the data. A save that
+    raised (disk full) never gets here: that checkpoint stays unmarked, and ``latest`` skips it.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        import os
+
+        from whisper_ft.models.io import write_json
+        from whisper_ft.trainkit.run import CHECKPOINT_MARKER
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not checkpoint.is_dir():
+            return
+        files = {}
+        for path in sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != CHECKPOINT_MARKER):
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            files[str(path.relative_to(checkpoint))] = path.stat().st_size
+        write_json(checkpoint / CHECKPOINT_MARKER, {"step": state.global_step, "files": files})

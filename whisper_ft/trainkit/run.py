@@ -1,4 +1,6 @@
-"""What every training run needs around the Trainer: its result, the CPU threads, the checkpoint to resume."""
+"""What every training run needs around the Trainer: its result, the CPU threads, the run folder
+(a second run never mixes into the first: :func:`claim_run_dir`) and the checkpoint to resume
+(only one whose save finished: :func:`resolve_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from whisper_ft.console import warn
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.trainkit.dist import is_main_process, local_world_size, log_main
 
@@ -44,22 +47,127 @@ def configure_threads(num_threads: int | None) -> int:
     return num_threads
 
 
+CHECKPOINT_MARKER = "whisper_ft_checkpoint.json"  # written last into a checkpoint-N (callbacks.CheckpointComplete)
+LATEST = {"latest", "last", "true"}
+RUN_LEFTOVERS = {"runs", "encoder_cache", "base_metrics.json"}  # what a run writes before its first checkpoint
+
+
+def _step(path: Path) -> int | None:
+    tail = path.name.split("-")[-1]
+    return int(tail) if path.name.startswith("checkpoint-") and tail.isdigit() else None
+
+
+def complete_checkpoints(run_dir: Path, *, say_skipped: bool = False) -> list[Path]:
+    """The run's checkpoint-N folders whose save finished (they hold the marker), oldest first."""
+    found = sorted((p for p in Path(run_dir).glob("checkpoint-*") if p.is_dir() and _step(p) is not None), key=_step)
+    complete = [p for p in found if (p / CHECKPOINT_MARKER).is_file()]
+    if say_skipped:
+        for p in found:
+            if p not in complete:
+                warn(f"skipping {p}: its save did not finish (no {CHECKPOINT_MARKER})")
+    return complete
+
+
 def resolve_checkpoint(value: str | None, run_dir: Path) -> Path | None:
-    """``None`` -> None; ``latest`` -> the newest checkpoint-N of the run; a path -> checked."""
+    """``None`` -> None; ``latest`` -> the newest complete checkpoint-N of the run; a path -> checked.
+
+    Only checkpoints holding :data:`CHECKPOINT_MARKER` count: it is written after the Trainer and
+    our callbacks wrote everything else, so a save cut short (disk full, crash) is never resumed from."""
     if not value:
         return None
-    if value.lower() in {"latest", "last", "true"}:
-        # The newest complete checkpoint: the Trainer writes trainer_state.json last, so a save cut
-        # short (crash, power loss) is skipped rather than resumed from.
-        complete = [p for p in run_dir.glob("checkpoint-*")
-                    if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    if value.lower() in LATEST:
+        complete = complete_checkpoints(run_dir, say_skipped=is_main_process())
         if not complete:
-            raise WhisperFtError(f"--resume_from_checkpoint: no checkpoint-N folder in {run_dir} to resume from")
-        return max(complete, key=lambda p: int(p.name.split("-")[-1]))
+            raise WhisperFtError(f"--resume_from_checkpoint: no complete checkpoint-N folder in {run_dir} to resume from")
+        return complete[-1]
     path = Path(value)
     if not (path / "trainer_state.json").is_file():
         raise WhisperFtError(f"--resume_from_checkpoint: {path} is not a checkpoint folder (no trainer_state.json)")
+    if not (path / CHECKPOINT_MARKER).is_file():
+        raise WhisperFtError(f"--resume_from_checkpoint: {path} is incomplete (its save did not finish: no "
+                             f"{CHECKPOINT_MARKER}); resume from an earlier checkpoint-N, or with 'latest'")
     return path
+
+
+def holds_run(folder: Path, config_file: str) -> bool:
+    """Whether ``folder`` holds a training run: checkpoint-N/, best/ or the run config."""
+    return (any(p.is_dir() for p in folder.glob("checkpoint-*")) or (folder / "best").exists()
+            or (folder / config_file).is_file())
+
+
+def _foreign(folder: Path) -> list[str]:
+    """What in a folder that holds no run is not a run's own leftovers (a model, a user's files)."""
+    if not folder.is_dir():
+        return [folder.name] if folder.exists() or folder.is_symlink() else []
+    return sorted(p.name for p in folder.iterdir() if p.name not in RUN_LEFTOVERS)
+
+
+def claim_run_dir(run_dir: Path, *, config_file: str, resume: str | None, overwrite: bool, explicit: bool) -> Path:
+    """The folder this run writes to, decided before any model loads.
+
+    A folder that already holds a run is continued (``resume``), replaced (``overwrite``: its
+    checkpoints and best/ go, see :func:`remove_earlier_run`), left alone for a fresh sibling
+    ``<name>-2``, ``-3`` ... (``explicit`` False: the user named no output folder), or refused. A
+    folder of other things (a model, files) is never trained into."""
+    run_dir = Path(run_dir)
+    if resume:
+        if resume.lower() in LATEST and not explicit:
+            return _newest_run(run_dir, config_file)
+        return run_dir
+    taken = holds_run(run_dir, config_file) if run_dir.is_dir() else False
+    foreign = [] if taken else _foreign(run_dir)
+    if not taken and not foreign:
+        return run_dir
+    if taken and overwrite:
+        return run_dir
+    if not explicit:
+        n = 2
+        while True:
+            fresh = run_dir.with_name(f"{run_dir.name}-{n}")
+            if not (fresh.is_dir() and holds_run(fresh, config_file)) and not _foreign(fresh):
+                break
+            n += 1
+        log_main(f"{run_dir} already holds {'a run' if taken else 'other files'}: this run goes to {fresh} "
+                 "(--overwrite_output_dir replaces an earlier run, --resume_from_checkpoint continues it)")
+        return fresh
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise WhisperFtError(f"run folder {run_dir} is not a training run (it holds {shown}): choose another "
+                             "--output_dir")
+    raise WhisperFtError(f"run folder {run_dir} already holds a run (checkpoint-N/, best/): pass "
+                         "--resume_from_checkpoint to continue it, --overwrite_output_dir to replace it, or choose "
+                         "another --output_dir")
+
+
+def _newest_run(run_dir: Path, config_file: str) -> Path:
+    """``latest`` with the default folder: the run (``<name>`` or ``<name>-N``) saved most recently."""
+    siblings = [p for p in run_dir.parent.glob(f"{run_dir.name}-*") if p.name[len(run_dir.name) + 1:].isdigit()]
+    saved = {}
+    for folder in [run_dir, *siblings]:
+        complete = complete_checkpoints(folder)
+        if complete:
+            saved[folder] = (complete[-1] / CHECKPOINT_MARKER).stat().st_mtime
+    if not saved:
+        return run_dir
+    newest = max(saved, key=saved.get)
+    if newest != run_dir:
+        log_main(f"--resume_from_checkpoint: the newest run of this model is {newest}")
+    return newest
+
+
+def remove_earlier_run(run_dir: Path) -> None:
+    """``--overwrite_output_dir``: remove the earlier run's checkpoints and best/ (main process only)."""
+    import shutil
+
+    old = sorted(p for p in run_dir.glob("checkpoint-*") if p.is_dir()) + [p for p in [run_dir / "best"] if p.exists()]
+    if not old or not is_main_process():
+        return
+    log_main(f"--overwrite_output_dir: removing the earlier run's {', '.join(p.name for p in old)} from {run_dir}")
+    for p in old:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def train_and_report(trainer, interrupt, *, run_dir: Path, checkpoint: Path | None, best_marker: str,

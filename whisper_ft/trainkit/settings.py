@@ -104,6 +104,10 @@ class TrainSettings:
     resume_from_checkpoint: str | None = setting(
         None, "Resume from this checkpoint-N folder; 'latest' = the newest one of this run."
     )
+    overwrite_output_dir: bool = setting(
+        False, "Start a new run in a run folder that already holds one: its checkpoint-N/ and best/ are removed "
+        "first (without it such a run is refused, or gets a fresh -2, -3 ... folder when --output_dir is not given)."
+    )
     deepspeed: str | None = setting(None, "DeepSpeed JSON config (e.g. scripts/deepspeed_zero2.json).")
 
     def __post_init__(self) -> None:
@@ -122,6 +126,9 @@ class TrainSettings:
         if self.save_total_limit is not None:
             positive(self, "save_total_limit")
         require(not (self.fp16 and self.bf16), "--fp16 and --bf16 exclude each other: choose one")
+        require(not (self.overwrite_output_dir and self.resume_from_checkpoint),
+                "--overwrite_output_dir and --resume_from_checkpoint exclude each other: continue the earlier run "
+                "or replace it, not both")
         if self.metric_for_best is not None:
             self.metric_for_best = self.metric_for_best.strip().lower()
             require(
