@@ -141,3 +141,81 @@ def test_write_wav_roundtrip(tmp_path):
     info = sf.info(str(out))
     assert (info.samplerate, info.channels, info.subtype) == (16_000, 1, "PCM_16")
     np.testing.assert_allclose(load_audio(out), tone, atol=1e-4)
+
+
+def _declared_rate(path, rate: int) -> None:
+    import struct
+
+    data = bytearray(path.read_bytes())
+    data[24:28] = struct.pack("<I", rate)
+    path.write_bytes(bytes(data))
+
+
+def test_impossible_sample_rate_is_refused_from_the_header(make_wav):
+    from whisper_ft.audio import AudioHeaderError, audio_info, load_audio, probe_audio
+
+    path = make_wav("one-hertz.wav", 3.0, sr=8000)
+    _declared_rate(path, 1)
+    for read in (load_audio, audio_info, probe_audio):
+        with pytest.raises(AudioHeaderError, match="sample rate of 1 Hz"):
+            read(path)
+
+
+def test_non_finite_samples_are_refused_and_absurd_ones_scaled(tmp_path):
+    import soundfile as sf
+
+    from whisper_ft.audio import AudioInvalidError, load_audio
+
+    sf.write(str(tmp_path / "nan.wav"), np.array([0.1, np.nan, 0.2] * 1000, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioInvalidError, match="non-finite"):
+        load_audio(tmp_path / "nan.wav")
+    sf.write(str(tmp_path / "inf.wav"), np.array([0.1, np.inf] * 1000, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioInvalidError):
+        load_audio(tmp_path / "inf.wav")
+    loud = make_tone(1.0) * np.float32(1e30)
+    sf.write(str(tmp_path / "loud.wav"), loud, 16000, subtype="FLOAT")
+    out = load_audio(tmp_path / "loud.wav")
+    assert np.isfinite(out).all() and np.abs(out).max() == pytest.approx(1.0)
+    sf.write(str(tmp_path / "hot.wav"), make_tone(1.0) * np.float32(5.0), 16000, subtype="FLOAT")
+    assert np.abs(load_audio(tmp_path / "hot.wav")).max() > 1.2  # a little over full scale is left alone
+
+
+def test_block_decoding_equals_whole_file_resampling(tmp_path):
+    """load_audio reads and resamples block by block (bounded memory): the result is the one-shot one."""
+    import soundfile as sf
+    import soxr
+
+    from whisper_ft import audio as audio_mod
+
+    rng = np.random.default_rng(0)
+    stereo = (0.2 * rng.standard_normal((44_100 * 130, 2))).astype(np.float32)  # over two 60 s blocks
+    sf.write(str(tmp_path / "s.wav"), stereo, 44_100, subtype="FLOAT")
+    expected = soxr.resample(stereo.mean(axis=1), 44_100, 16_000).astype(np.float32)
+    assert np.array_equal(audio_mod.load_audio(tmp_path / "s.wav"), expected)
+    part = audio_mod.load_audio(tmp_path / "s.wav", 10.0, 75.5)
+    assert len(part) == pytest.approx(65.5 * 16_000, abs=2)
+
+
+def test_max_seconds_is_checked_before_and_while_decoding(tmp_path, make_wav):
+    import av
+
+    from whisper_ft.audio import AudioTooLongError, load_audio, probe_audio
+
+    with pytest.raises(AudioTooLongError, match="over the limit of 5 s") as info:
+        load_audio(make_wav("long.wav", 8.0), max_seconds=5)
+    assert info.value.seconds == pytest.approx(8.0)
+    assert len(load_audio(make_wav("ok.wav", 4.0), max_seconds=5)) == 64_000
+    # a container whose header tells no length (what a browser's recorder sends): stopped while decoding
+    path = tmp_path / "rec.webm"
+    with av.open(str(path), "w", format="webm") as container:
+        stream = container.add_stream("libopus", rate=48000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(make_tone(12.0, sr=48000)[None, :], format="flt", layout="mono")
+        frame.sample_rate = 48000
+        for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+            container.mux(packet)
+    with pytest.raises(AudioTooLongError):
+        load_audio(path, max_seconds=5)
+    assert len(load_audio(path, max_seconds=20)) == pytest.approx(12.0 * 16_000, rel=0.01)
+    info = probe_audio(path)
+    assert info is None or info.duration == pytest.approx(12.0, abs=0.1)

@@ -26,6 +26,7 @@ openai = pytest.importorskip("openai")
 from tests.conftest import SHARED_AUDIO, make_tone  # noqa: E402
 
 API_KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def free_port() -> int:
@@ -39,7 +40,7 @@ def running_server(model_paths, *, engine=None, **settings):
     """The real app under uvicorn in a background thread; yields (port, app)."""
     import uvicorn
 
-    from whisper_ft.serve.app import ServerSettings, create_app
+    from whisper_ft.serve.app import ServerSettings, create_app, uvicorn_config
     from whisper_ft.serve.engine import Engine, EngineSettings, load_models
 
     engine_settings = (engine or {}) | {}
@@ -47,7 +48,7 @@ def running_server(model_paths, *, engine=None, **settings):
     models = load_models([str(p) for p in model_paths], compute_type="float32", cpu_threads=1)
     app = create_app(Engine(models, EngineSettings(**engine_settings)), ServerSettings(**settings))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, app.state.settings, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 60
@@ -209,6 +210,8 @@ def test_models_and_health(client, server):
     assert [m.id for m in client.models.list().data] == ["tiny-ft-ct2"]
     assert client.models.retrieve("whisper-1").id == "tiny-ft-ct2"
     status, body = get(server[0], "/health")
+    assert status == 200 and json.loads(body) == {"status": "ok"}  # with --api_key: nothing more without the key
+    status, body = get(server[0], "/health", AUTH)
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok" and health["models"] == ["tiny-ft-ct2"]
     assert get(server[0], "/v1/models")[0] == 401  # the key is required on /v1
@@ -311,15 +314,32 @@ def test_client_disconnect_mid_upload(server):
     assert transcribe_raw(port, {"language": "zh"})[0] == 200
 
 
+def _block_decoding(app) -> threading.Event:
+    """Hold every model's decoding thread until the returned event is set (requests then queue)."""
+    release = threading.Event()
+    for worker in app.state.engine._workers.values():
+        worker.executor.submit(release.wait)
+    return release
+
+
 def test_over_max_concurrency_gets_429(tiny_ct2):
+    """A slot is taken once the upload is complete: a stalled upload holds none; queued work does."""
     with running_server([tiny_ct2], api_key=API_KEY, max_concurrency=1) as (port, app):
         sock = _partial_upload(port, {"language": "zh"})
-        assert _wait_for(lambda: app.state.in_flight == 1)
-        status, headers, body = transcribe_raw(port, {"language": "zh"})
-        err = assert_error(status, body, 429, None, "--max_concurrency")
-        assert err["code"] == "rate_limit_exceeded" and headers.get("retry-after") == "1"
+        assert _wait_for(lambda: app.state.uploading == 1)
+        assert app.state.in_flight == 0
+        assert transcribe_raw(port, {"language": "zh"})[0] == 200  # the stalled upload blocks nobody
+        release = _block_decoding(app)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(transcribe_raw, port, {"language": "zh"})
+            assert _wait_for(lambda: app.state.in_flight == 1)
+            status, headers, body = transcribe_raw(port, {"language": "zh"})
+            err = assert_error(status, body, 429, None, "--max_concurrency")
+            assert err["code"] == "rate_limit_exceeded" and headers.get("retry-after") == "1"
+            release.set()
+            assert first.result()[0] == 200
         sock.close()
-        assert _wait_for(lambda: app.state.in_flight == 0)
+        assert _wait_for(lambda: app.state.in_flight == 0 and app.state.uploading == 0)
         assert transcribe_raw(port, {"language": "zh"})[0] == 200
 
 
@@ -333,10 +353,10 @@ def test_concurrent_requests_are_batched_and_match_sequential(server):
         return json.loads(body)
 
     sequential = [one(c) for c in clips]
-    before = json.loads(get(port, "/health")[1])
+    before = json.loads(get(port, "/health", AUTH)[1])
     with ThreadPoolExecutor(len(clips)) as pool:
         parallel = list(pool.map(one, clips))
-    after = json.loads(get(port, "/health")[1])
+    after = json.loads(get(port, "/health", AUTH)[1])
     assert [p["text"] for p in parallel] == [s["text"] for s in sequential]
     assert [[(g["start"], g["end"]) for g in p["segments"]] for p in parallel] == \
            [[(g["start"], g["end"]) for g in s["segments"]] for s in sequential]
@@ -383,7 +403,7 @@ def _port_open(port) -> bool:
 def test_non_loopback_host_without_key_warns(tiny_ct2, monkeypatch, capsys):
     from whisper_ft.serve import app as serve_app
 
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    monkeypatch.setattr("uvicorn.Server.run", lambda *a, **k: None)
     serve_app.run_server([str(tiny_ct2)], serve_app.ServerSettings(host="0.0.0.0"),
                          serve_app.EngineSettings(), compute_type="float32", cpu_threads=1)
     assert "without --api_key" in capsys.readouterr().err

@@ -22,6 +22,9 @@ N_SAMPLES = SAMPLE_RATE * CHUNK_SECONDS
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4")
 
 AudioSource = str | Path | bytes | bytearray | memoryview
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000  # Hz; outside: a corrupt or hostile header
+MAX_PEAK = 2.0  # float samples beyond this are scaled back to full scale
+_BLOCK_SECONDS = 60  # decode-and-resample block of load_audio
 
 
 class AudioMissingError(DataError):
@@ -34,6 +37,22 @@ class AudioEmptyError(DataError):
 
 class AudioDecodeError(DataError):
     """Neither soundfile nor PyAV can decode the audio."""
+
+
+class AudioHeaderError(AudioDecodeError):
+    """The header declares something no real recording has (e.g. a 1 Hz sample rate)."""
+
+
+class AudioInvalidError(AudioDecodeError):
+    """The samples decode but are not audio (NaN or infinity)."""
+
+
+class AudioTooLongError(DataError):
+    """Longer than the caller's limit (found from the header, or while decoding)."""
+
+    def __init__(self, message: str, *, seconds: float, limit: float):
+        super().__init__(message)
+        self.seconds, self.limit = seconds, limit
 
 
 @dataclass(frozen=True)
@@ -54,45 +73,115 @@ def _open_target(source: AudioSource):
     return str(source) if isinstance(source, (str, Path)) else io.BytesIO(bytes(source))
 
 
-def _read_soundfile(source: AudioSource, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+def _read_soundfile(source: AudioSource, start: float | None, end: float | None,
+                    max_seconds: float | None) -> np.ndarray:
+    """Block by block, mixed to mono and resampled as it is read: memory holds the 16 kHz result
+    and one block, never the file at its own rate and channel count (an hour of 48 kHz stereo
+    float is 1.4 GB)."""
     import soundfile as sf
+    import soxr
 
     with sf.SoundFile(_open_target(source)) as f:
         sr = f.samplerate
+        check_sample_rate(sr, source)
         first = int(round((start or 0.0) * sr))
         last = f.frames if end is None else min(f.frames, int(round(end * sr)))
+        check_duration(max(0, last - first) / sr, max_seconds, source)
         if first > 0:
             f.seek(min(first, f.frames))
-        data = f.read(frames=max(0, last - first), dtype="float32", always_2d=True)
-    return data.mean(axis=1), sr
+        left = max(0, last - first)
+        stream = soxr.ResampleStream(sr, SAMPLE_RATE, 1, dtype="float32") if sr != SAMPLE_RATE else None
+        out = _Growing(int(np.ceil(left * SAMPLE_RATE / sr)) + 16)
+        while left > 0:
+            block = f.read(frames=min(left, _BLOCK_SECONDS * sr), dtype="float32", always_2d=True)
+            if len(block) == 0:
+                break
+            left -= len(block)
+            mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+            out.append(stream.resample_chunk(mono, last=left <= 0) if stream is not None else mono)
+        if stream is not None and left > 0:  # the file ended before its header said: flush the resampler
+            out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return out.array()
 
 
-def _read_pyav(source: AudioSource, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+class _Growing:
+    """A float32 buffer filled in place (no second copy of a long file at the end)."""
+
+    def __init__(self, capacity: int):
+        self.data, self.size = np.empty(max(capacity, 1), np.float32), 0
+
+    def append(self, x: np.ndarray) -> None:
+        if self.size + len(x) > len(self.data):
+            self.data = np.resize(self.data, max(2 * len(self.data), self.size + len(x)))
+        self.data[self.size:self.size + len(x)] = x
+        self.size += len(x)
+
+    def array(self) -> np.ndarray:
+        return self.data[:self.size]
+
+
+def _read_pyav(source: AudioSource, start: float | None, end: float | None, max_seconds: float | None) -> np.ndarray:
     import av
 
-    chunks = []
+    chunks, samples = [], 0
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE) + SAMPLE_RATE
     with av.open(_open_target(source), metadata_errors="ignore") as container:
         if not container.streams.audio:
             raise AudioDecodeError(f"{_describe(source)}: no audio stream")
+        rate = container.streams.audio[0].rate
+        if rate:
+            check_sample_rate(rate, source)
         # Let PyAV resample straight to our rate: mono float planar.
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         for frame in container.decode(audio=0):
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
+                samples += chunks[-1].size
+            if limit is not None and samples > limit:  # no trustworthy header: stop at the limit
+                check_duration(samples / SAMPLE_RATE, max_seconds, source)
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     first = int(round((start or 0.0) * SAMPLE_RATE))
     last = len(audio) if end is None else int(round(end * SAMPLE_RATE))
-    return audio[first:last], SAMPLE_RATE
+    return audio[first:last]
 
 
-def load_audio(source: AudioSource, start: float | None = None, end: float | None = None) -> np.ndarray:
+def check_sample_rate(rate: int, source: AudioSource | str = "audio") -> None:
+    """A sample rate no real recording has is a corrupt or hostile header (a 100 KB wav declaring
+    1 Hz claims 14 hours of audio)."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioHeaderError(f"{_describe(source)} declares a sample rate of {rate} Hz, outside "
+                               f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz: the file is corrupt (re-encode it)")
+
+
+def check_duration(seconds: float, max_seconds: float | None, source: AudioSource | str = "audio") -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioTooLongError(f"{_describe(source)} is {seconds:.0f} s long, over the limit of {max_seconds:.0f} s "
+                                "(split it, or raise the limit)", seconds=seconds, limit=max_seconds)
+
+
+def _sanitize(audio: np.ndarray, name: str) -> np.ndarray:
+    """Refuse non-finite samples (NaN/inf make Whisper write garbage for minutes) and bring absurd
+    amplitudes (float files far beyond full scale) back to a peak of 1."""
+    peak = max(float(audio.max()), -float(audio.min())) if audio.size else 0.0  # no |audio| copy of a long file
+    if not np.isfinite(peak):
+        raise AudioInvalidError(f"audio {name} holds non-finite samples (NaN or infinity): the file is corrupt")
+    if peak > MAX_PEAK:
+        audio /= np.float32(peak)
+    return audio
+
+
+def load_audio(source: AudioSource, start: float | None = None, end: float | None = None, *,
+               max_seconds: float | None = None) -> np.ndarray:
     """Load a file (or encoded bytes), optionally its ``[start, end)`` seconds, as 16 kHz mono float32.
 
     Raises a :class:`DataError` subclass naming the file when it is missing
-    (:class:`AudioMissingError`), empty (:class:`AudioEmptyError`) or undecodable
-    (:class:`AudioDecodeError`).
+    (:class:`AudioMissingError`), empty (:class:`AudioEmptyError`), undecodable
+    (:class:`AudioDecodeError`), declares an impossible sample rate (:class:`AudioHeaderError`),
+    holds NaN/inf samples (:class:`AudioInvalidError`) or is longer than ``max_seconds``
+    (:class:`AudioTooLongError`, found from the header or while decoding, never after decoding it all).
+    Samples far beyond full scale (peak over 2) are scaled to a peak of 1.
     """
     name = _describe(source)
     if isinstance(source, (str, Path)):
@@ -105,21 +194,56 @@ def load_audio(source: AudioSource, start: float | None = None, end: float | Non
     elif len(source) == 0:
         raise AudioEmptyError("audio bytes are empty")
     try:
-        audio, sr = _read_soundfile(source, start, end)
+        audio = _read_soundfile(source, start, end, max_seconds)
+    except DataError:
+        raise
     except Exception:
         try:
-            audio, sr = _read_pyav(source, start, end)
+            audio = _read_pyav(source, start, end, max_seconds)
         except DataError:
             raise
         except Exception as exc:
             raise AudioDecodeError(f"cannot decode audio {name}: {type(exc).__name__}: {exc}") from exc
-    if audio.size and sr != SAMPLE_RATE:
-        import soxr
-
-        audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
     if audio.size == 0:
         raise AudioEmptyError(f"audio is empty (no samples): {name}")
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.ascontiguousarray(_sanitize(audio, name), dtype=np.float32)
+
+
+def probe_audio(path: str | Path) -> AudioInfo | None:
+    """What the file's header says (soundfile, else the container's stream via PyAV), without
+    decoding; None when no header tells the length (e.g. a browser's webm recording). Raises
+    :class:`AudioHeaderError` for an impossible sample rate."""
+    path = Path(path)
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        ok = info.frames > 0 and info.samplerate > 0
+    except Exception:
+        ok = False
+    if ok:
+        check_sample_rate(info.samplerate, path)
+        return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
+    try:
+        import av
+
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.rate:
+                check_sample_rate(stream.rate, path)
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / 1_000_000  # av.time_base: microseconds
+            else:
+                return None
+            return AudioInfo(seconds, stream.rate or SAMPLE_RATE, stream.channels or 1)
+    except DataError:
+        raise
+    except Exception:
+        return None
 
 
 def audio_info(path: str | Path) -> AudioInfo:
@@ -134,10 +258,12 @@ def audio_info(path: str | Path) -> AudioInfo:
         import soundfile as sf
 
         info = sf.info(str(path))
-        if info.frames > 0 and info.samplerate > 0:
-            return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
+        ok = info.frames > 0 and info.samplerate > 0
     except Exception:
-        pass
+        ok = False
+    if ok:
+        check_sample_rate(info.samplerate, path)
+        return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
     # Header said nothing useful (or no header): decode; this raises Missing/Empty/Decode errors.
     return AudioInfo(len(load_audio(path)) / SAMPLE_RATE, SAMPLE_RATE, 1)
 

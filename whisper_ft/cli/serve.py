@@ -15,7 +15,11 @@ def serve_command(
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: str = typer.Option(None, "--api_key", envvar="WHISPER_FT_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or WHISPER_FT_API_KEY)."),
     max_upload_mb: float = typer.Option(100.0, "--max_upload_mb", help="Largest upload accepted (MB); bigger ones get 413."),
-    max_concurrency: int = typer.Option(64, "--max_concurrency", help="Requests in flight (uploading, queued or decoding); more get 429 with Retry-After."),
+    max_concurrency: int = typer.Option(64, "--max_concurrency", help="Requests queued or decoding (a slot is taken once the upload is complete); more get 429 with Retry-After. Uploads in progress: up to twice this."),
+    max_audio_seconds: float = typer.Option(7200.0, "--max_audio_seconds", help="Longest audio a request may send (seconds, from the header or while decoding); longer gets 413."),
+    upload_timeout: float = typer.Option(120.0, "--upload_timeout", help="Seconds an upload may take in all (a body that sends nothing for 15 s is dropped sooner); then 408."),
+    allowed_hosts: list[str] = typer.Option(None, "--allowed_hosts", help="Host names this server answers besides its address (repeatable or comma-separated; '*': any). A loopback server answers only localhost/127.0.0.1/[::1] by default, which stops DNS rebinding."),
+    cors_origins: list[str] = typer.Option(None, "--cors_origins", help="Web origins (e.g. https://app.example.com) whose pages may call the API from a browser (repeatable or comma-separated). Default: none; the built-in page is same-origin."),
     language: str = typer.Option(None, "--language", help="Language when a request gives none (default: detected)."),
     beam_size: int = typer.Option(5, "--beam_size", help="Beam size (temperature 0)."),
     batch_window_ms: float = typer.Option(30.0, "--batch_window_ms", help="Wait this long for more requests to batch with the first (0 with --max_batch_size 1: one request at a time)."),
@@ -38,17 +42,20 @@ def serve_command(
     except ImportError as exc:
         raise WhisperFtError(f"`whisper-ft serve` needs the serve extra ({exc.name} is missing): "
                              "pip install -e \".[serve]\"") from exc
+    def split(values):
+        return tuple(v.strip() for value in values or () for v in value.split(",") if v.strip())
+
+    settings = ServerSettings(host=host, port=port, api_key=api_key or None, max_upload_mb=max_upload_mb,
+                              max_concurrency=max_concurrency, max_audio_seconds=max_audio_seconds,
+                              upload_timeout=upload_timeout, allowed_hosts=split(allowed_hosts),
+                              cors_origins=split(cors_origins))  # checked before any model is loaded
     if not model_path:
         from whisper_ft.models.defaults import pick_ct2_model
 
         picked = pick_ct2_model()
         log(picked.message())
         model_path = [picked.name]
-    if max_concurrency < 1 or max_upload_mb <= 0:
-        raise WhisperFtError("--max_concurrency must be at least 1 and --max_upload_mb above 0")
     engine_settings = EngineSettings(beam_size=beam_size, batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
                                      long_batch_size=long_batch_size, temperature_fallback=temperature_fallback,
                                      pack=pack, default_language=normalize_language(language))
-    settings = ServerSettings(host=host, port=port, api_key=api_key or None, max_upload_mb=max_upload_mb,
-                              max_concurrency=max_concurrency)
     run_server(model_path, settings, engine_settings, device=device, compute_type=compute_type, cpu_threads=cpu_threads)

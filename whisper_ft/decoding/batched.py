@@ -31,6 +31,34 @@ LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s / 0.02 s
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_PROMPT_TOKENS = MAX_TARGET_TOKENS // 2 - 1  # 223: Whisper keeps the last ones of a longer prompt
+# A short clip's output budget: speech is at most a few tokens a second (fast Mandarin with
+# timestamps is under 10); a clip that needs more is looping on noise or a hostile prompt.
+TOKENS_PER_SECOND, MIN_NEW_TOKENS = 16, 32
+
+
+class DecodeCancelled(Exception):
+    """The caller asked to stop (its client left, or the server is shutting down)."""
+
+
+def clip_token_budget(duration: float, max_new_tokens: int | None = None) -> int:
+    """New tokens a clip of ``duration`` seconds may produce (at most ``max_new_tokens``)."""
+    budget = MIN_NEW_TOKENS + int(TOKENS_PER_SECOND * duration)
+    return min(budget, max_new_tokens) if max_new_tokens else budget
+
+
+def prompt_tokens(tok, prompt: str | None) -> list[int]:
+    """The prompt's tokens as Whisper uses them: the last :data:`MAX_PROMPT_TOKENS`, saying so
+    when a longer prompt is cut."""
+    if not prompt or not prompt.strip():
+        return []
+    tokens = tok.encode(" " + prompt.strip())
+    if len(tokens) > MAX_PROMPT_TOKENS:
+        from whisper_ft.console import log
+
+        log(f"prompt of {len(tokens)} tokens: only its last {MAX_PROMPT_TOKENS} are used (Whisper's limit)")
+        tokens = tokens[-MAX_PROMPT_TOKENS:]
+    return tokens
 
 
 @dataclass
@@ -129,16 +157,17 @@ def transcribe_clips_ct2(
     tokenizers = [_tokenizer(ct2, lang, c.task) for lang, c in zip(langs, clips)]
     prompts = []
     for c, tok in zip(clips, tokenizers):
-        previous = tok.encode(" " + c.prompt.strip()) if c.prompt and c.prompt.strip() else []
-        prompts.append(ct2.model.get_prompt(tok, previous, without_timestamps=False))
+        prompts.append(ct2.model.get_prompt(tok, prompt_tokens(tok, c.prompt), without_timestamps=False))
     # CTranslate2 decodes one prompt length and one sampling setting per call
-    groups: dict[tuple[int, float], list[int]] = {}
+    # (and one length limit: clips are grouped by their token budget too)
+    budgets = [clip_token_budget(d, max_new_tokens) for d in durations]
+    groups: dict[tuple[int, float, int], list[int]] = {}
     for i, (c, p) in enumerate(zip(clips, prompts)):
-        groups.setdefault((len(p), float(c.temperature)), []).append(i)
+        groups.setdefault((len(p), float(c.temperature), budgets[i]), []).append(i)
     suppress = model_suppress_tokens(ct2.path)
     queued = []
-    for (plen, temperature), idx in groups.items():
-        max_length = MAX_TARGET_TOKENS if max_new_tokens is None else min(MAX_TARGET_TOKENS, plen + max_new_tokens)
+    for (plen, temperature, budget), idx in groups.items():
+        max_length = min(MAX_TARGET_TOKENS, plen + budget)
         sampling = ({"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature > 0
                     else {"beam_size": beam_size})
         part = ct2.engine.generate(
@@ -261,14 +290,22 @@ def transcribe_one_ct2(
     beam_size: int = 5,
     word_timestamps: bool = False,
     batch_size: int = 1,
+    should_stop=None,
 ) -> Transcription:
     """faster-whisper on one audio of any length; ``temperature`` None: the fallback schedule
-    (0.0, 0.2, ... 1.0); ``batch_size > 1``: the VAD + batched long-form pipeline."""
+    (0.0, 0.2, ... 1.0); ``batch_size > 1``: the VAD + batched long-form pipeline.
+    ``should_stop()`` is asked between segments: True raises :class:`DecodeCancelled`. A clip of
+    at most 30 s gets :func:`clip_token_budget`; a longer prompt than Whisper's keeps its end."""
+    initial = prompt_tokens(_tokenizer(ct2, language, task), prompt) if prompt else []
+    seconds = len(audio) / SAMPLE_RATE
     kwargs = dict(
         language=language, task=task, beam_size=beam_size, word_timestamps=word_timestamps,
-        initial_prompt=prompt or None, suppress_tokens=model_suppress_tokens(ct2.path),
+        # the batched pipeline encodes a text prompt itself (and keeps its end, as Whisper does)
+        initial_prompt=(prompt if batch_size > 1 else initial) or None, suppress_tokens=model_suppress_tokens(ct2.path),
         temperature=list(FALLBACK_TEMPERATURES) if temperature is None else temperature,
     )
+    if seconds <= CHUNK_SECONDS:  # the prompt's special tokens and this budget fit Whisper's 448
+        kwargs["max_new_tokens"] = min(clip_token_budget(seconds), MAX_TARGET_TOKENS - 6 - len(initial))
     if batch_size > 1:
         from faster_whisper import BatchedInferencePipeline
 
@@ -278,6 +315,8 @@ def transcribe_one_ct2(
     out: list[Segment] = []
     duration = float(info.duration)
     for s in segments:
+        if should_stop is not None and should_stop():
+            raise DecodeCancelled()
         text = s.text.strip()
         if not text:
             continue

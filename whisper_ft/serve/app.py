@@ -12,7 +12,9 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
 import shutil
+import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from whisper_ft.audio import CHUNK_SECONDS
+from whisper_ft.errors import WhisperFtError
 from whisper_ft.serve.engine import Engine, EngineSettings
 from whisper_ft.serve.errors import ApiError, ClientGone, error_body
 from whisper_ft.serve.responses import GRANULARITIES, RESPONSE_FORMATS, render, sse_events
@@ -36,11 +40,46 @@ class ServerSettings:
     port: int = 8000
     api_key: str | None = None
     max_upload_mb: float = 100.0
-    max_concurrency: int = 64  # requests in flight (uploading, queued or decoding); more get 429
+    max_concurrency: int = 64  # requests queued or decoding (uploads complete); more get 429
+    max_audio_seconds: float = 7200.0  # decoded length a request may cause (header, then while decoding)
+    upload_timeout: float = 120.0  # seconds for a whole upload; a body that stalls STALL_SECONDS is dropped too
+    allowed_hosts: tuple[str, ...] = ()  # Host headers answered besides the bound address (loopback names when local)
+    cors_origins: tuple[str, ...] = ()  # web origins allowed to call the API from a browser (none: same-origin only)
+    shutdown_seconds: float = 3.0  # on SIGTERM: in-flight requests get this long, then are cancelled
+
+    def __post_init__(self):
+        from whisper_ft.errors import WhisperFtError
+
+        if self.api_key is not None and not self.api_key.isascii():
+            raise WhisperFtError("--api_key must be ASCII (an HTTP header cannot carry other characters): choose "
+                                 "a key of letters, digits and punctuation")
+        if self.max_concurrency < 1 or self.max_upload_mb <= 0 or self.max_audio_seconds <= 0 or self.upload_timeout <= 0:
+            raise WhisperFtError("--max_concurrency must be at least 1, and --max_upload_mb, --max_audio_seconds "
+                                 "and --upload_timeout above 0")
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
+
+    @property
+    def max_uploads(self) -> int:
+        """Uploads in progress at once (they hold no decoding slot, but a connection and a temp file)."""
+        return 2 * self.max_concurrency
+
+    def host_names(self) -> frozenset[str] | None:
+        """The ``Host`` names answered (None: any). A loopback server answers only loopback names,
+        so a web page's DNS-rebound name cannot reach it."""
+        names = {h.lower() for h in self.allowed_hosts}
+        if "*" in names:
+            return None
+        if is_loopback(self.host):
+            return frozenset(names | {"localhost", "127.0.0.1", "[::1]", self.host.lower()})
+        if names:
+            return frozenset(names | {self.host.lower()})
+        return None
+
+
+STALL_SECONDS = 15.0  # an upload that sends nothing for this long is dropped (408)
 
 
 def is_loopback(host: str) -> bool:
@@ -73,7 +112,16 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
     app = FastAPI(title="whisper-ft", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
     app.state.settings = settings
-    app.state.in_flight = 0
+    app.state.in_flight = 0  # requests holding a decoding slot
+    app.state.uploading = 0  # uploads in progress
+    from whisper_ft.serve.guard import BrowserGuard
+
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"])
+    app.add_middleware(BrowserGuard, hosts=settings.host_names(), cors_origins=settings.cors_origins)
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
@@ -100,8 +148,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
         if not settings.api_key:
             return
         header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+        if not _has_key(request, settings.api_key):
             what = "no API key given" if not header else "wrong API key"
             raise ApiError(401, f"{what}: send the server's --api_key as 'Authorization: Bearer KEY'",
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
@@ -111,9 +158,12 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
         return HTMLResponse(_page())
 
     @app.get("/health")
-    async def health():
+    async def health(request: Request):
+        if settings.api_key and not _has_key(request, settings.api_key):
+            return {"status": "ok"}  # no model names or counts without the key
         return {"status": "ok", "models": engine.names(), "in_flight": app.state.in_flight,
-                "max_concurrency": settings.max_concurrency, **engine.stats.to_dict()}
+                "uploading": app.state.uploading, "max_concurrency": settings.max_concurrency,
+                **engine.stats.to_dict()}
 
     @app.get("/v1/models")
     async def list_models(request: Request):
@@ -130,38 +180,54 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
 
     async def audio_endpoint(request: Request, task: str):
         check_key(request)
-        if app.state.in_flight >= settings.max_concurrency:
-            raise ApiError(429, f"the server is busy: {settings.max_concurrency} requests in flight "
-                                "(--max_concurrency); retry shortly", type="rate_limit_exceeded",
-                           code="rate_limit_exceeded", headers={"Retry-After": "1"})
-        app.state.in_flight += 1
-        upload = None
+        if app.state.uploading >= settings.max_uploads:
+            raise _busy(f"{settings.max_uploads} uploads in progress")
+        app.state.uploading += 1
+        upload, slot = None, False
         try:
             try:
-                upload = await read_multipart(request, app.state.upload_dir, settings.max_upload_bytes)
+                upload = await _read_upload(request, app.state.upload_dir, settings)
             except ClientGone:
                 logger.info("client disconnected during its upload; nothing kept")
                 return Response(status_code=400)
+            finally:
+                app.state.uploading -= 1
             options = _parse_options(upload, engine, task)
-            audio = await asyncio.get_running_loop().run_in_executor(None, _load_upload, upload)
-            upload.remove()
-            from whisper_ft.errors import WhisperFtError
-
-            try:
-                transcription = await engine.transcribe(options["model"], options["job"](audio))
-            except WhisperFtError as exc:
-                param = "language" if "language" in str(exc) else None
-                raise ApiError(400, str(exc), param=param, code="decoding_error") from exc
+            loop = asyncio.get_running_loop()
+            info = await loop.run_in_executor(None, _probe_upload, upload, settings)
+            # a slot is taken only now: a client that uploads slowly (or not at all) holds none
+            if app.state.in_flight >= settings.max_concurrency:
+                raise _busy(f"{settings.max_concurrency} requests decoding or queued (--max_concurrency)")
+            app.state.in_flight += 1
+            slot = True
+            if info is not None and info.duration <= CHUNK_SECONDS + 1:
+                job = options["job"](await loop.run_in_executor(None, _load_upload, upload, settings))
+                upload.remove()
+            else:  # long or unknown length: decoded to samples in the model's worker, one at a time
+                job = options["job"](None)
+                job.load = lambda: _load_upload(upload, settings)
+            transcription = await _until_disconnected(request, engine.transcribe(options["model"], job), job)
+            if transcription is None:
+                logger.info("client disconnected while its audio was decoded; decoding stopped")
+                return Response(status_code=499)
             if options["stream"]:  # decoded already: only the sending is left (no slot held for it)
                 return StreamingResponse(sse_events(transcription), media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache"})
             body, media_type = render(transcription, options["format"], task=task,
                                       granularities=options["granularities"])
             return Response(body, media_type=media_type)
+        except ApiError:
+            raise
+        except WhisperFtError as exc:  # from decoding (or loading a long file in the worker)
+            raise _decode_error(exc, upload) from exc
+        except asyncio.CancelledError as exc:  # SIGTERM: uvicorn cancels what is left after --shutdown grace
+            raise ApiError(503, "the server is shutting down: retry on another instance or after its restart",
+                           type="server_error", code="shutting_down") from exc
         finally:
             if upload is not None:
                 upload.remove()
-            app.state.in_flight -= 1
+            if slot:
+                app.state.in_flight -= 1
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
@@ -172,6 +238,65 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
         return await audio_endpoint(request, "translate")
 
     return app
+
+
+def _has_key(request: Request, api_key: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8", "replace"),
+                                                              api_key.encode())
+
+
+def _busy(what: str) -> ApiError:
+    return ApiError(429, f"the server is busy: {what}; retry shortly", type="rate_limit_exceeded",
+                    code="rate_limit_exceeded", headers={"Retry-After": "1"})
+
+
+async def _read_upload(request: Request, upload_dir, settings: ServerSettings):
+    """The multipart body, within ``--upload_timeout`` in all and with no pause over STALL_SECONDS."""
+    try:
+        return await asyncio.wait_for(
+            read_multipart(request, upload_dir, settings.max_upload_bytes, stall_seconds=STALL_SECONDS),
+            settings.upload_timeout)
+    except asyncio.TimeoutError as exc:
+        raise ApiError(408, f"the upload took longer than {settings.upload_timeout:g} s (--upload_timeout): "
+                            "send the file again on a faster connection, or compress it", param="file",
+                       code="upload_timeout") from exc
+
+
+async def _until_disconnected(request: Request, work, job, poll_seconds: float = 0.25):
+    """Await ``work``; None (and ``job`` cancelled) when the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_seconds)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                job.cancel.set()
+                task.cancel()
+                return None
+    finally:
+        if not task.done():
+            job.cancel.set()
+            task.cancel()
+
+
+def _decode_error(exc: Exception, upload) -> ApiError:
+    from whisper_ft.audio import AudioTooLongError
+    from whisper_ft.errors import DataError
+
+    if isinstance(exc, AudioTooLongError):
+        return _too_long(exc)
+    if isinstance(exc, DataError):
+        return _audio_error(exc, upload)
+    param = "language" if "language" in str(exc) else None
+    return ApiError(400, str(exc), param=param, code="decoding_error")
+
+
+def _too_long(exc) -> ApiError:
+    return ApiError(413, f"the audio is {exc.seconds:.0f} s long, over this server's limit of {exc.limit:.0f} s "
+                         "(send a shorter file, or start the server with a higher --max_audio_seconds)",
+                    param="file", code="audio_too_long")
 
 
 def _model_card(model) -> dict:
@@ -233,17 +358,74 @@ def _parse_options(upload, engine: Engine, task: str) -> dict:
     return {"model": model, "format": fmt, "granularities": granularities, "stream": stream, "job": job}
 
 
-def _load_upload(upload):
+def _audio_error(exc: Exception, upload) -> ApiError:
+    from whisper_ft.audio import AudioHeaderError, AudioInvalidError
+
+    label = f"'{upload.file_name}'" if upload is not None and upload.file_name else "the upload"
+    if isinstance(exc, AudioInvalidError):
+        reason = "its samples are not finite numbers (NaN or infinity)"
+    elif isinstance(exc, AudioHeaderError):
+        reason = str(exc).split(" declares ", 1)[-1].replace(": the file is corrupt (re-encode it)", "")
+        reason = f"its header declares {reason}, so it is corrupt"
+    elif "empty" in str(exc):
+        reason = "it has no audio samples"
+    else:
+        reason = "it is not audio this server can decode"
+    return ApiError(400, f"cannot read {label} as audio: {reason} (send wav, flac, mp3, ogg, opus, webm, m4a, ...)",
+                    param="file", code="invalid_audio")
+
+
+def _probe_upload(upload, settings: ServerSettings):
+    """The upload's header (None when it tells no length); refuses impossible rates and audio over
+    ``--max_audio_seconds`` before a sample is decoded."""
+    from whisper_ft.audio import check_duration, probe_audio
+    from whisper_ft.errors import DataError
+
+    try:
+        info = probe_audio(upload.file_path)
+        if info is not None:
+            check_duration(info.duration, settings.max_audio_seconds)
+    except DataError as exc:
+        raise _decode_error(exc, upload) from exc
+    return info
+
+
+def _load_upload(upload, settings: ServerSettings):
     from whisper_ft.audio import load_audio
     from whisper_ft.errors import DataError
 
-    label = f"'{upload.file_name}'" if upload.file_name else "the upload"
     try:
-        return load_audio(upload.file_path)
+        return load_audio(upload.file_path, max_seconds=settings.max_audio_seconds)
     except DataError as exc:
-        reason = "it has no audio samples" if "empty" in str(exc) else "it is not audio this server can decode"
-        raise ApiError(400, f"cannot read {label} as audio: {reason} (send wav, flac, mp3, ogg, opus, webm, m4a, ...)",
-                       param="file", code="invalid_audio") from exc
+        raise _decode_error(exc, upload) from exc
+
+
+def uvicorn_config(app, settings: ServerSettings, **overrides):
+    """How uvicorn runs the app: keep-alive 5 s; at most ``max_uploads + max_concurrency + 32``
+    connections and tasks (uvicorn answers 503 beyond); SIGTERM gives in-flight requests
+    ``shutdown_seconds`` before cancelling them."""
+    import uvicorn
+
+    kwargs = dict(host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_keep_alive=5,
+                  limit_concurrency=settings.max_uploads + settings.max_concurrency + 32,
+                  timeout_graceful_shutdown=max(1, round(settings.shutdown_seconds)))
+    return uvicorn.Config(app, **(kwargs | overrides))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line before any model is loaded when the address is taken."""
+    import socket
+
+    from whisper_ft.errors import WhisperFtError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise WhisperFtError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server running "
+                                 "there? choose another --port)") from exc
 
 
 def run_server(model_paths: list[str], settings: ServerSettings, engine_settings: EngineSettings, *,
@@ -256,8 +438,17 @@ def run_server(model_paths: list[str], settings: ServerSettings, engine_settings
 
     if not is_loopback(settings.host) and not settings.api_key:
         log(f"warning: serving on {settings.host} without --api_key: anyone who can reach this port can use it")
+    check_port_free(settings.host, settings.port)
     models = load_models(model_paths, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-    app = create_app(Engine(models, engine_settings), settings)
+    engine = Engine(models, engine_settings)
+    app = create_app(engine, settings)
     log(f"whisper-ft serve: http://{settings.host}:{settings.port}/ (OpenAI API under /v1)")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    try:
+        uvicorn.Server(uvicorn_config(app, settings)).run()  # SIGTERM/Ctrl-C: re-raised here after shutdown
+    finally:
+        if not engine.join(settings.shutdown_seconds):
+            # a decode still inside CTranslate2 (which cannot be interrupted): do not let it hold the exit
+            log("interrupted: a decode was still running; exiting without waiting for it")
+            sys.stderr.flush()
+            os._exit(130)
 

@@ -11,9 +11,12 @@ loop; a failing request gets its own error and never fails the others of its bat
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,20 +54,66 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-@dataclass(frozen=True)
+@dataclass
 class DecodeJob:
-    """One request's audio and decoding choices (language and task already validated)."""
+    """One request's audio and decoding choices (language and task already validated).
 
-    audio: np.ndarray
+    ``audio`` is the decoded clip, or None with ``load`` set: a long (or unknown-length) file is
+    decoded to samples in the model's worker thread, one at a time, so the server's memory holds
+    at most one long file per model however many are queued. ``cancel`` is set when the client
+    leaves or the server stops: the job is skipped, or its long-form decode stops at the next segment.
+    """
+
+    audio: np.ndarray | None
     task: str = "transcribe"
     language: str | None = None
     prompt: str | None = None
     temperature: float | None = None  # None or 0: greedy/beam with OpenAI's temperature fallback
     word_timestamps: bool = False
+    load: Callable[[], np.ndarray] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
     def duration(self) -> float:
-        return len(self.audio) / SAMPLE_RATE
+        return len(self.audio) / SAMPLE_RATE if self.audio is not None else float("inf")
+
+    def loaded(self) -> DecodeJob:
+        if self.audio is None and self.load is not None:
+            self.audio = self.load()
+        return self
+
+
+class _DaemonThread:
+    """A one-thread executor whose thread never holds the process at exit: on SIGTERM the server
+    must be gone in seconds, not after a CTranslate2 call that cannot be interrupted."""
+
+    def __init__(self, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to finish its last call; False when it is still inside one."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def model_names(name: str) -> tuple[str, frozenset[str]]:
@@ -111,13 +160,14 @@ class EngineStats:
     short_batches: Counter = field(default_factory=Counter)  # batch size -> how many batches
     long_requests: int = 0
     fallbacks: int = 0
+    cancelled: int = 0  # stopped mid-decode: the client left or the server stopped
     audio_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {"requests": self.requests, "failed": self.failed,
                 "batches": {str(k): v for k, v in sorted(self.short_batches.items())},
                 "max_batch": max(self.short_batches, default=0), "long_requests": self.long_requests,
-                "fallbacks": self.fallbacks, "audio_seconds": round(self.audio_seconds, 3)}
+                "fallbacks": self.fallbacks, "cancelled": self.cancelled, "audio_seconds": round(self.audio_seconds, 3)}
 
 
 class _ModelWorker:
@@ -126,8 +176,9 @@ class _ModelWorker:
     def __init__(self, model: ServedModel, settings: EngineSettings, stats: EngineStats):
         self.model, self.settings, self.stats = model, settings, stats
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{model.id}")
+        self.executor = _DaemonThread(f"decode-{model.id}")
         self.task: asyncio.Task | None = None
+        self.running: list[DecodeJob] = []  # the batch in the worker thread now
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,13 +196,16 @@ class _ModelWorker:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            batch = [p for p in batch if not p.future.done()]  # clients that went away
+            batch = [p for p in batch if not p.future.done() and not p.job.cancel.is_set()]  # clients that went away
             if not batch:
                 continue
+            self.running = [p.job for p in batch]
             try:
-                outcomes = await loop.run_in_executor(self.executor, self.decode, [p.job for p in batch])
+                outcomes = await asyncio.wrap_future(self.executor.submit(self.decode, self.running))
             except Exception as exc:  # noqa: BLE001 - a bug here must fail these requests, not stop the worker
                 outcomes = [exc] * len(batch)
+            finally:
+                self.running = []
             for p, outcome in zip(batch, outcomes):
                 if p.future.done():
                     continue
@@ -164,7 +218,8 @@ class _ModelWorker:
 
     def decode(self, jobs: list[DecodeJob]) -> list[Transcription | BaseException]:
         outcomes: list[Transcription | BaseException | None] = [None] * len(jobs)
-        short = [i for i, j in enumerate(jobs) if j.duration <= CHUNK_SECONDS and not j.word_timestamps]
+        short = [i for i, j in enumerate(jobs)
+                 if j.audio is not None and j.duration <= CHUNK_SECONDS and not j.word_timestamps]
         if short:
             self.stats.short_batches[len(short)] += 1
             try:
@@ -176,13 +231,19 @@ class _ModelWorker:
         for i, job in enumerate(jobs):
             if outcomes[i] is None:
                 self.stats.long_requests += 1
-                outcomes[i] = self._guarded(lambda job=job: self._single(job))
-        for job, out in zip(jobs, outcomes):
+                outcomes[i] = self._guarded(lambda job=job: self._single(job.loaded()))
+                if job.load is not None:
+                    job.audio = None  # decoded in this thread: freed before the next long file
+        from whisper_ft.decoding.batched import DecodeCancelled
+
+        for out in outcomes:
             self.stats.requests += 1
-            if isinstance(out, BaseException):
+            if isinstance(out, DecodeCancelled):
+                self.stats.cancelled += 1
+            elif isinstance(out, BaseException):
                 self.stats.failed += 1
-            else:
-                self.stats.audio_seconds += job.duration
+            elif isinstance(out, Transcription):
+                self.stats.audio_seconds += out.duration
         return outcomes  # type: ignore[return-value]
 
     @staticmethod
@@ -218,7 +279,7 @@ class _ModelWorker:
         return transcribe_one_ct2(
             self.model.ct2, job.audio, language=job.language or self.settings.default_language, task=job.task,
             prompt=job.prompt, temperature=temperature, beam_size=self.settings.beam_size,
-            word_timestamps=job.word_timestamps,
+            word_timestamps=job.word_timestamps, should_stop=job.cancel.is_set,
             batch_size=self.settings.long_batch_size if long_form and not job.word_timestamps else 1)
 
 
@@ -230,6 +291,7 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.stats = EngineStats()
         self._workers: dict[str, _ModelWorker] = {}
+        self._stopped: list[_ModelWorker] = []
 
     def names(self) -> list[str]:
         return [m.id for m in self.models]
@@ -246,14 +308,31 @@ class Engine:
             worker.task = asyncio.create_task(worker.run(), name=f"batcher-{m.id}")
             self._workers[m.id] = worker
 
+    def join(self, timeout: float) -> bool:
+        """After :meth:`stop`: wait up to ``timeout`` s for the decoding threads to leave their last
+        call (a thread still inside CTranslate2 when the interpreter exits aborts the process)."""
+        deadline = time.monotonic() + timeout
+        return all(w.executor.join(max(0.0, deadline - time.monotonic())) for w in self._stopped)
+
     async def stop(self) -> None:
+        """Cancel what is queued or decoding (a long-form decode stops at its next segment)."""
+        self._stopped = list(self._workers.values())
         for w in self._workers.values():
+            for job in w.running:
+                job.cancel.set()
+            while not w.queue.empty():
+                w.queue.get_nowait().job.cancel.set()
             if w.task is not None:
                 w.task.cancel()
-            w.executor.shutdown(wait=False, cancel_futures=True)
+            w.executor.shutdown()
         self._workers.clear()
 
     async def transcribe(self, model: ServedModel, job: DecodeJob) -> Transcription:
+        """Decode ``job``; when the caller is cancelled (client gone, shutdown) the job is too."""
         future = asyncio.get_running_loop().create_future()
         await self._workers[model.id].queue.put(_Pending(job, future))
-        return await future
+        try:
+            return await future
+        finally:
+            if not future.done() or future.cancelled():
+                job.cancel.set()

@@ -8,6 +8,7 @@ propagates; on success the caller removes it (:meth:`Upload.remove`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -61,7 +62,23 @@ def _disposition(value: str) -> tuple[str | None, str | None]:
             filename.decode("utf-8", "replace") if filename is not None else None)
 
 
-async def read_multipart(request, upload_dir: Path, max_bytes: int, file_field: str = "file") -> Upload:
+async def _chunks(request, stall_seconds: float | None):
+    """The body's chunks; a client that sends nothing for ``stall_seconds`` gets 408."""
+    import asyncio
+
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            yield await asyncio.wait_for(stream.__anext__(), stall_seconds)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError as exc:
+            raise ApiError(408, f"the upload stalled: nothing arrived for {stall_seconds:g} s (send the file again)",
+                           param="file", code="upload_timeout") from exc
+
+
+async def read_multipart(request, upload_dir: Path, max_bytes: int, file_field: str = "file", *,
+                         stall_seconds: float | None = None) -> Upload:
     """Parse a ``multipart/form-data`` request body as it streams in (see the module docstring)."""
     from python_multipart.multipart import MultipartParser, parse_options_header
     from starlette.requests import ClientDisconnect
@@ -129,7 +146,7 @@ async def read_multipart(request, upload_dir: Path, max_bytes: int, file_field: 
     })
     received = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, stall_seconds):
             received += len(chunk)
             if received > max_bytes + MAX_FIELD_BYTES * 4:
                 raise _too_large(max_bytes)
@@ -138,11 +155,10 @@ async def read_multipart(request, upload_dir: Path, max_bytes: int, file_field: 
     except ClientDisconnect as exc:
         upload.remove()
         raise ClientGone() from exc
-    except ApiError:
+    except (ApiError, BaseException) as exc:  # our own errors, and a cancelled read (--upload_timeout)
         upload.remove()
-        raise
-    except Exception as exc:  # malformed multipart
-        upload.remove()
+        if isinstance(exc, (ApiError, asyncio.CancelledError)) or not isinstance(exc, Exception):
+            raise
         raise ApiError(400, f"malformed multipart/form-data body ({type(exc).__name__})", param="file",
                        code="invalid_multipart") from exc
     finally:
