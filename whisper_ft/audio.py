@@ -247,7 +247,8 @@ def probe_audio(path: str | Path) -> AudioInfo | None:
 
 
 def audio_info(path: str | Path) -> AudioInfo:
-    """Duration, rate and channels, from the header when soundfile can read it (no full decode).
+    """Duration, rate and channels, from the header when soundfile can read it (no full decode;
+    float files are scanned for NaN/inf, which only they can hold).
 
     Falls back to decoding (PyAV) for formats libsndfile does not know; raises like :func:`load_audio`.
     """
@@ -263,9 +264,19 @@ def audio_info(path: str | Path) -> AudioInfo:
         ok = False
     if ok:
         check_sample_rate(info.samplerate, path)
+        if info.subtype in ("FLOAT", "DOUBLE"):  # only float files can hold NaN/inf: scan those
+            _check_finite_file(path, info.samplerate)
         return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
     # Header said nothing useful (or no header): decode; this raises Missing/Empty/Decode errors.
     return AudioInfo(len(load_audio(path)) / SAMPLE_RATE, SAMPLE_RATE, 1)
+
+
+def _check_finite_file(path: Path, rate: int) -> None:
+    import soundfile as sf
+
+    for block in sf.blocks(str(path), blocksize=_BLOCK_SECONDS * rate, dtype="float32", always_2d=True):
+        if not np.isfinite(block).all():
+            raise AudioInvalidError(f"audio {path} holds non-finite samples (NaN or infinity): the file is corrupt")
 
 
 def slice_problem(start: float | None, end: float | None, total: float) -> str | None:

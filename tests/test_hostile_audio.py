@@ -1,0 +1,94 @@
+"""Absurd audio files outside the server: a header declaring 1 Hz, NaN samples, float samples far
+beyond full scale. `finetune`'s data check skips and counts them, `eval` skips and lists them,
+`infer-ct2` names them and carries on; none of them decodes for minutes or kills the run."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import make_tone
+
+
+def _bad_files(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    files["one-hertz"] = folder / "one-hertz.wav"
+    sf.write(str(files["one-hertz"]), np.zeros(50_000, np.float32), 8_000, subtype="PCM_16")
+    data = bytearray(files["one-hertz"].read_bytes())
+    data[24:28] = struct.pack("<I", 1)
+    data[28:32] = struct.pack("<I", 2)
+    files["one-hertz"].write_bytes(bytes(data))
+    files["nan"] = folder / "nan.wav"
+    audio = make_tone(2.0)
+    audio[1000:1010] = np.nan
+    sf.write(str(files["nan"]), audio, 16_000, subtype="FLOAT")
+    files["loud"] = folder / "loud.wav"
+    sf.write(str(files["loud"]), make_tone(2.0) * np.float32(1e30), 16_000, subtype="FLOAT")
+    files["good"] = folder / "good.wav"
+    sf.write(str(files["good"]), make_tone(2.0), 16_000)
+    return files
+
+
+def _manifest(path: Path, files: dict[str, Path]) -> Path:
+    rows = [{"id": k, "audio": {"path": str(p)}, "sentence": "你好", "duration": 2.0, "language": "zh"}
+            for k, p in files.items()]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_finetune_data_check_skips_and_counts_absurd_audio(tmp_path, capsys):
+    from whisper_ft.training.data import check_manifest
+
+    files = _bad_files(tmp_path / "wav")
+    pairs, report = check_manifest(_manifest(tmp_path / "train.jsonl", files), name="train", language=None,
+                                   min_duration=0.5, max_duration=30)
+    assert sorted(u.key for u, _ in pairs) == ["good", "loud"]  # loud is scaled when loaded, not refused
+    reasons = {Path(f).stem: why for f, why in report.bad_audio}
+    assert "sample rate of 1 Hz" in reasons["one-hertz"] and "non-finite" in reasons["nan"]
+    err = capsys.readouterr().err
+    assert "skipping utterance one-hertz" in err and "skipping utterance nan" in err
+
+
+def _run_cli(args, capsys):
+    from whisper_ft.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def tiny_ct2(tiny_model_dir, tmp_path_factory):
+    from whisper_ft.convert import convert_model
+
+    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "tiny-ct2", quantization="float32").output_dir
+
+
+def test_infer_ct2_names_absurd_files_and_carries_on(tiny_ct2, tmp_path, capsys):
+    files = _bad_files(tmp_path / "wav")
+    code, out, err = _run_cli(["infer-ct2", *map(str, files.values()), "--model_path", str(tiny_ct2), "--language",
+                               "zh", "--beam_size", "1", "--cpu_threads", "1", "--format", "txt",
+                               "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.txt", "loud.txt"]
+    assert "one-hertz.wav" in err and "sample rate of 1 Hz" in err
+    assert "nan.wav" in err and "non-finite" in err
+    assert "2 of 4 inputs failed" in err and "Traceback" not in err
+
+
+def test_eval_skips_and_lists_absurd_audio(tiny_ct2, tmp_path):
+    from whisper_ft.evaluate import EvalSettings, evaluate
+
+    files = _bad_files(tmp_path / "wav")
+    report = evaluate(EvalSettings(model=str(tiny_ct2), backend="ct2", test_data=_manifest(tmp_path / "t.jsonl", files),
+                                   language="zh", num_beams=1, cpu_threads=1, show_progress=False))
+    assert sorted(c.id for c in report.skipped) == ["nan", "one-hertz"]
+    assert sorted(u.key for u in report.utterances) == ["good", "loud"]
