@@ -480,6 +480,38 @@ def test_compare_bad_input(compare_case, tmp_path, capsys, no_decoding):
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+def test_compare_never_replaces_reports_it_did_not_write(compare_case, tmp_path, capsys, no_decoding, monkeypatch):
+    import whisper_ft.compare.runner as runner
+    from whisper_ft.compare.writers import check_report_files
+
+    c = compare_case
+    args = ["compare", "--models", f"{c['base']},{c['looping']}", "--test_data", str(c["zh"])]
+    for name, content in (("report.md", b"# my notes\n"), ("report.json", b'{"mine": 1}'), ("chart.png", b"png")):
+        out = tmp_path / name.replace(".", "-")
+        out.mkdir()
+        (out / name).write_bytes(content)
+        code, stdout, err = _run_cli([*args, "--output_dir", str(out)], capsys)
+        assert code == 1 and stdout == "" and err.strip().count("\n") == 0, err
+        assert f"already holds {name}, which whisper-ft compare did not write" in err
+        assert (out / name).read_bytes() == content and [p.name for p in out.iterdir()] == [name]
+    assert no_decoding == []
+    # its own files (report.json names the tool; the markdown its title) are replaced by the next run
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "report.json").write_text(json.dumps({"tool": "whisper-ft compare"}))
+    (ours / "report.md").write_text("# whisper-ft compare\n\nolder run\n")
+    (ours / "chart.png").write_bytes(b"png")
+    check_report_files(ours)
+    # a run that fails after creating its output folder leaves no empty folder behind
+    def failing(settings):
+        raise WhisperFtError("decoding failed")
+
+    monkeypatch.setattr(runner, "run_compare", failing)
+    code, _, err = _run_cli([*args, "--output_dir", str(tmp_path / "new" / "cmp")], capsys)
+    assert code == 1 and "decoding failed" in err
+    assert not (tmp_path / "new").exists()
+
+
 # --- real weights ----------------------------------------------------------------------------------
 
 @pytest.mark.real

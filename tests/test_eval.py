@@ -259,3 +259,20 @@ def test_eval_option_and_output_dir_errors_come_before_decoding(tiny_model_dir, 
         assert code == 1 and stdout == "" and message in err, err
         assert len(err.strip().splitlines()) == 1 and "eval (hf)" not in err  # nothing was decoded
     assert a_file.read_text() == "x"
+
+
+def test_a_failed_eval_leaves_no_folder_it_created(tiny_model_dir, hand_case, tmp_path, capsys, monkeypatch):
+    import whisper_ft.evaluate as evaluate_module
+
+    def failing(settings, *args, **kwargs):
+        raise WhisperFtError("decoding failed")
+
+    monkeypatch.setattr(evaluate_module, "evaluate", failing)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "older").mkdir()
+    for out in (reports / "new" / "deeper", reports / "older"):
+        code, stdout, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
+                                      "--output_dir", str(out)], capsys)
+        assert code == 1 and stdout == "" and "decoding failed" in err
+    assert [p.name for p in reports.iterdir()] == ["older"]  # it existed before: kept

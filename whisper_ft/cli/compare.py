@@ -34,9 +34,10 @@ def compare_command(
     _quiet_libraries()
     from whisper_ft.compare.inputs import parse_models, parse_test_data
     from whisper_ft.compare.runner import CompareSettings, run_compare
-    from whisper_ft.compare.writers import format_table, write_compare_report
+    from whisper_ft.compare.writers import check_report_files, format_table, write_compare_report
     from whisper_ft.console import log
     from whisper_ft.errors import WhisperFtError
+    from whisper_ft.outputs import removed_if_failed
 
     settings = CompareSettings(
         models=tuple(parse_models(models)), test_sets=tuple(parse_test_data(test_data)), backend=backend,
@@ -44,11 +45,13 @@ def compare_command(
         device=device, compute_type=compute_type, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
         timestamp_clips=timestamp_clips,
     )
-    try:  # before decoding: an unwritable output folder should not cost the whole run
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WhisperFtError(f"cannot create --output_dir {output_dir}: {exc.strerror or exc}") from exc
-    report = run_compare(settings)
-    paths = write_compare_report(report, output_dir)
+    check_report_files(output_dir)  # never replace a report.md (or .json, chart.png) someone else wrote
+    with removed_if_failed(output_dir):  # a failed run leaves no empty folder behind
+        try:  # before decoding: an unwritable output folder should not cost the whole run
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WhisperFtError(f"cannot create --output_dir {output_dir}: {exc.strerror or exc}") from exc
+        report = run_compare(settings)
+        paths = write_compare_report(report, output_dir)
     log(f"wrote {paths['json']}, {paths['markdown']} and {paths['chart']}")
     print(format_table(report))

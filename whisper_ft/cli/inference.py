@@ -59,6 +59,7 @@ def eval_command(
     from whisper_ft.errors import WhisperFtError
     from whisper_ft.evaluate import EvalSettings, check_output_dir, default_output_dir, evaluate, write_report
     from whisper_ft.models.defaults import DEFAULT_TEST_DATA, pick_model
+    from whisper_ft.outputs import removed_if_failed
 
     if model_path is None:
         picked = pick_model()
@@ -75,9 +76,11 @@ def eval_command(
         num_beams=num_beams, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
         max_new_tokens=max_new_tokens, pack=pack, temperature_fallback=temperature_fallback, raw=raw,
     )
-    output_dir = check_output_dir(output_dir or default_output_dir(settings))  # before hours of decoding
-    report = evaluate(settings)
-    report_path, preds_path = write_report(report, output_dir)
+    output_dir = output_dir or default_output_dir(settings)
+    with removed_if_failed(output_dir):  # a failed run leaves no empty folder behind
+        output_dir = check_output_dir(output_dir)  # made and checked before hours of decoding
+        report = evaluate(settings)
+        report_path, preds_path = write_report(report, output_dir)
     log(f"model: {report.model['path']} ({report.model['backend']}, {report.model['device']})")
     log(f"wrote {report_path} and {preds_path}")
     print(report.summary())

@@ -2,7 +2,8 @@
 ``report.json``, ``report.md`` and (via :mod:`whisper_ft.compare.chart`) ``chart.png``.
 
 Each file is written beside its final name and renamed into place, so an interrupted run never
-leaves a half-written report.
+leaves a half-written report; a file of those names that compare did not write (report.json's
+``tool``, report.md's title) is never replaced.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def format_markdown(report: CompareReport, chart_name: str | None = "chart.png")
     s = report.settings
     ref = report.models[0].label
     lines = [
-        "# whisper-ft compare",
+        MARKDOWN_TITLE,
         "",
         f"Reference: `{ref}`; compared: {', '.join(f'`{m.label}`' for m in report.models[1:])}. "
         f"Backend {s.backend}, beam {s.num_beams}, language {s.language or 'per utterance'}, "
@@ -153,14 +154,56 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+TOOL = "whisper-ft compare"  # report.json's "tool": what marks the three files as ours
+MARKDOWN_TITLE = "# whisper-ft compare"
+REPORT_FILES = ("report.json", "report.md", "chart.png")
+
+
+def _ours(out: Path) -> dict[str, bool]:
+    """Which of the report files in ``out`` compare wrote (the missing ones count as ours)."""
+    found = {name: (out / name).exists() or (out / name).is_symlink() for name in REPORT_FILES}
+    try:
+        data = json.loads((out / "report.json").read_text(encoding="utf-8")) if found["report.json"] else None
+    except (OSError, ValueError):
+        data = None
+    # report.json of earlier versions has no "tool": recognised by its own keys
+    json_ours = isinstance(data, dict) and (data.get("tool") == TOOL or {"settings", "reference_model", "results",
+                                                                           "nonspeech"} <= data.keys())
+    try:
+        with open(out / "report.md", encoding="utf-8") as f:
+            md_ours = f.readline().rstrip("\n") == MARKDOWN_TITLE
+    except (OSError, ValueError):
+        md_ours = False
+    links = {name: (out / name).is_symlink() for name in REPORT_FILES}
+    return {"report.json": not found["report.json"] or (json_ours and not links["report.json"]),
+            "report.md": not found["report.md"] or (md_ours and not links["report.md"]),
+            "chart.png": not found["chart.png"] or (json_ours and not links["chart.png"])}
+
+
+def check_report_files(output_dir: str | Path) -> None:
+    """Refuse an ``--output_dir`` holding a report.json/report.md/chart.png that compare did not write."""
+    from whisper_ft.errors import WhisperFtError
+
+    out = Path(output_dir)
+    if not out.is_dir():
+        return
+    foreign = [name for name, ours in _ours(out).items() if not ours]
+    if foreign:
+        raise WhisperFtError(f"--output_dir {out} already holds {', '.join(foreign)}, which whisper-ft compare did "
+                             "not write: choose another --output_dir (or move them away)")
+
+
 def write_compare_report(report: CompareReport, output_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and ``chart.png`` into ``output_dir``; returns their paths."""
+    """Write ``report.json``, ``report.md`` and ``chart.png`` into ``output_dir``; returns their paths.
+    Files of those names that compare did not write are never replaced (:func:`check_report_files`)."""
     from whisper_ft.compare.chart import write_chart
 
     out = Path(output_dir)
+    check_report_files(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "markdown": out / "report.md", "chart": out / "chart.png"}
     write_chart(report, paths["chart"])
-    _write_text(paths["json"], json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n")
+    data = {"tool": TOOL, **report.to_dict()}
+    _write_text(paths["json"], json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     _write_text(paths["markdown"], format_markdown(report, chart_name=paths["chart"].name))
     return paths
