@@ -78,7 +78,8 @@ def resolve_checkpoint(value: str | None, run_dir: Path) -> Path | None:
     if value.lower() in LATEST:
         complete = complete_checkpoints(run_dir, say_skipped=is_main_process())
         if not complete:
-            raise WhisperFtError(f"--resume_from_checkpoint: no complete checkpoint-N folder in {run_dir} to resume from")
+            raise WhisperFtError(f"--resume_from_checkpoint: no checkpoint-N folder in {run_dir} to resume from "
+                                 "(none whose save finished)")
         return complete[-1]
     path = Path(value)
     if not (path / "trainer_state.json").is_file():
