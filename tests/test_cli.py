@@ -223,8 +223,12 @@ def _slow_probe_corpus(folder: Path, n: int = 400) -> tuple[Path, Path]:
     return folder / "wav.scp", folder / "text"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupted_prepare_stops_at_once_with_one_line_and_no_manifest(tmp_path, signum):
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True),
+                                             (signal.SIGTERM, True)],
+                         ids=["ctrl-c", "sigterm", "ctrl-c-to-group", "sigterm-to-group"])
+def test_interrupted_prepare_stops_at_once_with_one_line_and_no_manifest(tmp_path, signum, to_group):
+    """``to_group``: the whole process group signalled, as a terminal's Ctrl-C or a scheduler's
+    ``kill -TERM -- -PGID`` does (every worker of the job gets it too)."""
     wav_scp, text = _slow_probe_corpus(tmp_path / "corpus")
     output = tmp_path / "out" / "train.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -235,6 +239,7 @@ def test_interrupted_prepare_stops_at_once_with_one_line_and_no_manifest(tmp_pat
         # Ctrl-C as in a terminal: a suite started as a background job (`make test &`, nohup) has
         # SIGINT ignored, the child would inherit that and Python would never raise KeyboardInterrupt
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=to_group,  # a job of its own: the signal to its group reaches nothing else
     )
     err_chunks: list[bytes] = []
     probing = threading.Event()
@@ -252,13 +257,19 @@ def test_interrupted_prepare_stops_at_once_with_one_line_and_no_manifest(tmp_pat
         time.sleep(0.5)  # workers busy, most of the 400 clips still queued
         assert proc.poll() is None, "finished before the interrupt: make the corpus slower"
         sent = time.monotonic()
-        proc.send_signal(signum)
+        if to_group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         code = proc.wait(timeout=30)
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if to_group:  # nothing of the job is left behind
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, 0)
     reader.join(5)
     err = b"".join(err_chunks).decode()
     # The progress bar redraws with \r; what is left on each line is what a terminal shows.

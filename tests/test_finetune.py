@@ -733,6 +733,52 @@ def test_interrupt_during_the_last_step_reports_a_completed_run(trainable_tiny_d
     assert "the run completed (3 steps)" in capsys.readouterr().err
 
 
+# ---- signals as schedulers send them: to the whole process group, DataLoader workers included ----
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, notice", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "interrupt")],
+                         ids=["sigterm-to-group", "ctrl-c-to-group"])
+def test_signal_to_the_process_group_saves_a_resumable_checkpoint(signum, notice, trainable_tiny_dir,
+                                                                  four_utterances, tmp_path, capsys):
+    """`kill -TERM -- -PGID` (Slurm, timeout, systemd) reaches the DataLoader workers too. Before: they
+    died of it and the run ended with "DataLoader worker (pid N) is killed by signal: Terminated" and
+    no checkpoint; on Ctrl-C each worker printed the interrupt notice again."""
+    from tests.group_signal import TRAINING_STEP, signal_group_when
+
+    # 40 utterances (the four, ten times), 2 a step: the workers of the first epoch are alive for
+    # its 20 steps, so the signal meets them
+    rows = [json.loads(line) for line in (four_utterances / "train.jsonl").read_text().splitlines()]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({**r, "id": f"{r['id']}_{k}",
+                                         "audio": {"path": str(four_utterances / r["audio"]["path"])}}) + "\n"
+                             for k in range(10) for r in rows))
+    common = ["--base_model", str(trainable_tiny_dir), "--train_data", str(train),
+              "--test_data", str(four_utterances / "test.jsonl"), "--output_dir", str(tmp_path / "models"),
+              "--per_device_train_batch_size", "2", "--num_workers", "2", "--num_threads", "1",
+              "--eval_steps", "1000", "--save_steps", "1000", "--logging_steps", "1", "--max_eval_samples", "1"]
+    stopped = signal_group_when(["finetune", *common, "--max_steps", "500"], TRAINING_STEP, signum, cwd=tmp_path)
+    err = stopped.stderr
+    assert stopped.code == 130, err
+    assert "DataLoader worker" not in err and "Traceback" not in err and "error:" not in err, err
+    assert err.count(f"{notice}: saving a checkpoint after this step") == 1, err  # the main process only
+    assert not stopped.stragglers
+    result = json.loads(stopped.stdout)
+    assert result["interrupted"] and 1 <= result["global_step"] < 500
+    run_dir = tmp_path / "models" / trainable_tiny_dir.name
+    step = result["global_step"]
+    assert result["last_checkpoint"] == str(run_dir / f"checkpoint-{step}")
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == [f"checkpoint-{step}"]
+    assert (run_dir / f"checkpoint-{step}" / "trainer_state.json").is_file()
+    assert f"resume with --resume_from_checkpoint {run_dir / f'checkpoint-{step}'}" in err
+
+    main(["finetune", *common, "--max_steps", str(step + 1), "--resume_from_checkpoint"])  # = latest
+    out, err = capsys.readouterr()
+    resumed = json.loads(out)
+    assert not resumed["interrupted"] and resumed["global_step"] == step + 1
+    assert f"resuming from {run_dir / f'checkpoint-{step}'}" in err
+
+
 # ---- a run folder is one run; a checkpoint is complete or not there ----
 
 

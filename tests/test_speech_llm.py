@@ -247,6 +247,48 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, tiny_llm_dir, t
     assert any(not np.allclose(first[k].numpy(), init[k].numpy()) for k in first)  # steps 3-6 did change it
 
 
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_saves_a_resumable_checkpoint(tiny_model_dir, tiny_llm_dir, tone_data, tmp_path,
+                                                                   capsys):
+    """`kill -TERM -- -PGID` (Slurm, timeout, systemd) reaches the DataLoader workers too. Before: they
+    died of it and the run ended with "DataLoader worker (pid N) is killed by signal" and no checkpoint."""
+    from tests.group_signal import TRAINING_STEP, signal_group_when
+    from whisper_ft.cli import main
+
+    # 300 utterances (the three, a hundred times), 2 a step: the first epoch's workers live for 150 steps,
+    # so the signal meets them
+    rows = [json.loads(line) for line in (tone_data / "train.jsonl").read_text().splitlines()]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({**r, "id": f"{r['id']}_{k}",
+                                         "audio": {"path": str(tone_data / r["audio"]["path"])}}) + "\n"
+                             for k in range(100) for r in rows))
+    common = ["--encoder", str(tiny_model_dir), "--llm", str(tiny_llm_dir), "--lora_r", "8", "--projector_hidden",
+              "256", "--train_data", str(train), "--test_data", str(tone_data / "test.jsonl"), "--output_dir",
+              str(tmp_path / "runs"), "--per_device_train_batch_size", "2", "--num_workers", "2", "--num_threads", "1",
+              "--eval_steps", "1000", "--save_steps", "1000", "--logging_steps", "1", "--max_eval_samples", "1",
+              "--learning_rate", "1e-3"]
+    stopped = signal_group_when(["llm", "finetune", *common, "--max_steps", "500"], TRAINING_STEP, signal.SIGTERM,
+                                cwd=tmp_path)
+    err = stopped.stderr
+    assert stopped.code == 130, err
+    assert "DataLoader worker" not in err and "Traceback" not in err and "error:" not in err, err
+    assert err.count("SIGTERM: saving a checkpoint after this step") == 1, err  # the main process only
+    assert not stopped.stragglers
+    result = json.loads(stopped.stdout)
+    step, run_dir = result["global_step"], Path(result["run_dir"])
+    assert result["interrupted"] and 1 <= step < 500
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == [f"checkpoint-{step}"]
+    assert (run_dir / f"checkpoint-{step}" / "trainer_state.json").is_file()
+    assert result["last_checkpoint"] == str(run_dir / f"checkpoint-{step}")
+
+    main(["llm", "finetune", *common, "--max_steps", str(step + 1), "--resume_from_checkpoint", "latest"])
+    out, err = capsys.readouterr()
+    resumed = json.loads(out.strip().splitlines()[-1])
+    assert not resumed["interrupted"] and resumed["global_step"] == step + 1
+    assert f"resuming from {run_dir / f'checkpoint-{step}'}" in err
+
+
 def test_a_second_run_never_mixes_into_the_first(overfit_run, tiny_model_dir, tiny_llm_dir, tone_data, monkeypatch,
                                                   capsys):
     from whisper_ft.errors import WhisperFtError

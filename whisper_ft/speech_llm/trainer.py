@@ -35,11 +35,12 @@ from whisper_ft.trainkit.run import (
     train_and_report,
 )
 from whisper_ft.trainkit.sampler import DurationGroupedSampler
+from whisper_ft.trainkit.workers import WorkersIgnoreJobSignals, protect_workers
 
 CACHE_DIR = "encoder_cache"
 
 
-class SpeechLLMTrainer(Trainer):
+class SpeechLLMTrainer(WorkersIgnoreJobSignals, Trainer):
     """``Trainer`` with a length-grouped sampler, checkpoints of the trained weights only, and an
     evaluation that decodes the test set and adds ``eval_cer`` / ``eval_wer``."""
 
@@ -96,8 +97,9 @@ class SpeechLLMTrainer(Trainer):
         n = len(samples) if self.max_eval_samples is None else min(self.max_eval_samples, len(samples))
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         mine = sorted(range(rank, n, world), key=lambda i: -samples[i].duration)
-        loader = DataLoader(Subset(dataset, mine), batch_size=self.args.per_device_eval_batch_size, shuffle=False,
-                            num_workers=self.args.dataloader_num_workers, collate_fn=LlmCollator())
+        loader = protect_workers(DataLoader(Subset(dataset, mine), batch_size=self.args.per_device_eval_batch_size,
+                                            shuffle=False, num_workers=self.args.dataloader_num_workers,
+                                            collate_fn=LlmCollator()))
         model = self.accelerator.unwrap_model(self.model)
         hyps: list[str] = []
         done = 0

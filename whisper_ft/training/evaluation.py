@@ -38,13 +38,14 @@ def transcribe_dataset(
     from torch.utils.data import DataLoader
 
     from whisper_ft.decoding.hf import generate_texts
+    from whisper_ft.trainkit.workers import protect_workers
 
     def collate(items):
         feats = torch.from_numpy(np.stack([it["input_features"] for it in items]))
         return feats, [it["language"] for it in items]
 
-    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=collate)
+    loader = protect_workers(DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
+                                        shuffle=False, num_workers=num_workers, collate_fn=collate))
     from transformers.utils import logging as hf_logging
 
     hyps: list[str] = []

@@ -40,14 +40,16 @@ from whisper_ft.trainkit.run import FinetuneResult as FinetuneResult
 from whisper_ft.trainkit.run import claim_run_dir, remove_earlier_run, train_and_report
 from whisper_ft.trainkit.run import configure_threads as configure_threads
 from whisper_ft.trainkit.run import resolve_checkpoint as resolve_checkpoint
+from whisper_ft.trainkit.workers import WorkersIgnoreJobSignals
 
 
-class WhisperLoraTrainer(Seq2SeqTrainer):
+class WhisperLoraTrainer(WorkersIgnoreJobSignals, Seq2SeqTrainer):
     """``Seq2SeqTrainer`` with a length-grouped sampler and an evaluation that really decodes.
 
     ``evaluate()`` computes the teacher-forced loss as usual, then transcribes the evaluation
     set with ``generate`` (prompt tokens only) and adds ``eval_cer`` / ``eval_wer``; the
-    Trainer's logging, best-metric tracking and callbacks all see those metrics.
+    Trainer's logging, best-metric tracking and callbacks all see those metrics. Its DataLoader
+    workers ignore the signals a job runner sends to the whole process group (trainkit.workers).
     """
 
     def __init__(self, *args, processor, task: str, eval_num_beams: int, max_eval_samples: int | None,

@@ -34,8 +34,8 @@ class GracefulInterrupt(TrainerCallback):
 
     Use as a context manager around ``trainer.train()`` (installs the SIGINT and SIGTERM handlers;
     the main thread only, which is where the CLI runs). DataLoader workers forked while the
-    handlers are installed inherit them, so they survive the first Ctrl-C too; a SIGTERM sent to
-    a worker (torch's own shutdown) still ends it.
+    handlers are installed inherit them and ignore what the job's whole process group receives
+    (Ctrl-C, a scheduler's SIGTERM; see :mod:`whisper_ft.trainkit.workers`): this process decides.
 
     An interrupt during the last step stops nothing: that step ends the run anyway, with its
     evaluation, and :attr:`interrupted` stays False.
@@ -58,9 +58,10 @@ class GracefulInterrupt(TrainerCallback):
     def _handler(self, signum, frame):
         import os
 
-        if os.getpid() != self._pid and signum != signal.SIGINT:  # a forked worker: default action
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if os.getpid() != self._pid:  # a forked DataLoader worker: the main process decides
+            from whisper_ft.trainkit.workers import absorb_in_worker
+
+            absorb_in_worker(signum)
             return
         if self.requested:
             for sig in self.SIGNALS:
