@@ -166,6 +166,24 @@ def test_cli_eval_and_infer(overfit_run, tone_data, tmp_path, capsys):
     assert code == 0 and json.loads(stdout.strip())["text"] == TEXTS[2]
 
 
+
+def test_llm_infer_carries_on_past_bad_files_and_lists_them(overfit_run, tone_data, tmp_path, capsys):
+    """Before: the first bad file ended the run (exit 1) and the files after it were never transcribed."""
+    result, _ = overfit_run
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF" + bytes(100))
+    missing = tmp_path / "gone.wav"
+    code, stdout, err = run_cli(["llm", "infer", "--run", str(result.best_dir), "--device", "cpu",
+                                 str(tone_data / "u0.wav"), str(corrupt), str(tone_data / "u2.wav"), str(missing)],
+                                capsys)
+    assert code == 1
+    done = [json.loads(line) for line in stdout.splitlines()]
+    assert done == [{"audio": str(tone_data / "u0.wav"), "text": TEXTS[0]},
+                    {"audio": str(tone_data / "u2.wav"), "text": TEXTS[2]}]
+    failed = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert [line.split(": ")[1] for line in failed] == [str(missing), str(corrupt)]
+    assert err.strip().splitlines()[-1] == "error: 2 of 4 inputs failed (listed above); the others were done"
+
 def test_plain_eval_scores_a_speech_llm_run(overfit_run, tone_data, tmp_path, capsys):
     """`whisper-ft eval --model_path RUN` goes through the same decoder interface as Whisper models."""
     result, _ = overfit_run

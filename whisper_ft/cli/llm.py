@@ -152,14 +152,18 @@ def llm_eval_cmd(
 
 @llm_app.command("infer")
 def llm_infer_cmd(
-    audio: list[Path] = typer.Argument(..., help="Audio files (any format whisper-ft reads)."),
+    audio: list[Path] = typer.Argument(..., help="Audio files (any format whisper-ft reads) and/or folders."),
     run: str = typer.Option(..., "--run", help="Speech-LLM run folder (RUN/best, a checkpoint-N, or RUN itself)."),
     num_beams: int = typer.Option(None, "--num_beams", help="Beam size (default: the run's, usually 1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     cpu_threads: int = typer.Option(None, "--cpu_threads", help="Torch CPU threads."),
 ) -> None:
-    """Transcribe audio files with a speech-LLM run: one JSON line per file on stdout."""
+    """Transcribe audio files with a speech-LLM run: one JSON line per file on stdout; a file that fails is
+    listed at the end (exit 1), the others are done."""
     from whisper_ft.speech_llm.evaluation import transcribe_files
 
-    for path, text in transcribe_files(run, audio, num_beams=num_beams, device=device, cpu_threads=cpu_threads):
-        print(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
+    def show(path, text):
+        print(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False), flush=True)
+
+    done = transcribe_files(run, audio, num_beams=num_beams, device=device, cpu_threads=cpu_threads, on_result=show)
+    done.raise_for_failures()

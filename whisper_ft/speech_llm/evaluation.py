@@ -48,16 +48,39 @@ def evaluate_speech_llm(run: str | Path, test_data: str | Path, *, metric: str |
     return report, write_report(report, out)
 
 
-def transcribe_files(run: str | Path, paths: list[str | Path], *, num_beams: int | None = None,
-                     device: str = "auto", cpu_threads: int | None = None):
-    """Yield ``(path, text)`` for each audio file (any length: 30 s pieces)."""
-    from whisper_ft.audio import load_audio
-    from whisper_ft.errors import DataError
+def transcribe_files(run: str | Path, inputs: list[str | Path], *, num_beams: int | None = None,
+                     device: str = "auto", cpu_threads: int | None = None, on_result=None):
+    """Transcribe audio files and folders (their audio files, recursively) with run ``run``, any
+    length (30 s pieces); ``on_result(path, text)`` is called as each file is done.
+
+    As ``whisper-ft infer`` does, a missing, unreadable or failing file does not stop the others:
+    the returned :class:`~whisper_ft.inference.InferRun` lists the failures, and its
+    ``raise_for_failures()`` reports them at the end."""
+    import time
+
+    from whisper_ft.audio import SAMPLE_RATE, load_audio
+    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.inference import Failure, InferRun, collect_audio_files
     from whisper_ft.speech_llm.io import load_speech_llm_decoder
 
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise DataError(f"audio file not found: {missing[0]}")
+    files, failures = collect_audio_files(inputs)
+    done = InferRun(failures=failures, n_inputs=len(files) + len(failures))
+    if not files and not failures:
+        raise WhisperFtError("no audio given: pass audio files or folders")
     decoder = load_speech_llm_decoder(run, num_beams=num_beams, device=device, cpu_threads=cpu_threads)
-    for path in paths:
-        yield Path(path), decoder.long(load_audio(path), None)
+    for path in files:
+        try:
+            audio = load_audio(path)
+            t0 = time.perf_counter()
+            text = decoder.long(audio, None)
+        except WhisperFtError as exc:
+            done.failures.append(Failure(str(path), str(exc)))
+            continue
+        except Exception as exc:  # a decoding failure on one file must not stop the others
+            done.failures.append(Failure(str(path), f"{type(exc).__name__}: {exc}"))
+            continue
+        done.decode_seconds += time.perf_counter() - t0
+        done.audio_seconds += len(audio) / SAMPLE_RATE
+        if on_result is not None:
+            on_result(path, text)
+    return done
