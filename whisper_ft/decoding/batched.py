@@ -306,24 +306,88 @@ def transcribe_one_ct2(
     )
     if seconds <= CHUNK_SECONDS:  # the prompt's special tokens and this budget fit Whisper's 448
         kwargs["max_new_tokens"] = min(clip_token_budget(seconds), MAX_TARGET_TOKENS - 6 - len(initial))
+    pieces, first = _decode_in_pieces(ct2, audio, kwargs, batch_size)
+    duration, language, probability = seconds, first.language, first.language_probability
+    out: list[Segment] = []
+    for offset, segments in pieces:
+        for s in segments:
+            if should_stop is not None and should_stop():
+                raise DecodeCancelled()
+            text = s.text.strip()
+            if not text:
+                continue
+            words = ([Word(w.start + offset, w.end + offset, w.word, w.probability) for w in s.words]
+                     if s.words is not None else None)
+            end = min(float(s.end) + offset, duration)
+            out.append(VerboseSegment(len(out), min(float(s.start) + offset, end), end, text, list(s.tokens),
+                                      s.avg_logprob, s.no_speech_prob, words,
+                                      seek=int(s.seek) + int(round(offset * 100)),
+                                      temperature=float(s.temperature or 0.0),
+                                      compression_ratio=float(s.compression_ratio)))
+    return Transcription(language=language, duration=duration, segments=out, language_probability=probability)
+
+
+PIECE_SECONDS = 300  # faster-whisper computes the features (and VAD) of all it is given at once: 1.7 GB for 30 min
+_QUIET_SEARCH_SECONDS = 20  # a piece ends at the quietest 100 ms in its last seconds, not mid-word
+
+
+def _quietest(audio: np.ndarray, end: int) -> int:
+    """The start of the quietest 100 ms frame in the ``_QUIET_SEARCH_SECONDS`` before ``end``."""
+    frame = SAMPLE_RATE // 10
+    lo = max(0, end - _QUIET_SEARCH_SECONDS * SAMPLE_RATE)
+    n = (end - lo) // frame
+    if n < 2:
+        return end
+    energy = np.square(audio[lo:lo + n * frame].reshape(n, frame)).mean(axis=1)
+    return lo + int(np.argmin(energy)) * frame
+
+
+def piece_cuts(audio: np.ndarray, piece_seconds: float | None = None) -> list[tuple[int, int]]:
+    """Sample ranges of at most ``piece_seconds`` (:data:`PIECE_SECONDS`) covering ``audio``, each
+    cut at a quiet moment."""
+    step, cuts, start = int((piece_seconds or PIECE_SECONDS) * SAMPLE_RATE), [], 0
+    while len(audio) - start > step:
+        cut = _quietest(audio, start + step)
+        cut = cut if cut > start else start + step
+        cuts.append((start, cut))
+        start = cut
+    cuts.append((start, len(audio)))
+    return cuts
+
+
+def _decode_in_pieces(ct2: CT2Whisper, audio: np.ndarray, kwargs: dict, batch_size: int):
+    """faster-whisper's long-form decode (sequential, or the VAD + batched pipeline), at most
+    :data:`PIECE_SECONDS` at a time so memory stays bounded for hours of audio. Sequentially each
+    piece is conditioned on the previous one's text, as the whole file would be, and the language
+    is detected once. Returns ``[(offset seconds, segments), ...]`` (lazy) and the first piece's info."""
     if batch_size > 1:
         from faster_whisper import BatchedInferencePipeline
 
-        segments, info = BatchedInferencePipeline(model=ct2.model).transcribe(audio, batch_size=batch_size, **kwargs)
+        pipeline = BatchedInferencePipeline(model=ct2.model)
+        transcribe = lambda piece, **kw: pipeline.transcribe(piece, batch_size=batch_size, **kw)  # noqa: E731
     else:
-        segments, info = ct2.model.transcribe(audio, **kwargs)
-    out: list[Segment] = []
-    duration = float(info.duration)
-    for s in segments:
-        if should_stop is not None and should_stop():
-            raise DecodeCancelled()
-        text = s.text.strip()
-        if not text:
-            continue
-        words = [Word(w.start, w.end, w.word, w.probability) for w in s.words] if s.words is not None else None
-        end = min(float(s.end), duration)
-        out.append(VerboseSegment(len(out), min(float(s.start), end), end, text, list(s.tokens), s.avg_logprob,
-                                  s.no_speech_prob, words, seek=int(s.seek), temperature=float(s.temperature or 0.0),
-                                  compression_ratio=float(s.compression_ratio)))
-    return Transcription(language=info.language, duration=duration, segments=out,
-                         language_probability=info.language_probability)
+        transcribe = ct2.model.transcribe
+    cuts = piece_cuts(audio)
+    first_segments, first = transcribe(audio[cuts[0][0]:cuts[0][1]], **kwargs)
+    eot = ct2.model.hf_tokenizer.token_to_id("<|endoftext|>")
+
+    def later(begin: int, end: int, previous: list):
+        options = dict(kwargs, language=first.language)
+        if batch_size == 1 and kwargs.get("condition_on_previous_text", True):
+            tail = [t for s in previous[-8:] for t in s.tokens if t < eot]
+            options["initial_prompt"] = tail[-MAX_PROMPT_TOKENS:] or kwargs.get("initial_prompt")
+        return transcribe(audio[begin:end], **options)[0]
+
+    def pieces():
+        previous: list = []
+
+        def remember(segments):
+            for s in segments:
+                previous.append(s)
+                yield s
+
+        yield cuts[0][0] / SAMPLE_RATE, remember(first_segments)
+        for begin, end in cuts[1:]:
+            yield begin / SAMPLE_RATE, remember(later(begin, end, previous))
+
+    return pieces(), first
