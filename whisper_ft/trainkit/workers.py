@@ -9,9 +9,9 @@ ignore SIGINT and the first SIGTERM, and the main process decides
 stop; the workers are shut down with their loader). A second SIGTERM still ends a worker: torch
 terminates a worker that does not stop when asked, and a job runner that insists is obeyed.
 
-A worker is forked with SIGINT and SIGTERM blocked, so one that comes while it starts (torch
-installs its own SIGTERM handler there, which dies of a signal not sent by the main process) waits
-until the worker ignores it. Both recipes' Trainers take :class:`WorkersIgnoreJobSignals` as their
+A worker is forked with SIGINT and SIGTERM blocked, so one that comes while it starts (before its
+``worker_init_fn``, when torch's own C handler for SIGTERM or the main process's handlers are in
+place) waits until the worker ignores it. Both recipes' Trainers take :class:`WorkersIgnoreJobSignals` as their
 first base class; a DataLoader built by hand goes through :func:`protect_workers`.
 """
 
