@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from whisper_ft.models.output_dir import umask_modes, write_export_marker
+from whisper_ft.models.output_dir import umask_modes, write_export_marker, write_json  # noqa: F401 (write_json: used by callers of io)
 
 
 def is_hf_whisper_folder(path: str | Path) -> bool:
@@ -54,13 +54,6 @@ def write_processor_files(processor, out_dir: str | Path) -> None:
     backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
     if backend is not None and not (out_dir / "tokenizer.json").is_file():
         backend.save(str(out_dir / "tokenizer.json"))
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def replace_dir(tmp_dir: Path, out_dir: Path) -> None:

@@ -49,10 +49,16 @@ def umask_modes(root: str | Path) -> None:
                 os.chmod(path, 0o666 & ~mask)
 
 
+def write_json(path: str | Path, data) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def write_export_marker(folder: str | Path, kind: str) -> None:
     """Mark ``folder`` as an export whisper-ft wrote (call it last, once every file is there)."""
-    from whisper_ft.models.io import write_json
-
     folder = Path(folder)
     write_json(folder / EXPORT_MARKER, {"tool": "whisper-ft", "kind": kind, "files": _tree_entries(folder)})
 
@@ -140,9 +146,7 @@ def check_output_dir(output_dir: str | Path, *, force: bool = False, sources: It
 
 def _check_replaceable(out: Path, entries: list[str], option: str) -> None:
     """``--force``: only an export whisper-ft wrote, holding nothing else, is replaced."""
-    from whisper_ft.models.io import is_adapter_folder
-
-    if is_adapter_folder(out):
+    if (out / "adapter_config.json").is_file():
         raise WhisperFtError(f"{option} {out} is a LoRA adapter folder: --force never replaces an adapter; "
                              "choose a new folder")
     if is_run_folder(out):
