@@ -43,6 +43,9 @@ def bundled_ct2_dir(model, cache: Path) -> Path:
 
 
 def _preprocessor_config(n_mels: int) -> dict:
-    from transformers import WhisperFeatureExtractor
-
-    return WhisperFeatureExtractor(feature_size=n_mels).to_dict()
+    """What ``transformers.WhisperFeatureExtractor(feature_size=n_mels).to_dict()`` writes (spelt out:
+    the CTranslate2 path never imports transformers; a test holds the two together)."""
+    return {"feature_size": n_mels, "sampling_rate": 16000, "padding_value": 0.0, "padding_side": "right",
+            "return_attention_mask": False, "n_fft": 400, "hop_length": 160, "chunk_length": 30,
+            "n_samples": 480000, "nb_max_frames": 3000, "dither": 0.0,
+            "feature_extractor_type": "WhisperFeatureExtractor"}
