@@ -1,7 +1,7 @@
 """`whisper-ft llm finetune|eval|infer`: the speech-LLM recipe (Whisper encoder + projector + causal LM).
 
-Parsing only; the work is in whisper_ft.speech_llm. Defaults and help texts come from the settings
-dataclasses (whisper_ft.speech_llm.config). Multi-GPU: ``accelerate launch -m whisper_ft llm finetune
+Parsing only; the work is in whisper_ft.speech_llm. The finetune options are made from the settings
+dataclasses (whisper_ft.speech_llm.config, through whisper_ft.cli.options). Multi-GPU: ``accelerate launch -m whisper_ft llm finetune
 ...`` or ``torchrun --nproc_per_node N -m whisper_ft llm finetune ...`` (scripts/speech_llm_multi_gpu.sh).
 """
 
@@ -13,104 +13,38 @@ from pathlib import Path
 import typer
 
 from whisper_ft.cli import app
-from whisper_ft.cli.train import _OptionalValueCommand
+from whisper_ft.cli.options import OptionalValueCommand, ParsedOptions, options_from
 from whisper_ft.speech_llm.config import (
-    DEFAULT_LORA_TARGET,
     DecodeSettings,
     LlmDataSettings,
     LlmTrainSettings,
     ModelSettings,
     SpeechLLMConfig,
     default_of,
-    help_of,
 )
 
 llm_app = typer.Typer(help="Speech-LLM recipe (SLAM-ASR): a frozen Whisper encoder, a trained projector and a "
                            "causal LM (optionally with LoRA).", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 
+# Settings the command leaves at their defaults (the decoding beam is --eval_num_beams).
+NOT_OPTIONS = ("weight_decay", "max_grad_norm", "use_8bit", "kl_to_base", "max_general_regression", "num_beams",
+               "repetition_penalty", "tokens_per_second", "extra_tokens")
 
-def _opt(cls, name: str, flag: str, **kwargs):
-    return typer.Option(default_of(cls, name), flag, help=help_of(cls, name), **kwargs)
 
-
-@llm_app.command("finetune", cls=_OptionalValueCommand)
-def llm_finetune_cmd(
-    encoder: str = _opt(ModelSettings, "encoder", "--encoder"),
-    llm: str = typer.Option(..., "--llm", help=help_of(ModelSettings, "llm")),
-    llm_gguf: str = _opt(ModelSettings, "llm_gguf", "--llm_gguf"),
-    projector: str = _opt(ModelSettings, "projector", "--projector"),
-    projector_hidden: int = _opt(ModelSettings, "projector_hidden", "--projector_hidden"),
-    prompt: str = _opt(ModelSettings, "prompt", "--prompt"),
-    lora_r: int = _opt(ModelSettings, "lora_r", "--lora_r"),
-    lora_alpha: float = _opt(ModelSettings, "lora_alpha", "--lora_alpha"),
-    lora_dropout: float = _opt(ModelSettings, "lora_dropout", "--lora_dropout"),
-    lora_target: str = typer.Option(",".join(DEFAULT_LORA_TARGET), "--lora_target",
-                                    help=help_of(ModelSettings, "lora_target")),
-    freeze_llm: bool = _opt(ModelSettings, "freeze_llm", "--freeze_llm"),
-    train_data: str = _opt(LlmDataSettings, "train_data", "--train_data"),
-    test_data: str = _opt(LlmDataSettings, "test_data", "--test_data"),
-    language: str = _opt(LlmDataSettings, "language", "--language"),
-    min_duration: float = _opt(LlmDataSettings, "min_duration", "--min_duration"),
-    max_duration: float = _opt(LlmDataSettings, "max_duration", "--max_duration"),
-    cache_encoder_outputs: bool = _opt(LlmDataSettings, "cache_encoder_outputs", "--cache_encoder_outputs"),
-    num_workers: int = _opt(LlmDataSettings, "num_workers", "--num_workers"),
-    max_eval_samples: int = _opt(LlmDataSettings, "max_eval_samples", "--max_eval_samples"),
-    output_dir: str = typer.Option(None, "--output_dir", help=help_of(SpeechLLMConfig, "output_dir")
-                                   + f" Default: {default_of(SpeechLLMConfig, 'output_dir')}"),
-    overwrite_output_dir: bool = _opt(LlmTrainSettings, "overwrite_output_dir", "--overwrite_output_dir"),
-    num_train_epochs: float = _opt(LlmTrainSettings, "num_train_epochs", "--num_train_epochs"),
-    max_steps: int = _opt(LlmTrainSettings, "max_steps", "--max_steps"),
-    learning_rate: float = _opt(LlmTrainSettings, "learning_rate", "--learning_rate"),
-    warmup_steps: int = _opt(LlmTrainSettings, "warmup_steps", "--warmup_steps"),
-    per_device_train_batch_size: int = _opt(LlmTrainSettings, "per_device_train_batch_size",
-                                            "--per_device_train_batch_size"),
-    per_device_eval_batch_size: int = _opt(LlmTrainSettings, "per_device_eval_batch_size",
-                                           "--per_device_eval_batch_size"),
-    gradient_accumulation_steps: int = _opt(LlmTrainSettings, "gradient_accumulation_steps",
-                                            "--gradient_accumulation_steps"),
-    fp16: bool = _opt(LlmTrainSettings, "fp16", "--fp16"),
-    bf16: bool = _opt(LlmTrainSettings, "bf16", "--bf16"),
-    gradient_checkpointing: bool = _opt(LlmTrainSettings, "gradient_checkpointing", "--gradient_checkpointing"),
-    resume_from_checkpoint: str = typer.Option(
-        None, "--resume_from_checkpoint", metavar="[PATH]",
-        help="Resume from a checkpoint-N folder; without PATH, the latest checkpoint of this run."),
-    eval_steps: int = _opt(LlmTrainSettings, "eval_steps", "--eval_steps"),
-    save_steps: int = _opt(LlmTrainSettings, "save_steps", "--save_steps"),
-    save_total_limit: int = _opt(LlmTrainSettings, "save_total_limit", "--save_total_limit"),
-    logging_steps: int = _opt(LlmTrainSettings, "logging_steps", "--logging_steps"),
-    metric_for_best: str = _opt(LlmTrainSettings, "metric_for_best", "--metric_for_best"),
-    eval_num_beams: int = _opt(LlmTrainSettings, "eval_num_beams", "--eval_num_beams"),
-    eval_on_start: bool = _opt(LlmTrainSettings, "eval_on_start", "--eval_on_start"),
-    no_repeat_ngram_size: int = _opt(DecodeSettings, "no_repeat_ngram_size", "--no_repeat_ngram_size"),
-    seed: int = _opt(LlmTrainSettings, "seed", "--seed"),
-    num_threads: int = _opt(LlmTrainSettings, "num_threads", "--num_threads"),
-    deepspeed: str = _opt(LlmTrainSettings, "deepspeed", "--deepspeed"),
-) -> None:
+@llm_app.command("finetune", cls=OptionalValueCommand)
+@options_from(ModelSettings, LlmDataSettings, SpeechLLMConfig, LlmTrainSettings, DecodeSettings, skip=NOT_OPTIONS)
+def llm_finetune_cmd(options: ParsedOptions) -> None:
     """Train a projector (and optionally LoRA) between a Whisper encoder and a causal LM; best run in OUTPUT_DIR/<run>/best."""
     from whisper_ft.console import log
     from whisper_ft.speech_llm.trainer import finetune_speech_llm
 
-    auto_run_name = output_dir is None  # no folder named: a second run of the same models gets <name>-2
+    auto_run_name = options["output_dir"] is None  # no folder named: a second run of the same models gets <name>-2
     config = SpeechLLMConfig(
-        output_dir=default_of(SpeechLLMConfig, "output_dir") if auto_run_name else output_dir,
-        model=ModelSettings(encoder=encoder, llm=llm, llm_gguf=llm_gguf, projector=projector,
-                            projector_hidden=projector_hidden, prompt=prompt, lora_r=lora_r, lora_alpha=lora_alpha,
-                            lora_dropout=lora_dropout, lora_target=lora_target, freeze_llm=freeze_llm),
-        data=LlmDataSettings(train_data=train_data, test_data=test_data, language=language, min_duration=min_duration,
-                             max_duration=max_duration, cache_encoder_outputs=cache_encoder_outputs,
-                             num_workers=num_workers, max_eval_samples=max_eval_samples),
-        train=LlmTrainSettings(
-            num_train_epochs=num_train_epochs, max_steps=max_steps, learning_rate=learning_rate,
-            warmup_steps=warmup_steps, per_device_train_batch_size=per_device_train_batch_size,
-            per_device_eval_batch_size=per_device_eval_batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps, fp16=fp16, bf16=bf16,
-            gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, save_steps=save_steps,
-            save_total_limit=save_total_limit, logging_steps=logging_steps, metric_for_best=metric_for_best,
-            eval_num_beams=eval_num_beams, eval_on_start=eval_on_start, seed=seed, num_threads=num_threads,
-            resume_from_checkpoint=resume_from_checkpoint, overwrite_output_dir=overwrite_output_dir,
-            deepspeed=deepspeed),
-        decode=DecodeSettings(num_beams=eval_num_beams, no_repeat_ngram_size=no_repeat_ngram_size),
+        output_dir=default_of(SpeechLLMConfig, "output_dir") if auto_run_name else options["output_dir"],
+        model=options.settings(ModelSettings), data=options.settings(LlmDataSettings),
+        train=options.settings(LlmTrainSettings),
+        decode=options.settings(DecodeSettings, num_beams=options["eval_num_beams"]),
     )
     result = finetune_speech_llm(config, auto_run_name=auto_run_name)
     if not result.is_main_process:
@@ -118,7 +52,7 @@ def llm_finetune_cmd(
     if result.best_dir is not None and not result.interrupted:
         m = result.best_metrics or {}
         log(f"done: best {m.get('metric')} {m.get('value', float('nan')):.4f} at step {m.get('step')}; "
-            f"evaluate with: whisper-ft llm eval --run {result.best_dir} --test_data {test_data}")
+            f"evaluate with: whisper-ft llm eval --run {result.best_dir} --test_data {config.data.test_data}")
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     if result.interrupted:
         raise typer.Exit(130)

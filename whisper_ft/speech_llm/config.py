@@ -13,33 +13,29 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.trainkit.settings import TrainSettings, default_of, help_of, setting
+from whisper_ft.trainkit.settings import METRICS_FILE as METRICS_FILE
+from whisper_ft.trainkit.settings import METRICS_FOR_BEST as METRICS_FOR_BEST
+from whisper_ft.trainkit.settings import (
+    TRAIN_DATA_HELP,
+    RunConfig,
+    TrainSettings,
+    default_of,
+    help_of,
+    require,
+    setting,
+    split_names,
+)
 
 __all__ = ["ModelSettings", "LlmDataSettings", "LlmTrainSettings", "DecodeSettings", "SpeechLLMConfig",
            "default_of", "help_of", "CONFIG_FILE", "METRICS_FILE", "PROJECTOR_PATTERN"]
 
 CONFIG_FILE = "speech_llm_config.json"  # marks a speech-LLM run folder (run dir, checkpoints, best/)
-METRICS_FILE = "metrics.json"  # the evaluation that made best/ the best
 PROJECTOR_PATTERN = re.compile(r"^concat(\d+)-mlp$")  # concat5-mlp: SLAM-ASR's projector
 DEFAULT_PROMPT = "Transcribe speech to text."
 DEFAULT_LORA_TARGET = ("q_proj", "v_proj")
-METRICS_FOR_BEST = ("cer", "wer", "loss")
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise WhisperFtError(message)
-
-
-def _split_names(value) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(v.strip() for v in value if v and v.strip())
 
 
 @dataclass
@@ -49,7 +45,8 @@ class ModelSettings:
     encoder: str = setting("base", "Whisper model whose encoder hears the audio (frozen): a name, hub id or "
                                    "folder, e.g. base or a merged fine-tune (see `whisper-ft models`).", "--encoder")
     llm: str | None = setting(None, "Causal LM that writes the transcript (frozen): a transformers folder, a hub "
-                                    "id (online only), a .gguf file, or the folder holding --llm_gguf.", "--llm")
+                                    "id (online only), a .gguf file, or the folder holding --llm_gguf.", "--llm",
+                              required=True)
     llm_gguf: str | None = setting(None, "GGUF file name in the --llm folder (or a path): dequantized by "
                                          "transformers once and cached as safetensors.", "--llm_gguf")
     projector: str = setting("concat5-mlp", "concatK-mlp: stack K consecutive encoder frames (50/s for Whisper), "
@@ -67,23 +64,23 @@ class ModelSettings:
                                "--freeze_llm")
 
     def __post_init__(self) -> None:
-        self.lora_target = _split_names(self.lora_target)
-        _require(bool(self.encoder and str(self.encoder).strip()), "--encoder is empty: name a Whisper model")
-        _require(bool(self.llm and str(self.llm).strip()),
-                 "--llm is missing: give a causal LM folder, hub id or .gguf file (e.g. --llm Qwen/Qwen2.5-0.5B-Instruct)")
-        _require(PROJECTOR_PATTERN.match(self.projector or "") is not None,
-                 f"unknown --projector {self.projector!r}; use concatK-mlp, e.g. concat5-mlp")
-        _require(self.frames_per_token >= 1, "--projector concatK-mlp needs K >= 1")
-        _require(self.projector_hidden > 0, f"--projector_hidden must be positive (got {self.projector_hidden})")
-        _require(self.lora_r >= 0, f"--lora_r must be 0 or more (got {self.lora_r})")
-        _require(not (self.freeze_llm and self.lora_r > 0), "--freeze_llm and --lora_r exclude each other: choose one")
-        _require(0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        self.lora_target = split_names(self.lora_target)
+        require(bool(self.encoder and str(self.encoder).strip()), "--encoder is empty: name a Whisper model")
+        require(bool(self.llm and str(self.llm).strip()),
+                "--llm is missing: give a causal LM folder, hub id or .gguf file (e.g. --llm Qwen/Qwen2.5-0.5B-Instruct)")
+        require(PROJECTOR_PATTERN.match(self.projector or "") is not None,
+                f"unknown --projector {self.projector!r}; use concatK-mlp, e.g. concat5-mlp")
+        require(self.frames_per_token >= 1, "--projector concatK-mlp needs K >= 1")
+        require(self.projector_hidden > 0, f"--projector_hidden must be positive (got {self.projector_hidden})")
+        require(self.lora_r >= 0, f"--lora_r must be 0 or more (got {self.lora_r})")
+        require(not (self.freeze_llm and self.lora_r > 0), "--freeze_llm and --lora_r exclude each other: choose one")
+        require(0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         if self.lora_alpha is None:
             self.lora_alpha = float(2 * max(self.lora_r, 1))
-        _require(self.lora_alpha > 0, f"--lora_alpha must be positive (got {self.lora_alpha})")
-        _require(self.lora_r == 0 or bool(self.lora_target), "--lora_target is empty: name modules, e.g. q_proj,v_proj")
-        _require(bool((self.prompt or "").strip()), "--prompt is empty: give an instruction, e.g. "
-                                                    f"{DEFAULT_PROMPT!r}")
+        require(self.lora_alpha > 0, f"--lora_alpha must be positive (got {self.lora_alpha})")
+        require(self.lora_r == 0 or bool(self.lora_target), "--lora_target is empty: name modules, e.g. q_proj,v_proj")
+        require(bool((self.prompt or "").strip()), "--prompt is empty: give an instruction, e.g. "
+                                                   f"{DEFAULT_PROMPT!r}")
 
     @property
     def frames_per_token(self) -> int:
@@ -99,7 +96,8 @@ class ModelSettings:
 class LlmDataSettings:
     """Where the utterances come from (any whisper-ft manifest) and whether encoder outputs are cached."""
 
-    train_data: str = setting("dataset/train.jsonl", "Training manifest (JSON Lines, see `whisper-ft prepare`).")
+    train_data: str | list[str] = setting("dataset/train.jsonl", TRAIN_DATA_HELP, cli_type=list[str],
+                                          metavar="MANIFEST")
     test_data: str = setting("dataset/test.jsonl", "Evaluation manifest: decoded during training to pick best/.")
     language: str | None = setting(None, "Language of every utterance (only for scoring: normaliser and CER/WER); "
                                          "default: each record's \"language\".")
@@ -114,17 +112,18 @@ class LlmDataSettings:
         from whisper_ft.models.languages import normalize_language
 
         self.language = normalize_language(self.language)
-        _require(bool(self.train_data), "--train_data is empty: give a manifest (JSON Lines)")
-        _require(bool(self.test_data), "--test_data is empty: give a manifest (JSON Lines)")
-        _require(self.min_duration >= 0, f"--min_duration must be at least 0 (got {self.min_duration})")
-        _require(0 < self.max_duration <= 30, f"--max_duration must be in (0, 30] s (got {self.max_duration})")
-        _require(self.min_duration < self.max_duration,
-                 f"--min_duration ({self.min_duration}) must be below --max_duration ({self.max_duration})")
+        self.train_data = self.train_data if isinstance(self.train_data, str) else list(self.train_data)
+        require(bool(self.train_data), "--train_data is empty: give a manifest (JSON Lines)")
+        require(bool(self.test_data), "--test_data is empty: give a manifest (JSON Lines)")
+        require(self.min_duration >= 0, f"--min_duration must be at least 0 (got {self.min_duration})")
+        require(0 < self.max_duration <= 30, f"--max_duration must be in (0, 30] s (got {self.max_duration})")
+        require(self.min_duration < self.max_duration,
+                f"--min_duration ({self.min_duration}) must be below --max_duration ({self.max_duration})")
         if self.num_workers is None:
             self.num_workers = min(4, (os.cpu_count() or 2) // 2)
-        _require(self.num_workers >= 0, f"--num_workers must be at least 0 (got {self.num_workers})")
-        _require(self.max_eval_samples is None or self.max_eval_samples > 0,
-                 f"--max_eval_samples must be positive (got {self.max_eval_samples})")
+        require(self.num_workers >= 0, f"--num_workers must be at least 0 (got {self.num_workers})")
+        require(self.max_eval_samples is None or self.max_eval_samples > 0,
+                f"--max_eval_samples must be positive (got {self.max_eval_samples})")
 
 
 @dataclass
@@ -137,7 +136,7 @@ class LlmTrainSettings(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(not self.use_8bit, "--use_8bit is not supported by the speech-LLM recipe (use --bf16 or --fp16)")
+        require(not self.use_8bit, "--use_8bit is not supported by the speech-LLM recipe (use --bf16 or --fp16)")
 
 
 @dataclass(frozen=True)
@@ -154,23 +153,14 @@ class DecodeSettings:
     extra_tokens: int = setting(16, "... plus this many.", "--extra_tokens")
 
     def __post_init__(self) -> None:
-        _require(self.num_beams >= 1, f"--num_beams must be at least 1 (got {self.num_beams})")
-        _require(self.no_repeat_ngram_size >= 0, "--no_repeat_ngram_size must be 0 or more")
-        _require(self.repetition_penalty > 0, "--repetition_penalty must be positive")
-        _require(self.tokens_per_second > 0 and self.extra_tokens >= 0,
-                 "--tokens_per_second must be positive and --extra_tokens 0 or more")
+        require(self.num_beams >= 1, f"--num_beams must be at least 1 (got {self.num_beams})")
+        require(self.no_repeat_ngram_size >= 0, "--no_repeat_ngram_size must be 0 or more")
+        require(self.repetition_penalty > 0, "--repetition_penalty must be positive")
+        require(self.tokens_per_second > 0 and self.extra_tokens >= 0,
+                "--tokens_per_second must be positive and --extra_tokens 0 or more")
 
     def max_new_tokens(self, seconds: float) -> int:
         return int(self.tokens_per_second * max(seconds, 0.0)) + self.extra_tokens
-
-
-def _from_dict(cls, data: dict[str, Any] | None):
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise WhisperFtError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
-    return cls(**data)
 
 
 def _slug(text: str) -> str:
@@ -178,20 +168,20 @@ def _slug(text: str) -> str:
 
 
 @dataclass
-class SpeechLLMConfig:
+class SpeechLLMConfig(RunConfig):
     """Everything a speech-LLM run needs; ``output_dir/<run_name>/`` is the run folder."""
 
     output_dir: str = setting(
         "models/", "Runs go to OUTPUT_DIR/speech-llm-<encoder>-<llm>/ (checkpoint-N/, best/); a folder that already "
         "holds a run is refused unless --resume_from_checkpoint or --overwrite_output_dir (without --output_dir the "
-        "new run goes to <run>-2, -3, ...).")
+        "new run goes to <run>-2, -3, ...).", cli_default=None, cli_note=" Default: {default}")
     model: ModelSettings = field(default_factory=ModelSettings)
     data: LlmDataSettings = field(default_factory=LlmDataSettings)
     train: LlmTrainSettings = field(default_factory=LlmTrainSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
 
     def __post_init__(self) -> None:
-        _require(bool(self.output_dir), "--output_dir is empty")
+        require(bool(self.output_dir), "--output_dir is empty")
 
     @property
     def run_name(self) -> str:
@@ -205,24 +195,3 @@ class SpeechLLMConfig:
         if llm.endswith(".gguf"):
             llm = llm[: -len(".gguf")]
         return f"speech-llm-{_slug(encoder)}-{_slug(llm)}"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.run_name
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model"]["lora_target"] = list(self.model.lora_target)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SpeechLLMConfig:
-        data = dict(data)
-        data.pop("resolved", None)
-        return cls(
-            output_dir=data.pop("output_dir", "models/"),
-            model=_from_dict(ModelSettings, data.pop("model", None)),
-            data=_from_dict(LlmDataSettings, data.pop("data", None)),
-            train=_from_dict(LlmTrainSettings, data.pop("train", None)),
-            decode=_from_dict(DecodeSettings, data.pop("decode", None)),
-        )

@@ -1,8 +1,9 @@
 """Manifests -> (mel features or cached encoder outputs, transcript ids) -> padded batches.
 
-1. :func:`check_manifest` reads a manifest and checks it before any model is loaded (missing
-   audio, durations outside the limits dropped and counted). A language is optional: it only
-   chooses the normaliser and CER/WER when scoring.
+1. :func:`check_manifest` (the Whisper recipe's too: :mod:`whisper_ft.trainkit.manifest`) reads a
+   manifest, or several read as one set, and checks it before any model is loaded: missing audio,
+   unknown or missing languages (the language chooses the normaliser and CER/WER when scoring),
+   durations outside the limits and unusable audio dropped and counted.
 2. :func:`build_samples` tokenises the transcripts with the LLM's tokenizer.
 3. :class:`LlmSpeechDataset` computes unpadded log-mel features in DataLoader workers, or reads the
    clip's encoder output from an :class:`EncoderCache` (filled once by :func:`fill_encoder_cache`:
@@ -14,40 +15,24 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.errors import DataError, WhisperFtError
-from whisper_ft.manifest import Utterance, validate_manifest
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.manifest import Utterance
 from whisper_ft.trainkit.dist import one_thread_in_dataloader_worker
+from whisper_ft.trainkit.manifest import ManifestReport
+from whisper_ft.trainkit.manifest import check_manifest as check_manifest
 
 IGNORE_INDEX = -100
 
 
 @dataclass
-class ManifestReport:
-    name: str
-    path: Path
-    total: int
-    too_short: int = 0
-    too_long: int = 0
-    kept: int = 0
-    hours: float = 0.0
-    languages: Counter = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        langs = ", ".join(f"{k or 'unknown'} {v}" for k, v in self.languages.most_common(5))
-        return (f"{self.name} data {self.path}: {self.kept} of {self.total} utterances kept ({self.hours:.2f} h; "
-                f"{langs}); dropped {self.too_short} shorter / {self.too_long} longer than the duration limits")
-
-
-@dataclass
 class LlmSample:
     utterance: Utterance
-    language: str | None
+    language: str
     target_ids: list[int]
 
     @property
@@ -59,43 +44,12 @@ class LlmSample:
         return self.utterance.key
 
 
-def check_manifest(path: str | Path, *, name: str, language: str | None, min_duration: float,
-                   max_duration: float) -> tuple[list[tuple[Utterance, str | None]], ManifestReport]:
-    """The usable (utterance, language) pairs of a manifest, and what was dropped."""
-    from whisper_ft.models.languages import normalize_language
-
-    path = Path(path)
-    check = validate_manifest(path)
-    report = ManifestReport(name, path, total=len(check.utterances))
-    if check.missing_audio:
-        raise DataError(f"{path}: {len(check.missing_audio)} of {len(check.utterances)} utterances have missing audio "
-                        f"files (first: {check.missing_audio[0].audio_file}); fix the paths or re-run `whisper-ft prepare`")
-    kept = []
-    for utt in check.utterances:
-        try:
-            lang = language or normalize_language(utt.language)
-        except WhisperFtError as exc:
-            raise DataError(f"{path}: utterance {utt.key}: {exc}") from exc
-        if utt.duration < min_duration:
-            report.too_short += 1
-        elif utt.duration > max_duration:
-            report.too_long += 1
-        else:
-            kept.append((utt, lang))
-    if not kept:
-        raise DataError(f"{path}: no utterance left between --min_duration {min_duration} s and --max_duration "
-                        f"{max_duration} s ({report.too_short} shorter, {report.too_long} longer)")
-    return kept, report
-
-
 def build_samples(pairs, report: ManifestReport, tokenizer) -> list[LlmSample]:
     from whisper_ft.speech_llm.llm import encode_transcripts
 
     ids = encode_transcripts(tokenizer, [u.sentence for u, _ in pairs])
     samples = [LlmSample(u, lang, t) for (u, lang), t in zip(pairs, ids)]
-    report.kept = len(samples)
-    report.hours = sum(s.duration for s in samples) / 3600
-    report.languages = Counter(s.language for s in samples)
+    report.count_kept(samples)
     return samples
 
 

@@ -18,23 +18,22 @@ accumulation, mixed precision, and ``accelerate launch`` / ``torchrun`` / DeepSp
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.speech_llm.config import CONFIG_FILE, METRICS_FILE, SpeechLLMConfig
+from whisper_ft.speech_llm.config import CONFIG_FILE, SpeechLLMConfig
+from whisper_ft.trainkit.callbacks import KeepBest
 from whisper_ft.trainkit.dist import is_main_process, log_main, world_size
 from whisper_ft.trainkit.run import (
     FinetuneResult,
     claim_run_dir,
     configure_threads,
-    remove_earlier_run,
     resolve_checkpoint,
-    train_and_report,
 )
 from whisper_ft.trainkit.sampler import DurationGroupedSampler
+from whisper_ft.trainkit.skeleton import run_training, training_arguments
 from whisper_ft.trainkit.workers import WorkersIgnoreJobSignals, protect_workers
 
 CACHE_DIR = "encoder_cache"
@@ -120,50 +119,13 @@ class SpeechLLMTrainer(WorkersIgnoreJobSignals, Trainer):
                 [samples[i].language for i in order])
 
 
-class BestRunCallback(TrainerCallback):
-    """Keeps ``run_dir/best`` = the run folder with the best evaluation metric so far."""
+class BestRunCallback(KeepBest):
+    """Keeps ``run_dir/best`` = the run folder (projector + LoRA + config) with the best evaluation so far."""
 
-    def __init__(self, best_dir: Path, metric: str, run_config: dict, previous_best: float | None = None):
-        self.best_dir = Path(best_dir)
-        self.metric = metric
-        self.run_config = run_config
-        self.best = previous_best
-        self.best_metrics: dict | None = None
+    def save(self, model) -> None:
+        from whisper_ft.speech_llm.io import save_run
 
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        value = (metrics or {}).get(f"eval_{self.metric}")
-        if value is None or not math.isfinite(value) or (self.best is not None and value >= self.best):
-            return
-        self.best = value
-        self.best_metrics = {"metric": self.metric, "value": value, "step": state.global_step, "epoch": state.epoch,
-                             **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
-        if state.is_world_process_zero:
-            from whisper_ft.speech_llm.io import save_run
-
-            save_run(model, self.best_dir, self.run_config, self.best_metrics)
-            log_main(f"new best {self.metric} {value:.4f} at step {state.global_step} -> {self.best_dir}")
-
-
-def _training_arguments(config: SpeechLLMConfig, run_dir: Path, metric: str, *, use_cpu: bool):
-    from transformers import TrainingArguments
-
-    t = config.train
-    return TrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=t.num_train_epochs, max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate, lr_scheduler_type="linear", warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, fp16=t.fp16, bf16=t.bf16, use_cpu=use_cpu,
-        eval_strategy="steps", eval_steps=t.eval_steps, eval_on_start=t.eval_on_start,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        metric_for_best_model=metric, greater_is_better=False, logging_steps=t.logging_steps,
-        logging_first_step=True, report_to=["tensorboard"], seed=t.seed,
-        dataloader_num_workers=config.data.num_workers, dataloader_pin_memory=not use_cpu,
-        remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True,
-        ddp_find_unused_parameters=False,  # every trainable weight (projector, LoRA) is used every step
-        deepspeed=t.deepspeed, log_level="warning", disable_tqdm=False,
-    )
+        save_run(model, self.best_dir, self.run_config, self.best_metrics)
 
 
 def _check_checkpoint(checkpoint: Path, config: SpeechLLMConfig) -> None:
@@ -186,9 +148,7 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=(), auto_run_name:
     fresh sibling (``<name>-2``) instead of a refusal (``trainkit.run.claim_run_dir``)."""
     import torch
     from transformers import set_seed
-    from transformers.trainer_callback import ProgressCallback
 
-    from whisper_ft.models.io import write_json
     from whisper_ft.models.languages import default_metric
     from whisper_ft.speech_llm.build import build_speech_llm, check_model_inputs
     from whisper_ft.speech_llm.data import (
@@ -199,7 +159,6 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=(), auto_run_name:
         check_manifest,
         fill_encoder_cache,
     )
-    from whisper_ft.trainkit.callbacks import CheckpointComplete, GracefulInterrupt, ProgressBar, previous_best_value
 
     data, train = config.data, config.train
     # Before anything loads: a second run never mixes its checkpoints and best/ into the first's.
@@ -230,7 +189,7 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=(), auto_run_name:
     log_main(f"best checkpoint chosen by {metric}")
 
     # 3. Model (the TrainingArguments come first: they set up the process group and the device).
-    args = _training_arguments(config, run_dir, metric, use_cpu=use_cpu)
+    args = training_arguments(train, run_dir, metric, use_cpu=use_cpu, num_workers=data.num_workers)
     dtype = torch.float16 if train.fp16 else torch.bfloat16 if train.bf16 else None
     built = build_speech_llm(config.model, checked, dtype=dtype, device=str(args.device), seed=train.seed)
     model = built.model
@@ -256,11 +215,7 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=(), auto_run_name:
                   "resolved": {**built.resolved, "metric_for_best": metric, "train_utterances": len(train_samples),
                                "test_utterances": len(test_samples), "num_threads": threads,
                                "world_size": world_size()}}
-    if train.overwrite_output_dir:
-        remove_earlier_run(run_dir)  # only now: every check above passed
-    previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
-    best_cb = BestRunCallback(run_dir / "best", metric, run_config, previous_best)
-    interrupt = GracefulInterrupt()
+    best_cb = BestRunCallback(run_dir / "best", metric, run_config)
     trainer = SpeechLLMTrainer(
         model=model, args=args, data_collator=LlmCollator(),
         train_dataset=LlmSpeechDataset(train_samples, built.feature_extractor, cache),
@@ -268,15 +223,6 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=(), auto_run_name:
         run_config=run_config, tokenizer=built.tokenizer, decode=config.decode,
         max_eval_samples=data.max_eval_samples,
     )
-    trainer.remove_callback(ProgressCallback)
-    for cb in [ProgressBar(), best_cb, interrupt, *callbacks, CheckpointComplete()]:  # the marker last
-        trainer.add_callback(cb)
-    if trainer.is_world_process_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / CONFIG_FILE, run_config)
-
-    log_main(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
-             + (f", resuming from {checkpoint}" if checkpoint else ""))
-    return train_and_report(trainer, interrupt, run_dir=run_dir, checkpoint=checkpoint, best_marker=CONFIG_FILE,
-                            best_metrics=best_cb.best_metrics, metrics_file=METRICS_FILE,
-                            ignore_warnings=(".*does not have many workers.*",))
+    return run_training(trainer, run_dir=run_dir, config_file=CONFIG_FILE, run_config=run_config, train=train,
+                        checkpoint=checkpoint, best=best_cb, callbacks=callbacks, n_utterances=len(train_samples),
+                        threads=threads, best_marker=CONFIG_FILE, ignore_warnings=(".*does not have many workers.*",))

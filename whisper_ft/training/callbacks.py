@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -24,6 +23,7 @@ from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE
 from whisper_ft.training.dist import is_main_process as _is_main
 from whisper_ft.training.dist import log_main
 from whisper_ft.trainkit.callbacks import GracefulInterrupt as GracefulInterrupt
+from whisper_ft.trainkit.callbacks import KeepBest
 from whisper_ft.trainkit.callbacks import ProgressBar as ProgressBar
 from whisper_ft.trainkit.callbacks import previous_best_value as previous_best_value
 
@@ -66,7 +66,7 @@ def _adapter_ranks(model) -> dict[str, int] | None:
 BASE_METRICS_FILE = "base_metrics.json"  # in the run folder: the step-0 scores the bounds refer to
 
 
-class BestModelCallback(TrainerCallback):
+class BestModelCallback(KeepBest):
     """Keeps ``run_dir/best`` = the adapter with the best evaluation metric so far.
 
     ``metric`` is a key without ``eval_`` (``cer``, or ``domain_cer`` with named sets);
@@ -78,12 +78,8 @@ class BestModelCallback(TrainerCallback):
     def __init__(self, best_dir: Path, metric: str, processor, run_config: dict, previous_best: float | None = None,
                  *, set_prefixes: tuple[str, ...] = ("eval",), bounds: dict[str, float] | None = None,
                  base_metrics_file: Path | None = None):
-        self.best_dir = Path(best_dir)
-        self.metric = metric
+        super().__init__(best_dir, metric, run_config, previous_best)
         self.processor = processor
-        self.run_config = run_config
-        self.best = previous_best
-        self.best_metrics: dict | None = None
         self.set_prefixes = tuple(set_prefixes)
         self.bounds = dict(bounds or {})
         self.base_metrics_file = Path(base_metrics_file) if base_metrics_file else None
@@ -91,6 +87,7 @@ class BestModelCallback(TrainerCallback):
         if self.bounds and self.base_metrics_file and self.base_metrics_file.is_file():
             self.base_scores = json.loads(self.base_metrics_file.read_text())
         self._pending: dict = {}
+        self._over: dict[str, float] = {}
 
     def _over_bounds(self, metrics: dict, step: int) -> dict[str, float]:
         """The bounded keys whose loss against the base exceeds their bound, with the points lost."""
@@ -116,37 +113,24 @@ class BestModelCallback(TrainerCallback):
             if checkpoint.is_dir():
                 write_processor_files(self.processor, checkpoint)
 
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        self._pending.update(metrics or {})
+    def evaluation_done(self, metrics: dict, state) -> dict | None:
+        self._pending.update(metrics)
         if not all(f"{prefix}_decoded" in self._pending for prefix in self.set_prefixes):
-            return  # the other sets of this evaluation are still to come
+            return None  # the other sets of this evaluation are still to come
         metrics, self._pending = self._pending, {}
-        over = self._over_bounds(metrics, state.global_step)
-        value = metrics.get(f"eval_{self.metric}")
-        if value is None or not math.isfinite(value):
-            return
-        if over:
-            lost = ", ".join(f"{k} +{d:.2f} points (bound {self.bounds[k]:g})" for k, d in over.items())
+        self._over = self._over_bounds(metrics, state.global_step)
+        return metrics
+
+    def candidate(self, metrics: dict, state) -> bool:
+        if self._over:
+            lost = ", ".join(f"{k} +{d:.2f} points (bound {self.bounds[k]:g})" for k, d in self._over.items())
             log_main(f"step {state.global_step}: {lost} against the base model: not a candidate for best/")
-            return
-        if self.best is not None and value >= self.best:
-            return
-        self.best = value
-        self.best_metrics = {
-            "metric": self.metric,
-            "value": value,
-            "step": state.global_step,
-            "epoch": state.epoch,
-            **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
-        }
-        if self.bounds:
-            self.best_metrics["base_scores"] = dict(self.base_scores)
-            self.best_metrics["bounds"] = dict(self.bounds)
+        return not self._over
+
+    def describe(self, model) -> dict:
+        extra = {"base_scores": dict(self.base_scores), "bounds": dict(self.bounds)} if self.bounds else {}
         ranks = _adapter_ranks(model)
-        if ranks:
-            self.best_metrics["adalora_ranks"] = ranks
-        if state.is_world_process_zero:
-            self.save(model)
+        return {**extra, "adalora_ranks": ranks} if ranks else extra
 
     def save(self, model) -> None:
         """Write the adapter, processor, run config and metrics aside, then rename into place."""
@@ -167,4 +151,3 @@ class BestModelCallback(TrainerCallback):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log_main(f"new best {self.metric} {self.best:.4f} at step {self.best_metrics['step']} -> {self.best_dir}")

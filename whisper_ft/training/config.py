@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from whisper_ft.errors import WhisperFtError
+from whisper_ft.models.generation import TASKS as TASKS
 from whisper_ft.trainkit.settings import METRICS_FILE as METRICS_FILE
 from whisper_ft.trainkit.settings import METRICS_FOR_BEST as METRICS_FOR_BEST
+from whisper_ft.trainkit.settings import TRAIN_DATA_HELP, RunConfig, split_names
 from whisper_ft.trainkit.settings import TrainSettings as TrainSettings
 from whisper_ft.trainkit.settings import default_of as default_of
 from whisper_ft.trainkit.settings import help_of as help_of
@@ -29,14 +30,7 @@ from whisper_ft.trainkit.settings import require as _require
 from whisper_ft.trainkit.settings import setting as setting
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-TASKS = ("transcribe", "translate")
 CONFIG_FILE = "finetune_config.json"  # the run config, beside every best/ adapter and in the run folder
-
-
-def _split_names(value) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(v.strip() for v in value if v and v.strip())
 
 
 @dataclass
@@ -66,7 +60,7 @@ class LoraSettings:
     )
 
     def __post_init__(self) -> None:
-        self.target_modules = _split_names(self.target_modules)
+        self.target_modules = split_names(self.target_modules)
         _positive(self, "r")
         _positive(self, "alpha")
         _require(0 <= self.dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.dropout})")
@@ -85,12 +79,16 @@ class LoraSettings:
 class DataSettings:
     """Where the utterances come from and how they become features and labels."""
 
-    train_data: str = setting("dataset/train.jsonl", "Training manifest (JSON Lines, see `whisper-ft prepare`).")
+    train_data: str | list[str] = setting(
+        "dataset/train.jsonl", TRAIN_DATA_HELP, cli_type=list[str], cli_default=None, cli_note=" Default: {default}.",
+        announce=True, metavar="MANIFEST",
+    )
     test_data: str | list[str] = setting(
         "dataset/test.jsonl",
         "Evaluation manifest, decoded at every evaluation; repeat as NAME=MANIFEST for several named sets "
         "(e.g. domain=dataset/test.jsonl general=general.jsonl): each is scored and logged (eval_NAME_cer ...), "
         "the first one picks best/.",
+        cli_type=list[str], cli_default=None, cli_note=" Default: {default}.", announce=True, metavar="[NAME=]MANIFEST",
     )
     language: str | None = setting(
         None, "Language of every utterance (code or name); default: each manifest record's \"language\"."
@@ -136,6 +134,7 @@ class DataSettings:
         self.task = (self.task or "").strip().lower()
         _require(self.task in TASKS, f"unknown --task {self.task!r}; choose one of: {', '.join(TASKS)}")
         _require(bool(self.train_data), "--train_data is empty: give a manifest (JSON Lines)")
+        self.train_data = self.train_data if isinstance(self.train_data, str) else list(self.train_data)
         self.test_data = self.test_data if isinstance(self.test_data, str) else list(self.test_data)
         _require(bool(self.test_data), "--test_data is empty: give a manifest (JSON Lines)")
         self.test_sets()  # names and paths parse
@@ -207,24 +206,15 @@ def parse_test_set(spec: str) -> tuple[str | None, str]:
     return name.strip(), path.strip()
 
 
-def _from_dict(cls, data: dict[str, Any] | None):
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise WhisperFtError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
-    return cls(**data)
-
-
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(RunConfig):
     """Everything a fine-tuning run needs; ``output_dir/<model-name>/`` is the run folder."""
 
     base_model: str = setting("openai/whisper-tiny", "Model to adapt: a name, hub id or folder (see `whisper-ft models`).")
     output_dir: str = setting(
         "models/", "Runs go to OUTPUT_DIR/<model-name>/ (checkpoint-N/, best/, runs/); a folder that already holds "
         "a run is refused unless --resume_from_checkpoint or --overwrite_output_dir (without --output_dir the new "
-        "run goes to <model-name>-2, -3, ...).")
+        "run goes to <model-name>-2, -3, ...).", cli_default=None, cli_note=" Default: {default}")
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -245,23 +235,3 @@ class FinetuneConfig:
         if bundled is not None:
             return bundled.name
         return Path(self.base_model.rstrip("/\\")).name or "whisper"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.run_name
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["lora"]["target_modules"] = list(self.lora.target_modules)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        data = dict(data)
-        return cls(
-            base_model=data.pop("base_model", cls.base_model),
-            output_dir=data.pop("output_dir", cls.output_dir),
-            lora=_from_dict(LoraSettings, data.pop("lora", None)),
-            data=_from_dict(DataSettings, data.pop("data", None)),
-            train=_from_dict(TrainSettings, data.pop("train", None)),
-        )

@@ -1,9 +1,9 @@
 """Manifests -> training samples -> batches of log-mel features and labels.
 
-1. :func:`check_manifest` reads a manifest and checks it completely before any model is loaded:
+1. :func:`check_manifest` (shared by both recipes: :mod:`whisper_ft.trainkit.manifest`) reads a
+   manifest, or several read as one set, and checks it completely before any model is loaded:
    parse errors, missing audio, unknown or missing languages, durations outside
-   ``[min_duration, max_duration]`` and unusable audio (undecodable, empty, a slice outside the
-   file: probed from the header, dropped, counted and named).
+   ``[min_duration, max_duration]`` and unusable audio (dropped, counted and named).
 2. :func:`build_samples` tokenises the transcripts (Whisper's leading space) and drops, counting
    them, the utterances whose label would exceed the decoder's 448 positions.
 3. :class:`SpeechDataset` loads audio and computes features in the DataLoader workers (nothing
@@ -19,45 +19,22 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from whisper_ft.errors import DataError, WhisperFtError
-from whisper_ft.manifest import Utterance, validate_manifest
+from whisper_ft.errors import DataError
+from whisper_ft.manifest import Utterance
+from whisper_ft.models.generation import MAX_TARGET_TOKENS
 from whisper_ft.training.labels import LabelBuilder, Segment, encode_text, fits
 from whisper_ft.trainkit.dist import one_thread_in_dataloader_worker
+from whisper_ft.trainkit.manifest import ManifestReport as ManifestReport
+from whisper_ft.trainkit.manifest import audio_problem as audio_problem
+from whisper_ft.trainkit.manifest import check_manifest as check_manifest
 from whisper_ft.trainkit.sampler import Draw as Draw
 from whisper_ft.trainkit.sampler import DurationGroupedSampler as DurationGroupedSampler
 
 IGNORE_INDEX = -100  # label value the loss ignores (padding)
-
-
-@dataclass
-class ManifestReport:
-    """What was read from one manifest and what was dropped (and why)."""
-
-    name: str  # "train" / "test"
-    path: Path
-    total: int
-    too_short: int = 0
-    too_long: int = 0
-    too_many_tokens: int = 0
-    bad_audio: list[tuple[str, str]] = field(default_factory=list)  # (file, why): undecodable, bad slice
-    kept: int = 0
-    hours: float = 0.0
-    languages: Counter = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        langs = ", ".join(f"{k} {v}" for k, v in self.languages.most_common(5))
-        return (
-            f"{self.name} data {self.path}: {self.kept} of {self.total} utterances kept ({self.hours:.2f} h; {langs}); "
-            f"dropped {self.too_short} shorter / {self.too_long} longer than the duration limits, "
-            f"{self.too_many_tokens} with labels over 448 tokens"
-            + (f", {len(self.bad_audio)} with unusable audio" if self.bad_audio else "")
-        )
 
 
 @dataclass
@@ -81,101 +58,6 @@ class Sample:
         return self.utterance.load_audio()
 
 
-def check_manifest(
-    path: str | Path, *, name: str, language: str | None, min_duration: float, max_duration: float,
-    fallback_language: str | None = None,
-) -> tuple[list[tuple[Utterance, str]], ManifestReport]:
-    """Parse and check a manifest; returns the usable (utterance, language) pairs and a report.
-
-    ``language`` overrides every record's; ``fallback_language`` only fills in records without one
-    (general-speech sets keep their own languages).
-
-    Raises :class:`DataError` for an unreadable, invalid or empty manifest, missing audio files,
-    unknown or missing languages, or when no utterance is left after the duration limits.
-    """
-    from whisper_ft.models.languages import normalize_language
-
-    path = Path(path)
-    check = validate_manifest(path)  # raises on a missing/invalid/empty manifest
-    report = ManifestReport(name, path, total=len(check.utterances))
-    if check.missing_audio:
-        first = check.missing_audio[0]
-        raise DataError(
-            f"{path}: {len(check.missing_audio)} of {len(check.utterances)} utterances have missing audio files "
-            f"(first: {first.audio_file}); fix the paths or re-run `whisper-ft prepare`"
-        )
-    kept: list[tuple[Utterance, str]] = []
-    no_language = 0
-    for utt in check.utterances:
-        try:
-            lang = language or normalize_language(utt.language) or fallback_language
-        except WhisperFtError as exc:
-            raise DataError(f"{path}: utterance {utt.key}: {exc}") from exc
-        if lang is None:
-            no_language += 1
-            continue
-        if utt.duration < min_duration:
-            report.too_short += 1
-        elif utt.duration > max_duration:
-            report.too_long += 1
-        else:
-            kept.append((utt, lang))
-    if no_language:
-        raise DataError(
-            f"{path}: {no_language} of {report.total} utterances have no \"language\"; "
-            "pass --language (e.g. --language zh) or add it to the manifest"
-        )
-    kept = _drop_unusable_audio(kept, report)
-    if not kept and report.bad_audio:
-        file, why = report.bad_audio[0]
-        raise DataError(f"{path}: no utterance with usable audio ({len(report.bad_audio)} unusable, e.g. {file}: "
-                        f"{why}); fix the files or re-run `whisper-ft prepare`")
-    if not kept:
-        raise DataError(
-            f"{path}: no utterance left between --min_duration {min_duration} s and --max_duration {max_duration} s "
-            f"({report.too_short} shorter, {report.too_long} longer)"
-        )
-    return kept, report
-
-
-def audio_problem(utt: Utterance) -> str | None:
-    """Why an utterance's audio cannot be trained on (undecodable, empty, slice outside the file), or None.
-
-    A header probe (no full decode for wav/flac/ogg/mp3): cheap enough for every file before
-    training, where a bad file would otherwise kill the run in a DataLoader worker.
-    """
-    from whisper_ft.audio import audio_info, slice_problem
-    from whisper_ft.data.common import short_error
-
-    try:
-        total = audio_info(utt.audio_file).duration
-    except Exception as exc:  # whatever a decoder raises: the file is unusable, not the run
-        return short_error(exc, drop=str(utt.audio_file))  # the warning names the file already
-    return slice_problem(utt.start_time, utt.end_time, total)
-
-
-def _drop_unusable_audio(pairs: list[tuple[Utterance, str]], report: ManifestReport,
-                         examples: int = 5) -> list[tuple[Utterance, str]]:
-    """Probe every file (in parallel); drop, count and name the unusable ones."""
-    from whisper_ft.console import warn
-    from whisper_ft.data.common import default_workers, parallel_map
-    from whisper_ft.training.dist import is_main_process
-
-    problems = list(parallel_map(audio_problem, [u for u, _ in pairs], default_workers(),
-                                 desc=f"checking {report.name} audio", disable=not is_main_process()))
-    kept = []
-    for (utt, lang), problem in zip(pairs, problems):
-        if problem is None:
-            kept.append((utt, lang))
-            continue
-        report.bad_audio.append((str(utt.audio_file), problem))
-        if is_main_process() and len(report.bad_audio) <= examples:
-            warn(f"{report.path}: skipping utterance {utt.key} ({utt.audio_file}): {problem}")
-    if is_main_process() and len(report.bad_audio) > examples:
-        warn(f"{report.path}: {len(report.bad_audio) - examples} more utterances with unusable audio skipped")
-    return kept
-
-
 def build_samples(
     pairs: list[tuple[Utterance, str]], report: ManifestReport, tokenizer, builder: LabelBuilder, *, timestamps: bool
 ) -> list[Sample]:
@@ -196,9 +78,8 @@ def build_samples(
             if not fits(builder.timestamped_length(segments)):
                 segments = None  # trained without timestamps only
         samples.append(Sample(utt, lang, ids, segments))
-    report.kept = len(samples)
-    report.hours = sum(s.duration for s in samples) / 3600
-    report.languages = Counter(s.language for s in samples)
+    report.max_label_tokens = MAX_TARGET_TOKENS
+    report.count_kept(samples)
     if not samples:
         raise DataError(f"{report.path}: every utterance's label is over 448 tokens; nothing to train on")
     return samples

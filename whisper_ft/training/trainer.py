@@ -33,13 +33,15 @@ from transformers import Seq2SeqTrainer
 
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.training.callbacks import ADALORA_PATTERN_FILE
-from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE, FinetuneConfig, TrainSettings
+from whisper_ft.training.config import CONFIG_FILE, FinetuneConfig, TrainSettings
 from whisper_ft.training.data import DurationGroupedSampler
 from whisper_ft.training.dist import is_main_process, local_rank, log_main, world_size
 from whisper_ft.trainkit.run import FinetuneResult as FinetuneResult
-from whisper_ft.trainkit.run import claim_run_dir, remove_earlier_run, train_and_report
+from whisper_ft.trainkit.run import claim_run_dir
 from whisper_ft.trainkit.run import configure_threads as configure_threads
 from whisper_ft.trainkit.run import resolve_checkpoint as resolve_checkpoint
+from whisper_ft.trainkit.skeleton import run_training
+from whisper_ft.trainkit.skeleton import training_arguments as shared_training_arguments
 from whisper_ft.trainkit.workers import WorkersIgnoreJobSignals
 
 
@@ -158,46 +160,12 @@ def check_checkpoint_matches(checkpoint: Path, config: FinetuneConfig) -> None:
 
 
 def training_arguments(config: FinetuneConfig, run_dir: Path, metric: str, *, use_cpu: bool):
-    from transformers import Seq2SeqTrainingArguments
-
+    """The shared Trainer arguments (trainkit.run), Seq2Seq's, with the base scored at step 0 when a bound needs it."""
     t = config.train
-    return Seq2SeqTrainingArguments(
-        output_dir=str(run_dir),
-        num_train_epochs=t.num_train_epochs,
-        max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        fp16=t.fp16,
-        bf16=t.bf16,
-        use_cpu=use_cpu,
-        eval_strategy="steps",
-        eval_steps=t.eval_steps,
+    return shared_training_arguments(
+        t, run_dir, metric, use_cpu=use_cpu, num_workers=config.data.num_workers, seq2seq=True,
         eval_on_start=t.eval_on_start or t.max_general_regression is not None,  # the bound needs the base's scores
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        metric_for_best_model=metric,
-        greater_is_better=False,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        report_to=["tensorboard"],
-        seed=t.seed,
-        dataloader_num_workers=config.data.num_workers,
-        dataloader_pin_memory=not use_cpu,
-        remove_unused_columns=False,  # our items carry a key and language the collator drops
-        label_names=["labels"],
-        prediction_loss_only=True,  # the loss pass; evaluation_loop adds the decoding metrics
         predict_with_generate=False,
-        ddp_find_unused_parameters=False,  # frozen base: every trainable (LoRA) weight is used
-        deepspeed=t.deepspeed,
-        log_level="warning",
-        disable_tqdm=False,  # our ProgressBar replaces the default one (PrinterCallback would use stdout)
     )
 
 
@@ -208,18 +176,10 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
     gets a fresh sibling (``<name>-2``) instead of a refusal."""
     import torch
     from transformers import set_seed
-    from transformers.trainer_callback import ProgressCallback
 
     from whisper_ft.models.generation import allow_empty_transcript
     from whisper_ft.training.augment import load_augmenter
-    from whisper_ft.training.callbacks import (
-        BASE_METRICS_FILE,
-        AdaLoraCallback,
-        BestModelCallback,
-        GracefulInterrupt,
-        ProgressBar,
-        previous_best_value,
-    )
+    from whisper_ft.training.callbacks import BASE_METRICS_FILE, AdaLoraCallback, BestModelCallback
     from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples, check_manifest
     from whisper_ft.training.forgetting import build_eval_sets, check_eval_sets, training_mix
     from whisper_ft.training.labels import LabelBuilder
@@ -230,7 +190,6 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
         load_processor,
         resolve_base_model,
     )
-    from whisper_ft.trainkit.callbacks import CheckpointComplete
 
     data, train = config.data, config.train
     # Before anything loads: a second run never mixes its checkpoints and best/ into the first's.
@@ -311,15 +270,11 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
                      "test_utterances": {s.name or "test": len(s.samples) for s in eval_sets},
                      "num_threads": threads, "world_size": n_procs},
     }
-    if train.overwrite_output_dir:
-        remove_earlier_run(run_dir)  # only now: every check above passed
-    previous_best = previous_best_value(run_dir / "best", metric) if checkpoint is not None else None
     if checkpoint is None and bounds and (run_dir / BASE_METRICS_FILE).is_file() and is_main_process():
         (run_dir / BASE_METRICS_FILE).unlink()  # an earlier run's: this run scores its own base at step 0
-    best_cb = BestModelCallback(run_dir / "best", metric, processor, run_config, previous_best,
+    best_cb = BestModelCallback(run_dir / "best", metric, processor, run_config,
                                 set_prefixes=tuple(f"eval_{s.name}" if s.name else "eval" for s in eval_sets),
                                 bounds=bounds, base_metrics_file=run_dir / BASE_METRICS_FILE)
-    interrupt = GracefulInterrupt()
     trainer = WhisperLoraTrainer(
         model=model,
         args=training_arguments(config, run_dir, metric, use_cpu=use_cpu),
@@ -332,26 +287,14 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
         max_eval_samples=data.max_eval_samples,
         kl_to_base=train.kl_to_base,
     )
-    trainer.remove_callback(ProgressCallback)  # ours writes to stderr and shows loss/lr
-    our_callbacks = [ProgressBar(), best_cb, interrupt]
-    if config.lora.use_adalora:
-        our_callbacks.append(AdaLoraCallback(resumed_from=checkpoint))
-    for cb in [*our_callbacks, *callbacks, CheckpointComplete()]:  # the marker last: after every file
-        trainer.add_callback(cb)
-    if trainer.is_world_process_zero():
-        from whisper_ft.models.io import write_json
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / CONFIG_FILE, run_config)
-
-    # 6. Train.
-    log_main(f"training {len(train_samples)} utterances, {threads} threads, run folder {run_dir}"
-             + (f", resuming from {checkpoint}" if checkpoint else ""))
-    # AdaLoRA modules whose rank was cut to 0 are saved as empty tensors, which peft mistakes for
-    # un-gathered ZeRO-3/FSDP shards.
-    return train_and_report(trainer, interrupt, run_dir=run_dir, checkpoint=checkpoint,
-                            best_marker="adapter_config.json", best_metrics=best_cb.best_metrics,
-                            metrics_file=METRICS_FILE, ignore_warnings=(".*LoRA tensor.*have invalid shape.*",))
+    # 6. Train (trainkit.run: callbacks, run config, Ctrl-C). AdaLoRA modules whose rank was cut to 0
+    #    are saved as empty tensors, which peft mistakes for un-gathered ZeRO-3/FSDP shards.
+    recipe_callbacks = [AdaLoraCallback(resumed_from=checkpoint)] if config.lora.use_adalora else []
+    return run_training(trainer, run_dir=run_dir, config_file=CONFIG_FILE, run_config=run_config, train=train,
+                        checkpoint=checkpoint, best=best_cb, callbacks=[*recipe_callbacks, *callbacks],
+                        n_utterances=len(train_samples), threads=threads, best_marker="adapter_config.json",
+                        ignore_warnings=(".*LoRA tensor.*have invalid shape.*",))
 
 
 def _planned_steps(n_samples: int, train: TrainSettings, n_processes: int, checkpoint: Path | None) -> int:

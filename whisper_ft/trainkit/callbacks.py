@@ -6,11 +6,14 @@
   evaluation.
 - :class:`CheckpointComplete` marks each checkpoint-N complete once everything in it is written
   (``--resume_from_checkpoint latest`` uses only marked ones).
+- :class:`KeepBest` keeps ``best/`` = the best evaluation so far; each recipe says how it saves
+  and which evaluations may count (its best-model rule).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -27,6 +30,56 @@ def previous_best_value(best_dir: Path, metric: str) -> float | None:
     except (OSError, json.JSONDecodeError):
         return None
     return float(data["value"]) if data.get("metric") == metric and "value" in data else None
+
+
+class KeepBest(TrainerCallback):
+    """Keeps ``best_dir`` = the run at the evaluation with the lowest ``eval_<metric>`` so far.
+
+    A recipe subclasses it: :meth:`save` writes its model (aside, then renamed into place);
+    :meth:`evaluation_done` may wait for more metrics (several evaluation sets) and
+    :meth:`candidate` may refuse an evaluation (a bound on the general sets). ``best`` starts at
+    the previous best of a resumed run (:func:`previous_best_value`)."""
+
+    def __init__(self, best_dir: Path, metric: str, run_config: dict, previous_best: float | None = None):
+        self.best_dir = Path(best_dir)
+        self.metric = metric
+        self.run_config = run_config
+        self.best = previous_best
+        self.best_metrics: dict | None = None
+
+    def evaluation_done(self, metrics: dict, state) -> dict | None:
+        """The evaluation's metrics once complete; None while more are to come."""
+        return metrics
+
+    def candidate(self, metrics: dict, state) -> bool:
+        """Whether this evaluation may become best/ (besides beating the best value)."""
+        return True
+
+    def describe(self, model) -> dict:
+        """More to record in the best metrics (e.g. the adapter ranks)."""
+        return {}
+
+    def save(self, model) -> None:
+        raise NotImplementedError
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        metrics = self.evaluation_done(dict(metrics or {}), state)
+        if metrics is None:
+            return
+        value = metrics.get(f"eval_{self.metric}")
+        if value is None or not math.isfinite(value) or not self.candidate(metrics, state):
+            return
+        if self.best is not None and value >= self.best:
+            return
+        self.best = value
+        self.best_metrics = {"metric": self.metric, "value": value, "step": state.global_step, "epoch": state.epoch,
+                             **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+                             **self.describe(model)}
+        if state.is_world_process_zero:
+            from whisper_ft.trainkit.dist import log_main
+
+            self.save(model)
+            log_main(f"new best {self.metric} {value:.4f} at step {state.global_step} -> {self.best_dir}")
 
 
 class GracefulInterrupt(TrainerCallback):

@@ -1,6 +1,7 @@
 """What every training run needs around the Trainer: its result, the CPU threads, the run folder
-(a second run never mixes into the first: :func:`claim_run_dir`) and the checkpoint to resume
-(only one whose save finished: :func:`resolve_checkpoint`)."""
+(a second run never mixes into the first: :func:`claim_run_dir`), the checkpoint to resume
+(only one whose save finished: :func:`resolve_checkpoint`) and how it ends (:func:`train_and_report`).
+The skeleton that puts these together is :mod:`whisper_ft.trainkit.skeleton`."""
 
 from __future__ import annotations
 
@@ -203,3 +204,4 @@ def train_and_report(trainer, interrupt, *, run_dir: Path, checkpoint: Path | No
                           global_step=state.global_step, max_steps=state.max_steps,
                           interrupted=interrupt.interrupted, last_checkpoint=last if last.is_dir() else None,
                           is_main_process=is_main_process())
+

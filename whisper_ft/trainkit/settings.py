@@ -10,7 +10,7 @@ This module imports nothing heavy: the CLI reads its defaults and help texts at 
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,24 @@ from whisper_ft.errors import WhisperFtError
 
 METRICS_FOR_BEST = ("cer", "wer", "loss")
 METRICS_FILE = "metrics.json"  # the evaluation that made best/ the best
+TRAIN_DATA_HELP = ("Training manifest (JSON Lines, see `whisper-ft prepare`); several are read as one set: repeat the "
+                   "option, separate them with commas, or give a glob or a folder of *.jsonl shards.")
 
 
-def setting(default: Any, help: str, option: str | None = None) -> Any:
-    """A dataclass field with its help text (and the CLI option that sets it, for error messages)."""
-    return field(default=default, metadata={"help": help, "option": option})
+def setting(default: Any, help: str, option: str | None = None, **cli: Any) -> Any:
+    """A dataclass field with its help text and the CLI option that sets it (``--<field name>``
+    unless ``option`` says otherwise). ``cli`` tunes the generated CLI option
+    (:mod:`whisper_ft.cli.options`): ``metavar``, ``cli_type`` (e.g. ``list[str]``: repeatable),
+    ``cli_default`` (None: the command fills in the default and says so), ``cli_help`` (replaces
+    the help text there), ``required``, ``hidden`` (for a renamed option's old spelling)."""
+    return field(default=default, metadata={"help": help, "option": option, **cli})
+
+
+def split_names(value) -> tuple[str, ...]:
+    """``"q_proj, v_proj"`` or ``["q_proj", "v_proj"]`` -> ``("q_proj", "v_proj")`` (empty names dropped)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(v.strip() for v in value if v and v.strip())
 
 
 def help_of(cls, name: str) -> str:
@@ -53,6 +66,52 @@ def default_of(cls, name: str) -> Any:
     """The default value of field ``name`` (used by the CLI so defaults live in one place)."""
     f = next(f for f in fields(cls) if f.name == name)
     return None if f.default is MISSING else f.default
+
+
+def settings_from_dict(cls, data: dict[str, Any] | None):
+    """A settings dataclass from its saved dict; an unknown key is an error (a newer or foreign config)."""
+    data = dict(data or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise WhisperFtError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+class RunConfig:
+    """What a recipe's whole config (a dataclass of ``output_dir`` and settings dataclasses) shares:
+    the run folder ``output_dir/<run_name>`` (the recipe names it), and the JSON form saved with
+    every run and read back (the ``resolved`` part written beside it is ignored)."""
+
+    output_dir: str
+    run_name: str
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _lists(asdict(self))  # tuples (module lists) as JSON lists
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        data = dict(data)
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data.pop(f.name)
+            section = f.default_factory if isinstance(f.default_factory, type) else None
+            values[f.name] = settings_from_dict(section, value) if section and is_dataclass(section) else value
+        return cls(**values)
 
 
 @dataclass
@@ -102,7 +161,8 @@ class TrainSettings:
         None, "Torch CPU threads (default: OMP_NUM_THREADS, else all cores, shared between local processes)."
     )
     resume_from_checkpoint: str | None = setting(
-        None, "Resume from this checkpoint-N folder; 'latest' = the newest one of this run."
+        None, "Resume from this checkpoint-N folder; 'latest' = the newest one of this run.", metavar="[PATH]",
+        cli_help="Resume from a checkpoint-N folder; without PATH, the latest checkpoint of this run."
     )
     overwrite_output_dir: bool = setting(
         False, "Start a new run in a run folder that already holds one: its checkpoint-N/ and best/ are removed "
