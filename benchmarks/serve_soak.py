@@ -74,6 +74,7 @@ def payloads(seed: int) -> dict[str, list[tuple[str, bytes, str | None]]]:
         "oversized": [("one-hertz.wav", bytes(one_hertz), "en"), ("hour.flac", hour, "en")],
         "stall": [("stall.wav", good[0][1], good[0][2])],
         "leave": [("long.wav", _wav(five_min, sr=first[1]), good[0][2])],
+        "warm_long": [("warm.wav", _wav(five_min[: 70 * first[1]], sr=first[1]), good[0][2])],
     }
 
 
@@ -151,7 +152,12 @@ def main() -> None:
         if proc.poll() is not None:
             sys.exit("the server did not start:\n" + "".join(stderr_lines))
         time.sleep(0.2)
-    send(port, "good", data["good"][0], 600)  # warm-up
+    # warm-up: every path once (a short clip, a long file through VAD + pieces, each refusal), so the
+    # baseline holds the loaded VAD model and the allocator's steady state, not a cold start
+    send(port, "good", data["good"][0], 600)
+    send(port, "long", data["warm_long"][0], 900)
+    for kind in ("corrupt", "nan", "oversized"):
+        send(port, kind, data[kind][0], 600)
     rss_start = rss(proc.pid)[0]
 
     outcomes: dict[str, Counter] = defaultdict(Counter)

@@ -83,6 +83,25 @@ class DecodeJob:
         return self
 
 
+def _return_freed_memory() -> None:
+    """Give freed heap back to the OS after a batch (glibc keeps it per thread arena otherwise: a
+    soak of hostile clients grew the server from 0.37 to 0.60 GB that was free but never returned)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 class _DaemonThread:
     """A one-thread executor whose thread never holds the process at exit: on SIGTERM the server
     must be gone in seconds, not after a CTranslate2 call that cannot be interrupted."""
@@ -244,6 +263,7 @@ class _ModelWorker:
                 self.stats.failed += 1
             elif isinstance(out, Transcription):
                 self.stats.audio_seconds += out.duration
+        _return_freed_memory()
         return outcomes  # type: ignore[return-value]
 
     @staticmethod
