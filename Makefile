@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,bundled,demo,serve,llm]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bundled,demo,serve,llm,scale]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -91,6 +91,7 @@ def _root(
 
 # Each module registers its own commands on `app` (import order = order in --help, hence I001).
 from whisper_ft.cli import inference as _inference  # noqa: E402,F401,I001
+from whisper_ft.cli import transcribe as _transcribe  # noqa: E402,F401
 from whisper_ft.cli import compare as _compare  # noqa: E402,F401
 from whisper_ft.cli import models as _models  # noqa: E402,F401
 from whisper_ft.cli import doctor as _doctor  # noqa: E402,F401

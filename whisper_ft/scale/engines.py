@@ -1,0 +1,194 @@
+"""Where shards are decoded: in this process (``local``) or by a pool of Ray Data actors (``ray``).
+
+Both engines hand each finished shard to ``on_result(index, result)`` in the driver, which writes
+it (:class:`whisper_ft.scale.output.OutputFolder`), so the folder is the same whichever ran it.
+
+``ray``: without ``address`` a Ray instance is started on this machine for the run (no dashboard,
+a small object store) and stopped at the end; with ``address`` (``auto``, ``HOST:PORT`` or
+``ray://HOST:PORT``) the run joins a running cluster, whose nodes must see the audio, the model
+and the same whisper-ft at the same paths. One actor per worker opens the model once; each shard
+is one Ray Data block given to an idle actor, so results stream back as shards finish. An actor
+that dies (a node lost, a worker killed) is restarted and its shard retried (Ray Data's default);
+a shard whose decoding raises is reported and left for the next run, the others carry on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from whisper_ft.console import log
+from whisper_ft.decoding.ct2_loading import default_cpu_threads
+from whisper_ft.errors import WhisperFtError
+from whisper_ft.scale.plan import Item
+from whisper_ft.scale.worker import DecodeSettings, ShardWorker
+
+ENGINES = ("local", "ray")
+OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray's shared memory: results are small JSON texts
+
+OnResult = Callable[[int, dict], None]
+
+
+@dataclass
+class EngineRun:
+    """What an engine did, for the summary."""
+
+    engine: str
+    workers: int
+    cpus_per_worker: int | None = None
+    gpus_per_worker: float = 0.0
+    startup_seconds: float = 0.0  # engine start to the workers' models loaded (ray: to the first result)
+    ray_init_seconds: float | None = None
+    lost_shards: list[int] = field(default_factory=list)
+
+
+def run_local(settings: DecodeSettings, shards: list[tuple[int, list[Item]]], on_result: OnResult) -> EngineRun:
+    t0 = time.perf_counter()
+    worker = ShardWorker(settings)
+    run = EngineRun("local", 1, settings.cpu_threads or default_cpu_threads(), startup_seconds=time.perf_counter() - t0)
+    for index, items in shards:
+        on_result(index, worker(items))
+    return run
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def start_ray(address: str | None) -> tuple[bool, float]:
+    """Start a local Ray (``address`` None) or join a cluster; returns (started here, seconds).
+
+    Ray's driver replaces the SIGTERM handler with a plain exit: whisper-ft's (SIGTERM stops a
+    command like Ctrl-C) is put back."""
+    import logging
+
+    try:
+        import ray
+    except ImportError as exc:
+        raise WhisperFtError("--engine ray needs Ray: pip install 'whisper-ft[scale]' (or pip install 'ray[data]')") from exc
+    previous = signal.getsignal(signal.SIGTERM)
+    t0 = time.perf_counter()
+    # Ray's warnings (token authentication, deprecations) are for developers: shown with --debug
+    level = logging.INFO if os.environ.get("WHISPER_FT_DEBUG") else logging.ERROR
+    quiet = dict(log_to_driver=False, logging_level=level, configure_logging=True)
+    try:
+        if address is None:
+            ray.init(num_cpus=_cpu_count(), include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except ConnectionError as exc:
+        raise WhisperFtError(f"cannot join the Ray cluster at {address}: {exc}; start it (`ray start --head`) "
+                             "or leave out --address to run on this machine") from exc
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    import ray.data  # noqa: F401  (it sets up its own loggers on import: quieted after)
+
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
+    return address is None, time.perf_counter() - t0
+
+
+def ray_layout(workers: int | None, cpus_per_worker: int | None, gpus_per_worker: float | None,
+               device: str) -> tuple[int, int, float]:
+    """(workers, CPUs each, GPUs each) for the connected cluster: by default one worker per GPU
+    (CUDA), else one per 2 CPUs; the CPUs are shared out among the workers (at most 4 each)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus and device in ("auto", "cuda") else 0.0
+    if device == "cuda" and not gpus_per_worker:
+        raise WhisperFtError("--device cuda with --gpus_per_worker 0: give each worker a GPU")
+    if gpus_per_worker and not gpus:
+        raise WhisperFtError(f"the Ray cluster has no GPU for --gpus_per_worker {gpus_per_worker:g}: "
+                             "use --device cpu (or add GPU nodes)")
+    if workers is None:
+        workers = max(1, int(gpus / gpus_per_worker)) if gpus_per_worker else max(1, cpus // 2)
+    if cpus_per_worker is None:
+        cpus_per_worker = max(1, min(4, cpus // workers))
+    if cpus_per_worker * workers > cpus or (gpus_per_worker and gpus_per_worker * workers > gpus + 1e-9):
+        raise WhisperFtError(
+            f"{workers} workers of {cpus_per_worker} CPU(s){f' and {gpus_per_worker:g} GPU' if gpus_per_worker else ''}"
+            f" do not fit the Ray cluster ({cpus} CPUs, {gpus} GPUs): lower --workers or --cpus_per_worker")
+    return workers, cpus_per_worker, gpus_per_worker
+
+
+def _actor_class(settings: DecodeSettings):
+    """A Ray Data callable class closed over ``settings`` (no constructor arguments to keep)."""
+    import numpy as np
+
+    class TranscribeShards:
+        def __init__(self):
+            self.worker = ShardWorker(settings)
+
+        def __call__(self, batch: dict) -> dict:
+            out = [json.dumps(self.worker([Item.from_dict(d) for d in json.loads(text)]), ensure_ascii=False)
+                   for text in batch["items"]]
+            return {"shard": batch["shard"], "result": np.array(out, dtype=object)}
+
+    return TranscribeShards
+
+
+def run_ray(settings: DecodeSettings, shards: list[tuple[int, list[Item]]], on_result: OnResult, *,
+            address: str | None = None, workers: int | None = None, cpus_per_worker: int | None = None,
+            gpus_per_worker: float | None = None) -> EngineRun:
+    import ray
+
+    t0 = time.perf_counter()
+    started, init_seconds = start_ray(address)
+    try:
+        import ray.data
+
+        workers, cpus, gpus = ray_layout(workers, cpus_per_worker, gpus_per_worker, settings.device)
+        settings = replace(settings, cpu_threads=cpus, device="cuda" if gpus else settings.device)
+        run = EngineRun("ray", workers, cpus, gpus, ray_init_seconds=init_seconds)
+        log(f"ray: {'a local Ray' if started else f'the cluster at {address}'} "
+            f"({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs), "
+            f"{workers} worker(s) of {cpus} CPU(s){f' and {gpus:g} GPU' if gpus else ''}, started in {init_seconds:.1f} s")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.max_errored_blocks = -1  # a shard that fails for good is reported; the others carry on
+        rows = [{"shard": i, "items": json.dumps([it.to_dict() for it in items], ensure_ascii=False)}
+                for i, items in shards]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+        pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)  # no queue behind a busy one
+        ds = ds.map_batches(_actor_class(settings), batch_size=1, batch_format="numpy", compute=pool, num_cpus=cpus,
+                            num_gpus=gpus or None)
+        seen: set[int] = set()
+        for row in ds.iter_rows():
+            index = int(row["shard"])
+            if not seen:
+                run.startup_seconds = time.perf_counter() - t0
+            seen.add(index)
+            on_result(index, json.loads(row["result"]))
+        run.lost_shards = sorted({i for i, _ in shards} - seen)
+        return run
+    finally:
+        ray.shutdown()
+        if started:
+            _wait_for_local_ray_exit()
+
+
+def _wait_for_local_ray_exit(timeout: float = 10.0) -> None:
+    """ray.shutdown() returns before the local Ray's processes are gone: wait (briefly) for them,
+    so the command leaves nothing running when it returns."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with Ray
+        return
+    deadline = time.monotonic() + timeout
+    me = psutil.Process()
+    while time.monotonic() < deadline:
+        children = [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+        if not children:
+            return
+        time.sleep(0.1)
