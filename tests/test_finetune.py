@@ -641,6 +641,80 @@ def _manifest_with_unusable_audio(root: Path) -> Path:
     return path
 
 
+def _shards(root: Path) -> Path:
+    """root/shards/{a,b}.jsonl (two tones each) and root/extra.jsonl (one): five utterances in three manifests."""
+    (root / "shards").mkdir(parents=True)
+    for name, keys in (("shards/a", ["a0", "a1"]), ("shards/b", ["b0", "b1"]), ("extra", ["x0"])):
+        rows = []
+        for i, key in enumerate(keys):
+            write_tone(root / f"{key}.wav", 1.0 + i, 300 + 100 * len(rows))
+            rows.append({"audio": {"path": str(root / f"{key}.wav")}, "sentence": "hello", "duration": 1.0 + i,
+                         "language": "en", "id": key})
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_train_data_reads_several_manifests_globs_and_shard_folders_as_one_set(tmp_path):
+    from whisper_ft.training.data import check_manifest
+
+    root = _shards(tmp_path)
+    a, b, extra = root / "shards" / "a.jsonl", root / "shards" / "b.jsonl", root / "extra.jsonl"
+    limits = {"name": "train", "language": None, "min_duration": 0.5, "max_duration": 30}
+    for spec in ([str(a), str(b), str(extra)], f"{a},{b}, {extra}", [f"{root}/shards/*.jsonl", str(extra)],
+                 [str(root / "shards"), str(extra)], [f"{root}/shards", f"{a},{extra}"]):
+        pairs, report = check_manifest(spec, **limits)
+        assert [u.key for u, _ in pairs] == ["a0", "a1", "b0", "b1", "x0"], spec
+        assert report.total == 5 and str(report.path) == f"{a} + 2 more"
+    pairs, report = check_manifest(str(a), **limits)  # one manifest: as before
+    assert len(pairs) == 2 and report.path == a
+    (root / "empty").mkdir()
+    with pytest.raises(DataError, match="folder without"):
+        check_manifest(str(root / "empty"), **limits)
+    with pytest.raises(DataError, match="no manifest matches"):
+        check_manifest(f"{root}/nothing-*.jsonl", **limits)
+
+
+def test_finetune_cli_takes_repeated_and_comma_separated_train_data(trainable_tiny_dir, tmp_path, monkeypatch,
+                                                                     capsys):
+    from whisper_ft.training import model as training_model
+
+    def loading(*args, **kwargs):
+        raise WhisperFtError("stopped before loading the model")
+
+    monkeypatch.setattr(training_model, "load_base_for_training", loading)
+    root = _shards(tmp_path)
+    code, _, err = run_cli(["finetune", "--base_model", str(trainable_tiny_dir), "--train_data",
+                            f"{root}/shards/a.jsonl,{root}/shards/b.jsonl", "--train_data", str(root / "extra.jsonl"), "--test_data", str(root / "extra.jsonl"),
+                            "--output_dir", str(tmp_path / "out"), "--num_workers", "0"], capsys)
+    assert code == 1 and "stopped before loading the model" in err
+    assert f"train data {root / 'shards' / 'a.jsonl'} + 2 more: 5 of 5 utterances kept" in err
+
+
+def test_finetune_options_come_from_the_settings_fields(monkeypatch, capsys):
+    """The generated command: no option given -> the settings' own defaults; each flag reaches its field."""
+    from whisper_ft.training import trainer
+
+    seen = []
+
+    def finetune(config, **kwargs):
+        seen.append((config, kwargs))
+        raise WhisperFtError("captured")
+
+    monkeypatch.setattr(trainer, "finetune", finetune)
+    assert run_cli(["finetune"], capsys)[0] == 1
+    config, kwargs = seen.pop()
+    assert config == FinetuneConfig() and kwargs == {"auto_run_name": True}
+    assert run_cli(["finetune", "--lora_r", "8", "--lora_encoder_layers", "2", "--target_modules", "q_proj, v_proj",
+                    "--test_data", "a=a.jsonl", "--test_data", "b=b.jsonl", "--max_steps", "7", "--fp16",
+                    "--output_dir", "runs", "--resume_from_checkpoint"], capsys)[0] == 1
+    config, kwargs = seen.pop()
+    assert (config.lora.r, config.lora.encoder_layers, config.lora.target_modules) == (8, 2, ("q_proj", "v_proj"))
+    assert config.data.test_data == ["a=a.jsonl", "b=b.jsonl"] and config.data.train_data == "dataset/train.jsonl"
+    assert (config.train.max_steps, config.train.fp16, config.train.resume_from_checkpoint) == (7, True, "latest")
+    assert config.output_dir == "runs" and kwargs == {"auto_run_name": False}
+    assert "--weight_decay" not in run_cli(["finetune", "--help"], capsys)[1]  # left at its default
+
+
 def test_unusable_audio_is_skipped_counted_and_named(tmp_path, capsys):
     from whisper_ft.training.data import check_manifest
 

@@ -452,6 +452,80 @@ def test_bad_inputs_fail_with_one_line_before_training(case, expected, tiny_mode
     assert not list((tmp_path / "out").rglob("checkpoint-*"))
 
 
+def _tone_manifest(tone_data: Path, path: Path, *, extra=(), drop_language: bool = False) -> Path:
+    """The tone clips (absolute paths), plus ``extra`` records; ``drop_language``: the first without one."""
+    rows = [json.loads(line) for line in (tone_data / "train.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["audio"]["path"] = str(tone_data / row["audio"]["path"])
+    if drop_language:
+        del rows[0]["language"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, *extra]))
+    return path
+
+
+def test_data_checks_are_the_whisper_recipe_s(tiny_model_dir, tiny_llm_dir, tone_data, tmp_path, capsys, monkeypatch):
+    """One check_manifest for both recipes: an unusable audio file is dropped, named and counted, and records
+    without a language are refused with one line (both used to pass the speech-LLM recipe unchecked)."""
+    from whisper_ft.speech_llm import build
+    from whisper_ft.speech_llm.trainer import finetune_speech_llm
+
+    (tmp_path / "garbage.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    bad = {"audio": {"path": str(tmp_path / "garbage.wav")}, "sentence": "hi", "duration": 1.0, "language": "en",
+           "id": "garbage"}
+    mixed = _tone_manifest(tone_data, tmp_path / "mixed.jsonl", extra=[bad])
+
+    class Built(Exception):
+        pass
+
+    def building(*args, **kwargs):
+        raise Built
+
+    monkeypatch.setattr(build, "build_speech_llm", building)  # stop once the data is checked and tokenised
+    config = make_config(tiny_model_dir, tiny_llm_dir, tone_data, tmp_path / "out", data={"train_data": str(mixed)})
+    capsys.readouterr()
+    with pytest.raises(Built):
+        finetune_speech_llm(config)
+    err = capsys.readouterr().err
+    assert f"skipping utterance garbage ({tmp_path / 'garbage.wav'})" in err
+    assert f"train data {mixed}: 3 of 4 utterances kept" in err and "1 with unusable audio" in err
+
+    unlabelled = _tone_manifest(tone_data, tmp_path / "no_language.jsonl", drop_language=True)
+    code, _, err = run_cli(["llm", "finetune", "--encoder", str(tiny_model_dir), "--llm", str(tiny_llm_dir),
+                            "--train_data", str(unlabelled), "--test_data", str(tone_data / "test.jsonl"),
+                            "--output_dir", str(tmp_path / "out"), "--num_workers", "0"], capsys)
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert code == 1 and len(lines) == 1, err
+    assert '1 of 3 utterances have no "language"; pass --language' in lines[0]
+
+
+def test_llm_finetune_options_come_from_the_settings_fields(monkeypatch, capsys):
+    """The generated command: only --llm given -> the settings' own defaults; the beam reaches the decoder."""
+    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.speech_llm import trainer
+    from whisper_ft.speech_llm.config import DecodeSettings, LlmDataSettings, ModelSettings, SpeechLLMConfig
+
+    seen = []
+
+    def finetune(config, **kwargs):
+        seen.append((config, kwargs))
+        raise WhisperFtError("captured")
+
+    monkeypatch.setattr(trainer, "finetune_speech_llm", finetune)
+    assert run_cli(["llm", "finetune", "--llm", "some-llm"], capsys)[0] == 1
+    config, kwargs = seen.pop()
+    assert config == SpeechLLMConfig(model=ModelSettings(llm="some-llm")) and kwargs == {"auto_run_name": True}
+    assert run_cli(["llm", "finetune", "--llm", "x", "--lora_r", "4", "--lora_target", "q_proj", "--eval_num_beams",
+                    "3", "--no_repeat_ngram_size", "0", "--train_data", "a.jsonl,b.jsonl", "--train_data", "c.jsonl",
+                    "--resume_from_checkpoint", "--output_dir", "o"], capsys)[0] == 1
+    config, kwargs = seen.pop()
+    assert (config.model.lora_r, config.model.lora_target) == (4, ("q_proj",))
+    assert config.decode == DecodeSettings(num_beams=3, no_repeat_ngram_size=0) and config.train.eval_num_beams == 3
+    assert config.data.train_data == ["a.jsonl,b.jsonl", "c.jsonl"] and config.data == LlmDataSettings(
+        train_data=["a.jsonl,b.jsonl", "c.jsonl"])
+    assert config.train.resume_from_checkpoint == "latest" and kwargs == {"auto_run_name": False}
+    assert run_cli(["llm", "finetune", "--lora_r", "4"], capsys)[0] == 2  # --llm is required: a usage error
+
+
 def test_not_a_run_folder_is_one_line(tmp_path, tone_data, capsys):
     code, _, err = run_cli(["llm", "eval", "--run", str(tmp_path), "--test_data", str(tone_data / "test.jsonl")],
                            capsys)
