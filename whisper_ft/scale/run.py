@@ -142,7 +142,7 @@ def _summary(out: OutputFolder, shards, ran: EngineRun, this: dict, wall: float)
             "gpus_per_worker": ran.gpus_per_worker, "shards": this["shards"],
             "audio_hours": round(this["audio_seconds"] / 3600, 6), "wall_seconds": round(wall, 2),
             "audio_hours_per_hour": round(this["audio_seconds"] / wall, 2) if wall else 0.0,
-            "startup_seconds": round(ran.startup_seconds, 2), "ray_init_seconds": ran.ray_init_seconds,
+            "startup_seconds": round(ran.startup_seconds, 2), "ray_init_seconds": None if ran.ray_init_seconds is None else round(ran.ray_init_seconds, 2),
             "lost_shards": ran.lost_shards,
         },
     }
