@@ -36,9 +36,6 @@ class OptionalValueCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
 
-_OptionalValueCommand = OptionalValueCommand  # the name it had in cli.train
-
-
 def _default(f) -> Any:
     if f.default is not MISSING:
         return f.default

@@ -14,7 +14,6 @@ import typer
 
 from whisper_ft.cli import app
 from whisper_ft.cli.options import OptionalValueCommand, ParsedOptions, options_from
-from whisper_ft.cli.options import _OptionalValueCommand as _OptionalValueCommand
 from whisper_ft.training.config import DataSettings, FinetuneConfig, LoraSettings, TrainSettings, default_of
 
 NOT_OPTIONS = ("weight_decay", "max_grad_norm", "timestamp_fraction")  # settings the command leaves at their defaults
