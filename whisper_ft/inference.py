@@ -19,7 +19,15 @@ from whisper_ft.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
 from whisper_ft.console import log, progress, warn
 from whisper_ft.decoding.results import Segment, Transcription, Word
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.writers import check_output_dir, output_path, render, to_json, validate_format, write_transcription
+from whisper_ft.writers import (
+    check_output_dir,
+    formats_of,
+    output_path,
+    render,
+    to_json,
+    validate_format,
+    write_transcription,
+)
 
 PROGRESS_FROM_SECONDS = 60.0  # inputs at least this long show a progress bar on stderr
 VAD_HINT_FROM_SECONDS = 600.0  # longer inputs transcribed without VAD get a hint to use it
@@ -113,8 +121,10 @@ def run_inference(
     to ``output_dir/<stem>.<fmt>`` or, without ``output_dir``, print it on stdout. Failures are
     collected in the returned :class:`InferRun` (call ``raise_for_failures`` at the end).
     ``vad_hint``: suggest ``--vad`` for inputs over 10 minutes (the caller decodes without it)."""
-    fmt = validate_format(fmt)
+    fmt = validate_format(fmt, allow_all=True)
     stdout = stdout or sys.stdout
+    if fmt == "all" and output_dir is None:
+        raise WhisperFtError("--format all writes one file per format: give --output_dir")
     files, failures = collect_audio_files(inputs)
     run = InferRun(failures=failures, n_inputs=len(files) + len(failures))
     if not files and not failures:
@@ -140,13 +150,14 @@ def run_inference(
             if to_simplified:
                 result = simplify_transcription(result)
             if output_dir is not None:
-                out = output_path(path, output_dir, fmt)
-                if out.stem in stems and stems[out.stem] != path:
-                    out = out.with_name(f"{path.parent.name}_{out.name}")
-                    warn(f"two inputs named {path.stem}: writing {out.name}")
-                run.written.append(write_transcription(result, out, fmt))
+                for f in formats_of(fmt):
+                    out = output_path(path, output_dir, f)
+                    if out.stem in stems and stems[out.stem] != path:
+                        out = out.with_name(f"{path.parent.name}_{out.name}")
+                        warn(f"two inputs named {path.stem}: writing {out.name}")
+                    run.written.append(write_transcription(result, out, f))
+                    log(f"{path} -> {out}")
                 stems[out.stem] = path
-                log(f"{path} -> {out}")
             elif fmt == "json" and len(files) > 1:
                 stdout.write(to_json(result, indent=None, extra={"audio": str(path)}))
             elif fmt == "txt" and len(files) > 1:  # which transcript is which: a header per file, as head(1) does

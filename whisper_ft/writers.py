@@ -1,6 +1,6 @@
-"""Write transcriptions as JSON, plain text, SRT or WebVTT.
+"""Write transcriptions as JSON, plain text, SRT, WebVTT or TSV (``all``: every one of them).
 
-JSON is ``{"language", "duration", "segments": [{"start", "end", "text"}], "text"}`` (the shape of
+TSV is OpenAI whisper's: ``start<TAB>end<TAB>text`` per segment, times in whole milliseconds. JSON is ``{"language", "duration", "segments": [{"start", "end", "text"}], "text"}`` (the shape of
 Whisper-Finetune's ``infer_ct2.py``), plus ``words`` per segment with word timestamps.
 """
 
@@ -13,14 +13,24 @@ from pathlib import Path
 from whisper_ft.decoding.results import Segment, Transcription
 from whisper_ft.errors import WhisperFtError
 
-FORMATS = ("json", "txt", "srt", "vtt")
+FORMATS = ("json", "txt", "srt", "vtt", "tsv")
+ALL = "all"  # --format all: one file per format (needs an output folder)
 
 
-def validate_format(fmt: str) -> str:
+def validate_format(fmt: str, *, allow_all: bool = False) -> str:
     f = (fmt or "").strip().lower().lstrip(".")
+    if f == ALL and allow_all:
+        return f
     if f not in FORMATS:
-        raise WhisperFtError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+        choices = FORMATS + ((ALL,) if allow_all else ())
+        raise WhisperFtError(f"unknown output format {fmt!r}; choose one of: {', '.join(choices)}")
     return f
+
+
+def formats_of(fmt: str) -> tuple[str, ...]:
+    """The formats ``--format`` stands for: itself, or every format for ``all``."""
+    f = validate_format(fmt, allow_all=True)
+    return FORMATS if f == ALL else (f,)
 
 
 def format_timestamp(seconds: float, *, decimal_marker: str = ",") -> str:
@@ -63,6 +73,14 @@ def to_vtt(transcription: Transcription) -> str:
     return "\n".join(blocks)
 
 
+def to_tsv(transcription: Transcription) -> str:
+    lines = ["start\tend\ttext"]
+    for seg in ordered_segments(transcription):
+        text = seg.text.replace("\t", " ").replace("\n", " ")
+        lines.append(f"{int(round(seg.start * 1000))}\t{int(round(seg.end * 1000))}\t{text}")
+    return "\n".join(lines) + "\n"
+
+
 def to_txt(transcription: Transcription) -> str:
     return transcription.text + "\n"
 
@@ -77,7 +95,7 @@ def to_json(transcription: Transcription, *, indent: int | None = 2, extra: dict
 
 def render(transcription: Transcription, fmt: str) -> str:
     fmt = validate_format(fmt)
-    return {"json": to_json, "txt": to_txt, "srt": to_srt, "vtt": to_vtt}[fmt](transcription)
+    return {"json": to_json, "txt": to_txt, "srt": to_srt, "vtt": to_vtt, "tsv": to_tsv}[fmt](transcription)
 
 
 def output_path(audio_path: str | Path, output_dir: str | Path, fmt: str) -> Path:

@@ -18,7 +18,7 @@ def compare_command(
     backend: str = typer.Option("hf", "--backend", help="hf (transformers) or ct2 (CTranslate2) for every model."),
     output_dir: Path = typer.Option(Path("reports/compare"), "--output_dir", help="Where report.json, report.md and chart.png go."),
     language: str = typer.Option(None, "--language", help="Force a language (e.g. zh). Default: each utterance's."),
-    num_beams: int = typer.Option(1, "--num_beams", help="Beam size (1 = greedy)."),
+    beam_size: int = typer.Option(1, "--beam_size", help="Beam size. Default 1 (greedy), as eval: several models on several test sets decode several times faster; infer/infer-ct2/serve default to 5."),
     max_new_tokens: int = typer.Option(None, "--max_new_tokens", help="Cap on generated tokens per clip."),
     cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads (default: up to 4)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -27,11 +27,13 @@ def compare_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the generated non-speech clips."),
     timestamp_clips: int = typer.Option(3, "--timestamp_clips", help="Clips per test set decoded with timestamps and checked."),
+    num_beams: int = typer.Option(None, "--num_beams", hidden=True, help="Deprecated: --beam_size."),
 ) -> None:
     """Compare models on several test sets: CER/WER with bootstrap intervals, hallucinations, timestamps."""
-    from whisper_ft.cli.inference import _quiet_libraries
+    from whisper_ft.cli.inference import _quiet_libraries, _renamed
 
     _quiet_libraries()
+    beam_size = _renamed("--num_beams", num_beams, "--beam_size", beam_size, new_default=1)
     from whisper_ft.compare.inputs import parse_models, parse_test_data
     from whisper_ft.compare.runner import CompareSettings, run_compare
     from whisper_ft.compare.writers import check_report_files, format_table, write_compare_report
@@ -41,7 +43,7 @@ def compare_command(
 
     settings = CompareSettings(
         models=tuple(parse_models(models)), test_sets=tuple(parse_test_data(test_data)), backend=backend,
-        language=language, num_beams=num_beams, max_new_tokens=max_new_tokens, cpu_threads=cpu_threads,
+        language=language, num_beams=beam_size, max_new_tokens=max_new_tokens, cpu_threads=cpu_threads,
         device=device, compute_type=compute_type, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
         timestamp_clips=timestamp_clips,
     )

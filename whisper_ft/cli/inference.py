@@ -49,7 +49,7 @@ def eval_command(
     language: str = typer.Option(None, "--language", help="Force a language (e.g. zh). Default: each utterance's, else detected."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
     batch_size: int = typer.Option(16, "--batch_size", min=1, help="Utterances per batch, longest first; when packing, about this many 30 s windows' worth of clips per batch."),
-    num_beams: int = typer.Option(1, "--num_beams", min=1, help="Beam size (1 = greedy)."),
+    beam_size: int = typer.Option(1, "--beam_size", min=1, help="Beam size. Default 1 (greedy), unlike infer/infer-ct2/serve (5): a test set decodes several times faster, and scores compare like with like; pass --beam_size 5 to score what those commands output."),
     backend: str = typer.Option("hf", "--backend", help="hf (transformers) or ct2 (CTranslate2)."),
     output_dir: Path = typer.Option(None, "--output_dir", help="Where report.json and predictions.jsonl go. Default: reports/<model>_<data>_<backend>/."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -59,6 +59,7 @@ def eval_command(
     pack: bool = typer.Option(None, "--pack/--no_pack", help="Short same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone). Default: on with --backend ct2 (the fast path), off with hf; off for a model without timestamp tokens (said on stderr)."),
     raw: bool = typer.Option(False, "--raw", help="Score the texts as written (whitespace collapsed only) instead of through the normaliser (report.json names it)."),
     temperature_fallback: bool = typer.Option(False, "--temperature_fallback", help="Clips over 30 s: retry a doubtful 30 s window at higher temperatures (sampling: results vary from run to run). Default: temperature 0 only, the same on both backends."),
+    num_beams: int = typer.Option(None, "--num_beams", min=1, hidden=True, help="Deprecated: --beam_size."),
 ) -> None:
     """Score a model on a test manifest (CER/WER with S/D/I, report.json, per-utterance JSONL)."""
     _quiet_libraries()
@@ -68,6 +69,7 @@ def eval_command(
     from whisper_ft.models.defaults import DEFAULT_TEST_DATA, pick_model
     from whisper_ft.outputs import removed_if_failed
 
+    beam_size = _renamed("--num_beams", num_beams, "--beam_size", beam_size, new_default=1)
     if model_path is None:
         picked = pick_model()
         log(picked.message())
@@ -80,7 +82,7 @@ def eval_command(
         log(f"no --test_data given: using {test_data}")
     settings = EvalSettings(
         model=model_path, test_data=test_data, metric=metric, language=language, task=task, batch_size=batch_size,
-        num_beams=num_beams, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
+        num_beams=beam_size, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
         max_new_tokens=max_new_tokens, pack=pack, temperature_fallback=temperature_fallback, raw=raw,
     )
     output_dir = output_dir or default_output_dir(settings)
@@ -148,56 +150,140 @@ def convert_command(
             )
 
 
+def _renamed(old: str, old_value, new: str, new_value, new_default=None):
+    """The value of a renamed option given by its old, hidden spelling (one deprecation line on
+    stderr); giving both spellings different values is a usage error."""
+    if old_value is None or old_value == []:
+        return new_value
+    from whisper_ft.console import warn
+
+    warn(f"{old} is deprecated: use {new}")
+    if isinstance(old_value, list):  # inputs: both spellings add up
+        return list(new_value or []) + list(old_value)
+    if new_value not in (None, new_default) and new_value != old_value:
+        raise typer.BadParameter(f"{old} (deprecated) and {new} both given: give {new} only", param_hint=new)
+    return old_value
+
+
+_AUDIO_HELP = "Audio files, folders (searched recursively) and/or glob patterns ('clips/*.wav')."
+_FORMAT_HELP = ("json, txt, srt, vtt, tsv, or all (every format; needs --output_dir). Several inputs as txt: "
+                "a '==> file <==' line before each.")
+_BEAM_HELP = "Beam size (1 = greedy); faster-whisper's default."
+_TEMPERATURE_HELP = ("Sampling temperature of the first decode (0: deterministic greedy/beam search). With "
+                     "--temperature_fallback a doubtful window is decoded again at rising temperatures (steps of 0.2).")
+_FALLBACK_HELP = "Decode a doubtful window (a loop, a low-confidence output) again at higher temperatures (OpenAI's and faster-whisper's default)."
+_PROMPT_HELP = "Initial prompt: text the first window is conditioned on (names, spelling, style)."
+_VAD_HELP = "Decode only the speech (Silero VAD); segment times are mapped back to the file and clipped to the speech."
+
+
+def _expand_globs(items: list[str]) -> list[str]:
+    """Glob patterns the shell did not expand (quoted, or on Windows) -> the matching paths, sorted."""
+    import glob
+
+    out: list[str] = []
+    for item in items:
+        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else []
+        out += matches or [item]  # no match: the path as given (reported as not found)
+    return out
+
+
+def _decoding_options(*, language, task, beam_size, temperature, temperature_fallback, prompt, hotwords, vad,
+                      vad_threshold, vad_min_silence_ms, vad_speech_pad_ms, vad_min_speech_ms, word_timestamps,
+                      **extra):
+    from whisper_ft.decoding.options import DecodingOptions
+
+    vad_parameters = {"threshold": vad_threshold, "min_silence_duration_ms": vad_min_silence_ms,
+                      "speech_pad_ms": vad_speech_pad_ms, "min_speech_duration_ms": vad_min_speech_ms}
+    if not vad and any(v is not None for v in vad_parameters.values()):
+        from whisper_ft.console import warn
+
+        warn("--vad_* options have no effect without --vad")
+    return DecodingOptions(language=language, task=task, beam_size=beam_size, temperature=temperature,
+                           initial_prompt=prompt, hotwords=hotwords, vad=vad, vad_parameters=vad_parameters,
+                           word_timestamps=word_timestamps, **extra).with_fallback(temperature_fallback)
+
+
+def _vad_option(name: str, help: str):
+    return typer.Option(None, name, min=0, help=f"With --vad: {help} (default: faster-whisper's).")
+
+
 @app.command("infer")
 def infer_command(
-    audio_path: list[str] = typer.Option(..., "--audio_path", help="Audio file or folder (repeatable)."),
+    audio: list[str] = typer.Argument(None, help=_AUDIO_HELP, show_default=False),
     model_path: str = typer.Option(None, "--model_path", help=_MODEL_HELP),
     language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    num_beams: int = typer.Option(1, "--num_beams", min=1, help="Beam size (1 = greedy)."),
-    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt (several inputs as txt: a '==> file <==' line before each)."),
+    beam_size: int = typer.Option(None, "--beam_size", min=1, help=_BEAM_HELP + " Default: 5; a speech-LLM run: its own.", show_default=False),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=1.0, help=_TEMPERATURE_HELP),
+    temperature_fallback: bool = typer.Option(True, "--temperature_fallback/--no_temperature_fallback", help=_FALLBACK_HELP),
+    prompt: str = typer.Option(None, "--prompt", help=_PROMPT_HELP),
+    hotwords: str = typer.Option(None, "--hotwords", help="Words to favour (names, jargon). This backend has no hotwords of its own: they are added to the prompt (after --prompt), where faster-whisper puts them."),
+    vad: bool = typer.Option(False, "--vad", help=_VAD_HELP),
+    vad_threshold: float = _vad_option("--vad_threshold", "speech probability threshold, 0 to 1"),
+    vad_min_silence_ms: int = _vad_option("--vad_min_silence_ms", "silence (ms) that ends a speech chunk"),
+    vad_speech_pad_ms: int = _vad_option("--vad_speech_pad_ms", "padding (ms) kept around each speech chunk"),
+    vad_min_speech_ms: int = _vad_option("--vad_min_speech_ms", "shortest speech chunk (ms) kept"),
+    word_timestamps: bool = typer.Option(False, "--word_timestamps", help="Per-word times (JSON output). Needs the CTranslate2 backend: use infer-ct2 (an error here)."),
+    fmt: str = typer.Option("json", "--format", help=_FORMAT_HELP),
     output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
     to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads for torch."),
+    cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads (default: torch's)."),
+    audio_path: list[str] = typer.Option(None, "--audio_path", hidden=True, help="Deprecated: give the audio as arguments."),
+    num_beams: int = typer.Option(None, "--num_beams", min=1, hidden=True, help="Deprecated: --beam_size."),
 ) -> None:
     """Transcribe audio with transformers (any length: 30 s windows, sequential long-form decoding); also a speech-LLM run folder."""
     _quiet_libraries()
     from whisper_ft.console import log
     from whisper_ft.decoding.backend import load_backend
-    from whisper_ft.decoding.options import DecodingOptions
     from whisper_ft.inference import run_inference
     from whisper_ft.models.defaults import pick_model
     from whisper_ft.writers import validate_format
 
-    options = DecodingOptions(language=language, task=task, beam_size=num_beams).with_fallback()
-    validate_format(fmt)
+    audio = _renamed("--audio_path", audio_path, "AUDIO arguments", audio)
+    beam_size = _renamed("--num_beams", num_beams, "--beam_size", beam_size)
+    if not audio:
+        raise typer.BadParameter("give at least one audio file or folder", param_hint="AUDIO")
+    options = _decoding_options(language=language, task=task, beam_size=beam_size or 5, temperature=temperature,
+                                temperature_fallback=temperature_fallback, prompt=prompt, hotwords=hotwords, vad=vad,
+                                vad_threshold=vad_threshold, vad_min_silence_ms=vad_min_silence_ms,
+                                vad_speech_pad_ms=vad_speech_pad_ms, vad_min_speech_ms=vad_min_speech_ms,
+                                word_timestamps=word_timestamps)
+    validate_format(fmt, allow_all=True)
     if model_path is None:
         picked = pick_model()
         log(picked.message())
         model_path = picked.name
-    backend = load_backend(model_path, kind="transformers", device=device, threads=cpu_threads, beam_size=num_beams)
+    backend = load_backend(model_path, kind="transformers", device=device, threads=cpu_threads, beam_size=beam_size)
     log(f"model: {backend.describe()}")
 
     def transcribe(audio, path, on_segment):  # transformers gives no segments before the end: no progress bar
         return backend.transcribe(audio, options, source=path)
 
-    run = run_inference(audio_path, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
+    run = run_inference(_expand_globs(audio), transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
                         show_progress=False)
     run.raise_for_failures()
 
 
 @app.command("infer-ct2")
 def infer_ct2_command(
-    audio: list[str] = typer.Argument(..., help="Audio files and/or folders."),
+    audio: list[str] = typer.Argument(..., help=_AUDIO_HELP),
     model_path: str = typer.Option(None, "--model_path", help="CTranslate2 folder (or any model name; converted once). Default: the newest models/*-ct2, else the bundled base."),
     language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    beam_size: int = typer.Option(5, "--beam_size", min=1, help="Beam size."),
-    vad: bool = typer.Option(False, "--vad", help="Skip silence with Silero VAD (segment times are clipped to the speech)."),
+    beam_size: int = typer.Option(5, "--beam_size", min=1, help=_BEAM_HELP),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=1.0, help=_TEMPERATURE_HELP),
+    temperature_fallback: bool = typer.Option(True, "--temperature_fallback/--no_temperature_fallback", help=_FALLBACK_HELP),
+    prompt: str = typer.Option(None, "--prompt", help=_PROMPT_HELP),
+    hotwords: str = typer.Option(None, "--hotwords", help="Words to favour (names, jargon): faster-whisper's hotwords."),
+    vad: bool = typer.Option(False, "--vad", help=_VAD_HELP),
+    vad_threshold: float = _vad_option("--vad_threshold", "speech probability threshold, 0 to 1"),
+    vad_min_silence_ms: int = _vad_option("--vad_min_silence_ms", "silence (ms) that ends a speech chunk"),
+    vad_speech_pad_ms: int = _vad_option("--vad_speech_pad_ms", "padding (ms) kept around each speech chunk"),
+    vad_min_speech_ms: int = _vad_option("--vad_min_speech_ms", "shortest speech chunk (ms) kept"),
     word_timestamps: bool = typer.Option(False, "--word_timestamps", help="Add per-word times (JSON output)."),
     batch_size: int = typer.Option(None, "--batch_size", min=1, help="> 1: faster-whisper's batched pipeline (uses VAD); 1: sequential. Default: 8 for recordings of 5 min or more (several times faster), else 1."),
-    fmt: str = typer.Option("json", "--format", help="json, txt, srt or vtt (several inputs as txt: a '==> file <==' line before each)."),
+    fmt: str = typer.Option("json", "--format", help=_FORMAT_HELP),
     output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
     to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu or cuda."),
@@ -209,16 +295,19 @@ def infer_ct2_command(
     from whisper_ft.console import log
     from whisper_ft.decoding.backend import load_backend
     from whisper_ft.decoding.ct2 import default_batch_size
-    from whisper_ft.decoding.options import DecodingOptions
     from whisper_ft.inference import run_inference
     from whisper_ft.models.defaults import pick_ct2_model
     from whisper_ft.writers import validate_format
 
     # subtitles want timestamped segments of a few seconds, also from the batched pipeline
-    options = DecodingOptions(language=language, task=task, beam_size=beam_size, vad=vad,
-                              word_timestamps=word_timestamps, timestamps=True if fmt in ("srt", "vtt") else None,
-                              batch_size=batch_size or 1).with_fallback()
-    validate_format(fmt)
+    options = _decoding_options(language=language, task=task, beam_size=beam_size, temperature=temperature,
+                                temperature_fallback=temperature_fallback, prompt=prompt, hotwords=hotwords, vad=vad,
+                                vad_threshold=vad_threshold, vad_min_silence_ms=vad_min_silence_ms,
+                                vad_speech_pad_ms=vad_speech_pad_ms, vad_min_speech_ms=vad_min_speech_ms,
+                                word_timestamps=word_timestamps,
+                                timestamps=True if fmt in ("srt", "vtt", "tsv", "all") else None,
+                                batch_size=batch_size or 1)
+    validate_format(fmt, allow_all=True)
     if model_path is None:
         picked = pick_ct2_model()
         log(picked.message())
@@ -236,6 +325,6 @@ def infer_ct2_command(
                     f"batch {batch} (--batch_size 1: sequential decoding)")
         return backend.transcribe(audio_array, options.replace(batch_size=batch), source=path, on_segment=on_segment)
 
-    run = run_inference(audio, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
+    run = run_inference(_expand_globs(audio), transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
                         vad_hint=not vad and batch_size == 1)
     run.raise_for_failures()

@@ -232,7 +232,7 @@ def run_compare(settings: CompareSettings) -> CompareReport:
     from whisper_ft.text import normalize_text
 
     backend = validate_backend(settings.backend)
-    for option, value in (("--num_beams", settings.num_beams), ("--batch_size", settings.batch_size),
+    for option, value in (("--beam_size", settings.num_beams), ("--batch_size", settings.batch_size),
                           ("--cpu_threads", settings.cpu_threads), ("--max_new_tokens", settings.max_new_tokens)):
         if value is not None and value < 1:
             raise WhisperFtError(f"{option} must be at least 1 (got {value})")

@@ -119,7 +119,9 @@ class TransformersBackend:
 
         t = transcribe_hf(self.loaded.model, self.loaded.processor, audio, language=options.language,
                           task=options.task, num_beams=options.beam_size, source=source,
-                          temperature_fallback=options.temperature_fallback)
+                          temperature_fallback=options.temperature_fallback, temperature=options.temperatures,
+                          initial_prompt=options.initial_prompt, hotwords=options.hotwords, vad=options.vad,
+                          vad_parameters=options.vad_options, word_timestamps=options.word_timestamps)
         if on_segment is not None:
             for seg in t.segments:
                 on_segment(seg)
@@ -177,7 +179,7 @@ class CTranslate2Backend:
             temperature=list(temps) if len(temps) > 1 else temps[0], max_new_tokens=options.max_new_tokens,
             without_timestamps=None if options.timestamps is None else not options.timestamps,
             initial_prompt=options.initial_prompt, condition_on_previous_text=options.condition_on_previous_text,
-            source=source, on_segment=on_segment)
+            hotwords=options.hotwords, vad_parameters=options.vad_options, source=source, on_segment=on_segment)
 
 
 def load_backend(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
-from whisper_ft.decoding.ct2 import CT2Whisper, ct2_features, detect_languages_ct2, model_suppress_tokens
+from whisper_ft.decoding.ct2_loading import CT2Whisper, ct2_features, detect_languages_ct2, model_suppress_tokens
 from whisper_ft.decoding.results import Segment, Transcription, Word
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS

@@ -23,12 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
+from whisper_ft.audio import SAMPLE_RATE
 from whisper_ft.console import log
 from whisper_ft.decoding.ct2_loading import (  # noqa: F401  (re-exported: loading and device choice)
+    N_FRAMES,
     CT2Whisper,
+    ct2_features,
     default_cpu_threads,
     describe,
+    detect_languages_ct2,
     ensure_ct2_folder,
     load_ct2_whisper,
     log_loaded,
@@ -52,9 +55,6 @@ from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's pl
     take_packed_results,
 )
 
-N_FRAMES = N_SAMPLES // 160
-
-
 AUTO_BATCH_FROM_SECONDS = 300.0  # infer-ct2: recordings from 5 min on use the batched VAD pipeline ...
 AUTO_BATCH_SIZE = 8  # ... with this many 30 s chunks per batch (measured: benchmarks/inference.py --long)
 
@@ -65,20 +65,6 @@ def default_batch_size(seconds: float) -> int:
     ``AUTO_BATCH_FROM_SECONDS`` or more, where it is several times faster than sequential decoding
     at no worse error rate; 1 (sequential, each window conditioned on the previous text) below."""
     return AUTO_BATCH_SIZE if seconds >= AUTO_BATCH_FROM_SECONDS else 1
-
-
-def ct2_features(ct2: CT2Whisper, audios: list[np.ndarray]) -> np.ndarray:
-    """Log-mel features ``[batch, n_mels, 3000]`` of 30 s windows (each audio padded or cut)."""
-    feats = []
-    for a in audios:
-        a = np.asarray(a, dtype=np.float32)[:N_SAMPLES]
-        a = np.pad(a, (0, N_SAMPLES - len(a)))
-        f = ct2.model.feature_extractor(a, padding=0)
-        f = f[:, :N_FRAMES]
-        if f.shape[1] < N_FRAMES:
-            f = np.pad(f, ((0, 0), (0, N_FRAMES - f.shape[1])))
-        feats.append(f)
-    return np.ascontiguousarray(np.stack(feats), dtype=np.float32)
 
 
 def _vocabulary_size(path: Path) -> int | None:
@@ -116,12 +102,6 @@ NO_TIMESTAMPS_MESSAGE = ("{model} has no timestamp tokens: packing is off, every
 
 
 _TOLD_NO_TIMESTAMPS: set[str] = set()
-
-
-def detect_languages_ct2(ct2: CT2Whisper, features) -> list[tuple[str, float]]:
-    """The most likely language (code, probability) of each window."""
-    results = ct2.engine.detect_language(features)
-    return [(r[0][0].strip("<|>"), float(r[0][1])) for r in results]
 
 
 def _prompt(ct2: CT2Whisper, language: str | None, task: str, *, timestamps: bool = False) -> list[int]:

@@ -9,8 +9,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
+from whisper_ft.audio import N_SAMPLES
 from whisper_ft.console import log
 from whisper_ft.errors import WhisperFtError
+
+N_FRAMES = N_SAMPLES // 160  # log-mel frames in one 30 s window
 
 
 def default_cpu_threads() -> int:
@@ -153,6 +158,26 @@ class _MultilingualEngine:
         raise WhisperFtError(
             "CTranslate2 cannot detect the language with this model's small vocabulary: pass --language"
         )
+
+
+def ct2_features(ct2: CT2Whisper, audios: list[np.ndarray]) -> np.ndarray:
+    """Log-mel features ``[batch, n_mels, 3000]`` of 30 s windows (each audio padded or cut)."""
+    feats = []
+    for a in audios:
+        a = np.asarray(a, dtype=np.float32)[:N_SAMPLES]
+        a = np.pad(a, (0, N_SAMPLES - len(a)))
+        f = ct2.model.feature_extractor(a, padding=0)
+        f = f[:, :N_FRAMES]
+        if f.shape[1] < N_FRAMES:
+            f = np.pad(f, ((0, 0), (0, N_FRAMES - f.shape[1])))
+        feats.append(f)
+    return np.ascontiguousarray(np.stack(feats), dtype=np.float32)
+
+
+def detect_languages_ct2(ct2: CT2Whisper, features) -> list[tuple[str, float]]:
+    """The most likely language (code, probability) of each window."""
+    results = ct2.engine.detect_language(features)
+    return [(r[0][0].strip("<|>"), float(r[0][1])) for r in results]
 
 
 def model_suppress_tokens(path: Path) -> list[int]:

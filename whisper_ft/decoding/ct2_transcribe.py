@@ -1,11 +1,19 @@
 """faster-whisper's ``transcribe`` on one audio of any length (optional VAD, word timestamps,
-batched pipeline) -> a typed :class:`~whisper_ft.decoding.results.Transcription`."""
+batched pipeline) -> a typed :class:`~whisper_ft.decoding.results.Transcription`.
+
+A clip of at most 30 s decoded plainly (sequential, no VAD, no word timestamps, no hotwords) goes
+through the server's short-clip decoding instead (:func:`whisper_ft.decoding.batched.transcribe_clips_ct2`:
+one CTranslate2 ``generate`` on the 30 s window padded with silence, as transformers and ``eval``
+build it), with faster-whisper's temperature fallback when that decode looks like a loop: the same
+clip and options give the same text from ``infer-ct2``, ``eval --backend ct2`` and ``serve``.
+(faster-whisper's own ``transcribe`` pads the features differently and so can word a short clip
+differently.)"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE
+from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
 from whisper_ft.decoding.ct2_loading import CT2Whisper, model_suppress_tokens
 from whisper_ft.decoding.hf import validate_task
 from whisper_ft.decoding.results import Segment, Transcription, Word
@@ -28,6 +36,8 @@ def transcribe_ct2(
     without_timestamps: bool | None = None,
     initial_prompt: str | None = None,
     condition_on_previous_text: bool = True,
+    hotwords: str | None = None,
+    vad_parameters: dict | None = None,
     source: str | None = None,
     on_segment=None,
 ) -> Transcription:
@@ -40,6 +50,8 @@ def transcribe_ct2(
     ``without_timestamps`` None: each pipeline's own default -- sequential decoding predicts
     timestamps (segments of a few seconds), the batched pipeline does not (its segments are the
     VAD chunks of up to 30 s; that is part of why it is faster: measured 20 % on a 10 min file).
+    ``hotwords``: faster-whisper's hotwords (words to favour, given as a prompt prefix).
+    ``vad_parameters``: faster-whisper's ``VadOptions`` fields (threshold, min_silence_duration_ms, ...).
     """
     from whisper_ft.models.languages import normalize_language
 
@@ -62,8 +74,22 @@ def transcribe_ct2(
     )
     if temperature is not None:
         kwargs["temperature"] = temperature
+    if hotwords:
+        kwargs["hotwords"] = hotwords
+    if vad_parameters:
+        kwargs["vad_parameters"] = dict(vad_parameters)
     speech = None
     duration = len(audio) / SAMPLE_RATE
+    if (batch_size == 1 and not vad and not word_timestamps and not hotwords and not without_timestamps
+            and no_speech_threshold == 0.6 and duration <= CHUNK_SECONDS):
+        short = _short_clip(ct2, audio, language=language, task=task, beam_size=beam_size, temperature=temperature,
+                            initial_prompt=initial_prompt, max_new_tokens=max_new_tokens)
+        if short is not None:
+            for seg in short.segments:
+                if on_segment is not None:
+                    on_segment(seg)
+            return Transcription(language=short.language, duration=duration, segments=short.segments,
+                                 language_probability=short.language_probability, source=source)
     if without_timestamps is None:
         kwargs["without_timestamps"] = batch_size > 1
     if batch_size > 1:
@@ -79,7 +105,7 @@ def transcribe_ct2(
 
         from whisper_ft.decoding.speech import chunk_seconds, speech_chunks
 
-        chunks = speech_chunks(audio)
+        chunks = speech_chunks(audio, vad_parameters)
         pieces, _ = collect_chunks(audio, chunks)
         kwargs["vad_filter"] = False
         segments, info = ct2.model.transcribe(np.concatenate(pieces), **kwargs)
@@ -105,3 +131,20 @@ def transcribe_ct2(
             on_segment(seg)
     return Transcription(language=info.language, duration=duration, segments=out,
                          language_probability=info.language_probability, source=source)
+
+
+def _short_clip(ct2: CT2Whisper, audio: np.ndarray, *, language, task, beam_size, temperature, initial_prompt,
+                max_new_tokens) -> Transcription | None:
+    """The server's decoding of one short clip at the first temperature of the schedule; None when
+    it looks like a loop or a failed decode and the schedule has more temperatures (the caller then
+    decodes with faster-whisper's fallback, as the server does)."""
+    from whisper_ft.decoding.batched import FALLBACK_TEMPERATURES, Clip, transcribe_clips_ct2
+
+    if temperature is None:
+        temperature = FALLBACK_TEMPERATURES
+    temps = [float(t) for t in temperature] if isinstance(temperature, (list, tuple)) else [float(temperature)]
+    clip = Clip(np.asarray(audio, dtype=np.float32), language, task, initial_prompt, temps[0])
+    result = transcribe_clips_ct2(ct2, [clip], beam_size=beam_size, max_new_tokens=max_new_tokens)[0]
+    if result.needs_fallback and len(temps) > 1:
+        return None
+    return result.transcription

@@ -53,13 +53,16 @@ def decode_text(tokenizer, ids) -> str:
 
 
 def generated_ids(ids: list[int], specials: dict[str, int], prompt_ids: frozenset[int]) -> list[int]:
-    """The generated tokens of an output row: a leading prompt (``<|startoftranscript|>``, then
-    language and task tokens, then ``<|notimestamps|>``) and everything from the first
+    """The generated tokens of an output row: a leading prompt (a text prompt ``<|startofprev|> ...``,
+    ``<|startoftranscript|>``, then language and task tokens, then ``<|notimestamps|>``) and everything from the first
     ``<|endoftext|>`` on removed. Timestamp tokens are kept."""
     start = 0
-    if ids and ids[0] == specials["sot"]:
-        start = 1
-        while start < len(ids) and start < 3 and ids[start] in prompt_ids:
+    if ids and ids[0] == specials["sot_prev"] and specials["sot"] in ids:  # a text prompt came first
+        start = ids.index(specials["sot"])
+    if start < len(ids) and ids[start] == specials["sot"]:
+        first = start
+        start += 1
+        while start < len(ids) and start < first + 3 and ids[start] in prompt_ids:
             start += 1
         if start < len(ids) and ids[start] == specials["no_timestamps"]:
             start += 1
@@ -76,11 +79,24 @@ def _prompt_ids(tokenizer, specials: dict[str, int]) -> frozenset[int]:
     return frozenset(language_token_ids(tokenizer).values()) | {specials["transcribe"], specials["translate"]}
 
 
+def generation_prompt_kwargs(tokenizer, prompt: str | None, temperature: float = 0.0) -> dict:
+    """``generate`` arguments for a text prompt (``prompt_ids``, as Whisper's initial prompt) and a
+    sampling temperature (0: greedy or beam search)."""
+    kwargs: dict = {}
+    if prompt and prompt.strip():
+        import torch
+
+        kwargs["prompt_ids"] = torch.tensor(tokenizer.get_prompt_ids(prompt.strip()))
+    if temperature and temperature > 0:
+        kwargs.update(do_sample=True, temperature=float(temperature))
+    return kwargs
+
+
 def _generate_group(model, features, attention_mask, *, language, task, num_beams, max_new_tokens,
-                    return_timestamps, specials, prompt_ids) -> list[list[int]]:
+                    return_timestamps, specials, prompt_ids, extra=None) -> list[list[int]]:
     import torch
 
-    kwargs = {"num_beams": num_beams, "return_timestamps": return_timestamps}
+    kwargs = {"num_beams": num_beams, "return_timestamps": return_timestamps, **(extra or {})}
     if getattr(model.generation_config, "is_multilingual", True):
         kwargs["task"] = task
         if language is not None:
@@ -110,9 +126,12 @@ def generate_token_ids(
     max_new_tokens: int | None = None,
     return_timestamps: bool = False,
     attention_mask=None,
+    prompt: str | None = None,
+    temperature: float = 0.0,
 ) -> list[list[int]]:
     """Generated token ids per sample: no prompt, no ``<|endoftext|>`` or padding; timestamp
-    tokens included when ``return_timestamps``."""
+    tokens included when ``return_timestamps``. ``prompt``: text given to the decoder as the
+    previous window's (Whisper's initial prompt); ``temperature`` > 0 samples."""
     task = validate_task(task)
     if num_beams < 1:
         raise WhisperFtError(f"num_beams must be at least 1 (got {num_beams})")
@@ -138,6 +157,7 @@ def generate_token_ids(
             return_timestamps=return_timestamps,
             specials=specials,
             prompt_ids=prompt_ids,
+            extra=generation_prompt_kwargs(processor.tokenizer, prompt, temperature),
         )
         for i, ids in zip(idx, group):
             results[i] = ids

@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from whisper_ft.audio import CHUNK_SECONDS, N_SAMPLES, SAMPLE_RATE
-from whisper_ft.decoding.hf import decode_text, generate_token_ids, unwrap_model, validate_task
+from whisper_ft.decoding.hf import (
+    decode_text,
+    generate_token_ids,
+    generation_prompt_kwargs,
+    unwrap_model,
+    validate_task,
+)
 from whisper_ft.decoding.results import Segment, Transcription
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import language_token_ids, special_token_ids
@@ -95,12 +101,36 @@ def transcribe_hf(
     num_beams: int = 1,
     source: str | None = None,
     temperature_fallback: bool = True,
+    temperature: float | tuple[float, ...] | None = None,
+    initial_prompt: str | None = None,
+    hotwords: str | None = None,
+    vad: bool = False,
+    vad_parameters: dict | None = None,
+    word_timestamps: bool = False,
 ) -> Transcription:
     """Transcribe (or translate) one audio array of any length; see the module docstring.
 
-    ``temperature_fallback=False``: audio over 30 s is decoded at temperature 0 only (deterministic)."""
+    ``temperature_fallback=False``: audio over 30 s is decoded at temperature 0 only (deterministic).
+    ``temperature``: the schedule (a tuple) or one temperature; None: 0, then the fallback schedule
+    per ``temperature_fallback``. A clip of at most 30 s is decoded at the first temperature only.
+    ``initial_prompt``: text given as the previous window's; ``hotwords`` are folded into it (after
+    the prompt, where faster-whisper puts them). ``vad``: only the speech (Silero VAD,
+    ``vad_parameters`` as faster-whisper's ``VadOptions``) is decoded, times mapped back to the file."""
     import torch
 
+    if word_timestamps:
+        raise WhisperFtError("word timestamps need the CTranslate2 backend: use `whisper-ft infer-ct2 "
+                             "--word_timestamps` (or drop --word_timestamps)")
+    if vad:
+        return _transcribe_speech_only(
+            model, processor, audio, vad_parameters, language=language, task=task, num_beams=num_beams,
+            source=source, temperature_fallback=temperature_fallback, temperature=temperature,
+            initial_prompt=initial_prompt, hotwords=hotwords)
+    prompt = " ".join(p.strip() for p in (initial_prompt, hotwords) if p and p.strip()) or None
+    if temperature is None:
+        temps = LONG_FORM_OPTIONS["temperature"] if temperature_fallback else (0.0,)
+    else:
+        temps = tuple(temperature) if isinstance(temperature, (tuple, list)) else (float(temperature),)
     task = validate_task(task)
     language = normalize_language(language)
     if num_beams < 1:
@@ -113,7 +143,7 @@ def transcribe_hf(
         language, probability = detect_language_hf(model, processor, first)[0]
     if len(audio) <= N_SAMPLES:
         tokens = generate_token_ids(model, processor, first, language=language, task=task, num_beams=num_beams,
-                                    return_timestamps=True)[0]
+                                    return_timestamps=True, prompt=prompt, temperature=temps[0])[0]
         segments = segments_from_tokens(tokens, processor.tokenizer)
     else:
         inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False, padding="longest",
@@ -129,7 +159,8 @@ def transcribe_hf(
                 num_beams=num_beams,
                 return_timestamps=True,
                 return_segments=True,
-                **(LONG_FORM_OPTIONS if temperature_fallback else DETERMINISTIC_LONG_FORM_OPTIONS),
+                **{**LONG_FORM_OPTIONS, "temperature": temps if len(temps) > 1 else temps[0]},
+                **generation_prompt_kwargs(processor.tokenizer, prompt),
             )
         segments = []
         for seg in out["segments"][0]:
@@ -149,3 +180,28 @@ def _first_timestamp(tokens: list[int], tokenizer) -> float:
 
     vocab = vocabulary_of(tokenizer)
     return next((vocab.seconds(t) for t in tokens if vocab.is_timestamp(t)), 0.0)
+
+
+def _transcribe_speech_only(model, processor, audio, vad_parameters, *, source=None, **kwargs) -> Transcription:
+    """:func:`transcribe_hf` of the speech only (faster-whisper's VAD path: speech chunks glued
+    together, decoded, segment times mapped back to the file and clipped to the speech)."""
+    from faster_whisper.transcribe import restore_speech_timestamps
+    from faster_whisper.vad import collect_chunks
+
+    from whisper_ft.decoding.speech import chunk_seconds, clip_to_speech, speech_chunks
+
+    duration = len(audio) / SAMPLE_RATE
+    chunks = speech_chunks(audio, vad_parameters)
+    if not chunks:
+        return Transcription(language=normalize_language(kwargs.get("language")), duration=duration, segments=[],
+                             source=source)
+    pieces, _ = collect_chunks(audio, chunks)
+    t = transcribe_hf(model, processor, np.concatenate(pieces), source=source, **kwargs)
+    speech = chunk_seconds(chunks)
+    segments = [clip_to_speech(seg, speech) for seg in restore_speech_timestamps(t.segments, chunks, SAMPLE_RATE)]
+    for i, seg in enumerate(segments):
+        seg.id = i
+        seg.end = min(seg.end, duration)
+        seg.start = min(seg.start, seg.end)
+    return Transcription(language=t.language, duration=duration, segments=segments,
+                         language_probability=t.language_probability, source=source)

@@ -14,6 +14,9 @@ from whisper_ft.models.generation import TASKS
 
 # OpenAI's and faster-whisper's schedule: a doubtful window is decoded again at the next temperature
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# faster-whisper's VadOptions fields (the CLI's --vad_* options set the first four)
+VAD_PARAMETERS = ("threshold", "min_silence_duration_ms", "speech_pad_ms", "min_speech_duration_ms",
+                  "neg_threshold", "max_speech_duration_s")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class DecodingOptions:
     ``timestamps``: long-form segments of a few seconds (None: the backend's own default).
     ``pack``: short same-language clips share 30 s windows in :meth:`Backend.texts` (the fast path).
     ``batch_size``: long-form chunks per batch in CTranslate2's batched VAD pipeline (1: sequential).
+    ``initial_prompt``: text given to the decoder as if it came before (faster-whisper's name; ``--prompt``).
+    ``hotwords``: words to favour (faster-whisper's ``hotwords``; the transformers backend folds them
+    into the prompt). ``vad``: decode the speech only (Silero VAD), with ``vad_parameters``
+    (faster-whisper's ``VadOptions`` fields, as ``(name, value)`` pairs; :attr:`vad_options` as a dict).
     """
 
     language: str | None = None  # None: detected
@@ -35,7 +42,9 @@ class DecodingOptions:
     timestamps: bool | None = None
     word_timestamps: bool = False
     initial_prompt: str | None = None
+    hotwords: str | None = None
     vad: bool = False
+    vad_parameters: tuple[tuple[str, float], ...] = ()
     pack: bool = False
     condition_on_previous_text: bool = True
     batch_size: int = 1
@@ -63,6 +72,24 @@ class DecodingOptions:
         if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
             raise WhisperFtError(f"temperature must be a number from 0 to 1, or a tuple of them (got {self.temperature!r})")
         object.__setattr__(self, "temperature", temps[0] if len(temps) == 1 else temps)
+        params = self.vad_parameters.items() if isinstance(self.vad_parameters, dict) else self.vad_parameters or ()
+        params = tuple(sorted((str(k), v) for k, v in params if v is not None))
+        unknown = [k for k, _ in params if k not in VAD_PARAMETERS]
+        if unknown:
+            raise WhisperFtError(f"unknown VAD parameter {unknown[0]!r}; choose from: {', '.join(VAD_PARAMETERS)}")
+        for k, v in params:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k.endswith("threshold") and v > 1):
+                raise WhisperFtError(f"VAD {k} must be a number{' from 0 to 1' if k.endswith('threshold') else ' of at least 0'}"
+                                     f" (got {v!r})")
+        object.__setattr__(self, "vad_parameters", params)
+        for name in ("initial_prompt", "hotwords"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, value.strip() if isinstance(value, str) and value.strip() else None)
+
+    @property
+    def vad_options(self) -> dict[str, float]:
+        """``vad_parameters`` as keyword arguments of faster-whisper's ``VadOptions``."""
+        return dict(self.vad_parameters)
 
     @property
     def temperatures(self) -> tuple[float, ...]:
@@ -74,8 +101,13 @@ class DecodingOptions:
         return len(self.temperatures) > 1
 
     def with_fallback(self, fallback: bool = True) -> DecodingOptions:
-        """The same options with OpenAI's temperature fallback schedule (or temperature 0 only)."""
-        return replace(self, temperature=FALLBACK_TEMPERATURES if fallback else 0.0)
+        """The same options with OpenAI's temperature fallback schedule from the first temperature on
+        (0.0, 0.2, ... 1.0 from 0; steps of 0.2), or the first temperature only."""
+        start = self.temperatures[0]
+        if not fallback:
+            return replace(self, temperature=start)
+        schedule = (start,) + tuple(t for t in FALLBACK_TEMPERATURES if t > start + 1e-9)
+        return replace(self, temperature=schedule if len(schedule) > 1 else start)
 
     def replace(self, **changes) -> DecodingOptions:
         return replace(self, **changes)

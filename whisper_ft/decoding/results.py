@@ -64,14 +64,25 @@ class Transcription:
         }
 
 
+def is_cjk(ch: str) -> bool:
+    """A character of a script written without spaces between words (Chinese, Japanese kana,
+    Korean, and their full-width punctuation)."""
+    code = ord(ch)
+    return (0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF
+            or 0xFF00 <= code <= 0xFFEF or 0x20000 <= code <= 0x3134F)
+
+
 def join_texts(texts) -> str:
+    """Segment texts joined as one text: a space between words of space-separated scripts, none
+    between segments of Chinese, Japanese or Korean (also after an ASCII comma or full stop Whisper
+    sometimes puts at the end of a Chinese segment), as every command and the server show it."""
     out = ""
     for t in texts:
         t = t.strip()
         if not t:
             continue
         if out and (out[-1].isascii() and out[-1].isalnum() or t[0].isascii() and t[0].isalnum()
-                    or out[-1] in ",.!?;:"):
+                    or out[-1] in ",.!?;:" and not is_cjk(t[0])):
             out += " "
         out += t
     return out

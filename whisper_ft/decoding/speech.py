@@ -23,11 +23,12 @@ from whisper_ft.decoding.results import Segment
 SPEECH_SLACK_SECONDS = 1.0
 
 
-def speech_chunks(audio: np.ndarray) -> list[dict]:
-    """faster-whisper's speech chunks (``{"start", "end"}`` in samples) with its default VAD options."""
+def speech_chunks(audio: np.ndarray, parameters: dict | None = None) -> list[dict]:
+    """faster-whisper's speech chunks (``{"start", "end"}`` in samples) with its default VAD options,
+    or ``parameters`` (``VadOptions`` fields: threshold, min_silence_duration_ms, speech_pad_ms, ...)."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    return get_speech_timestamps(audio, VadOptions())
+    return get_speech_timestamps(audio, VadOptions(**(parameters or {})))
 
 
 def chunk_seconds(chunks: list[dict]) -> list[tuple[float, float]]:
