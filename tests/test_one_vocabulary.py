@@ -157,6 +157,28 @@ def test_transformers_backend_folds_hotwords_into_the_prompt(tiny_model_dir, mon
         backend.transcribe(make_tone(2.0), options.replace(word_timestamps=True))
 
 
+@pytest.mark.shared_audio
+def test_transformers_backend_decodes_the_speech_only_with_vad(tiny_model_dir):
+    """--vad on infer (transformers): the speech is found with faster-whisper's VAD and its
+    parameters, decoded, and segment times land on the speech in the file."""
+    import numpy as np
+
+    from whisper_ft.audio import load_audio
+    from whisper_ft.decoding.backend import load_backend
+    from whisper_ft.decoding.options import DecodingOptions
+
+    if not CLIP.is_file():
+        pytest.skip(f"needs {CLIP} (real speech beside the checkout)")
+    silence = np.zeros(16_000 * 5, np.float32)
+    audio = np.concatenate([silence, load_audio(CLIP), silence[: 16_000 * 3]])
+    backend = load_backend(tiny_model_dir, kind="transformers", device="cpu", threads=1)
+    options = DecodingOptions(language="zh", beam_size=1, vad=True, max_new_tokens=8)
+    t = backend.transcribe(audio, options)
+    assert t.segments and t.duration == pytest.approx(len(audio) / 16_000)
+    assert all(4.5 <= s.start <= s.end <= 9.5 for s in t.segments), [(s.start, s.end) for s in t.segments]
+    assert backend.transcribe(audio, options.replace(vad_parameters={"threshold": 0.99})).segments == []
+
+
 def test_texts_of_chinese_segments_join_without_spaces():
     from whisper_ft.decoding.results import join_texts
 
