@@ -207,8 +207,9 @@ def test_translations(client, wav_file, server):
 
 
 def test_models_and_health(client, server):
-    assert [m.id for m in client.models.list().data] == ["tiny-ft-ct2"]
-    assert client.models.retrieve("whisper-1").id == "tiny-ft-ct2"
+    assert [m.id for m in client.models.list().data] == ["whisper-1", "tiny-ft-ct2"]  # OpenAI's alias first
+    assert client.models.retrieve("whisper-1").id == "whisper-1"
+    assert client.models.retrieve("tiny-ft-ct2").id == "tiny-ft-ct2"
     status, body = get(server[0], "/health")
     assert status == 200 and json.loads(body) == {"status": "ok"}  # with --api_key: nothing more without the key
     status, body = get(server[0], "/health", AUTH)
@@ -386,7 +387,7 @@ def test_serve_command_starts_the_server(tiny_ct2):
     try:
         assert _wait_for(lambda: _port_open(port) or proc.poll() is not None, timeout=120) and proc.poll() is None
         status, body = get(port, "/v1/models")
-        assert status == 200 and json.loads(body)["data"][0]["id"] == "tiny-ft-ct2"
+        assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["whisper-1", "tiny-ft-ct2"]
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         assert isinstance(client.audio.transcriptions.create(file=("a.wav", wav_bytes()), model="whisper-1").text, str)
     finally:

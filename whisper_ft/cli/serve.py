@@ -14,12 +14,13 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback: set --api_key."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: str = typer.Option(None, "--api_key", envvar="WHISPER_FT_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or WHISPER_FT_API_KEY)."),
-    max_upload_mb: float = typer.Option(100.0, "--max_upload_mb", help="Largest upload accepted (MB); bigger ones get 413."),
+    max_upload_mb: float = typer.Option(25.0, "--max_upload_mb", help="Largest upload accepted (MB, OpenAI's 25 by default); bigger ones get 413."),
     max_concurrency: int = typer.Option(64, "--max_concurrency", help="Requests queued or decoding (a slot is taken once the upload is complete); more get 429 with Retry-After. Uploads in progress: up to twice this."),
     max_audio_seconds: float = typer.Option(7200.0, "--max_audio_seconds", help="Longest audio a request may send (seconds, from the header or while decoding); longer gets 413."),
     upload_timeout: float = typer.Option(120.0, "--upload_timeout", help="Seconds an upload may take in all (a body that sends nothing for 15 s is dropped sooner); then 408."),
     allowed_hosts: list[str] = typer.Option(None, "--allowed_hosts", help="Host names this server answers besides its address (repeatable or comma-separated; '*': any). A loopback server answers only localhost/127.0.0.1/[::1] by default, which stops DNS rebinding."),
     cors_origins: list[str] = typer.Option(None, "--cors_origins", help="Web origins (e.g. https://app.example.com) whose pages may call the API from a browser (repeatable or comma-separated). Default: none; the built-in page is same-origin."),
+    log_level: str = typer.Option("info", "--log_level", help="info: one access line per request on stderr (client, method, path, status, audio and decode seconds); warning: problems only; debug; error."),
     language: str = typer.Option(None, "--language", help="Language when a request gives none (default: detected)."),
     beam_size: int = typer.Option(5, "--beam_size", help="Beam size (temperature 0)."),
     batch_window_ms: float = typer.Option(30.0, "--batch_window_ms", help="Wait this long for more requests to batch with the first (0 with --max_batch_size 1: one request at a time)."),
@@ -48,7 +49,8 @@ def serve_command(
     settings = ServerSettings(host=host, port=port, api_key=api_key or None, max_upload_mb=max_upload_mb,
                               max_concurrency=max_concurrency, max_audio_seconds=max_audio_seconds,
                               upload_timeout=upload_timeout, allowed_hosts=split(allowed_hosts),
-                              cors_origins=split(cors_origins))  # checked before any model is loaded
+                              cors_origins=split(cors_origins),
+                              log_level=(log_level or "").lower())  # checked before any model is loaded
     if not model_path:
         from whisper_ft.models.defaults import pick_ct2_model
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from whisper_ft.audio import CHUNK_SECONDS
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.serve.engine import Engine, EngineSettings
+from whisper_ft.serve.engine import WHISPER_1, Engine, EngineSettings
 from whisper_ft.serve.errors import ApiError, ClientGone, error_body
 from whisper_ft.serve.responses import GRANULARITIES, RESPONSE_FORMATS, render, sse_events
 from whisper_ft.serve.uploads import private_upload_dir, read_multipart
@@ -39,13 +40,14 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
-    max_upload_mb: float = 100.0
+    max_upload_mb: float = 25.0  # OpenAI's limit
     max_concurrency: int = 64  # requests queued or decoding (uploads complete); more get 429
     max_audio_seconds: float = 7200.0  # decoded length a request may cause (header, then while decoding)
     upload_timeout: float = 120.0  # seconds for a whole upload; a body that stalls STALL_SECONDS is dropped too
     allowed_hosts: tuple[str, ...] = ()  # Host headers answered besides the bound address (loopback names when local)
     cors_origins: tuple[str, ...] = ()  # web origins allowed to call the API from a browser (none: same-origin only)
     shutdown_seconds: float = 3.0  # on SIGTERM: in-flight requests get this long, then are cancelled
+    log_level: str = "info"  # info: one access line per request; warning: problems only
 
     def __post_init__(self):
         from whisper_ft.errors import WhisperFtError
@@ -53,6 +55,8 @@ class ServerSettings:
         if self.api_key is not None and not self.api_key.isascii():
             raise WhisperFtError("--api_key must be ASCII (an HTTP header cannot carry other characters): choose "
                                  "a key of letters, digits and punctuation")
+        if self.log_level not in LOG_LEVELS:
+            raise WhisperFtError(f"unknown --log_level {self.log_level!r}; choose one of: {', '.join(LOG_LEVELS)}")
         if self.max_concurrency < 1 or self.max_upload_mb <= 0 or self.max_audio_seconds <= 0 or self.upload_timeout <= 0:
             raise WhisperFtError("--max_concurrency must be at least 1, and --max_upload_mb, --max_audio_seconds "
                                  "and --upload_timeout above 0")
@@ -79,6 +83,10 @@ class ServerSettings:
         return None
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+           'fill="#2563eb"/><path d="M6 16h3l3-8 4 16 4-12 3 4h3" stroke="#fff" stroke-width="2.5" fill="none" '
+           'stroke-linejoin="round"/></svg>')
 STALL_SECONDS = 15.0  # an upload that sends nothing for this long is dropped (408)
 
 
@@ -114,7 +122,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
     app.state.settings = settings
     app.state.in_flight = 0  # requests holding a decoding slot
     app.state.uploading = 0  # uploads in progress
-    from whisper_ft.serve.guard import BrowserGuard
+    from whisper_ft.serve.guard import AccessLog, BrowserGuard
 
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -122,6 +130,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type"])
     app.add_middleware(BrowserGuard, hosts=settings.host_names(), cors_origins=settings.cors_origins)
+    app.add_middleware(AccessLog)  # outermost: refused requests are logged too
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
@@ -157,6 +166,10 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
     async def page():
         return HTMLResponse(_page())
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
     @app.get("/health")
     async def health(request: Request):
         if settings.api_key and not _has_key(request, settings.api_key):
@@ -168,7 +181,8 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
     @app.get("/v1/models")
     async def list_models(request: Request):
         check_key(request)
-        return {"object": "list", "data": [_model_card(m) for m in engine.models]}
+        alias = _model_card(engine.models[0], WHISPER_1)  # OpenAI's name, for clients that hard-code it
+        return {"object": "list", "data": [alias] + [_model_card(m) for m in engine.models]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, request: Request):
@@ -176,7 +190,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
         model = engine.find(model_id)
         if model is None:
             raise _unknown_model(model_id, engine)
-        return _model_card(model)
+        return _model_card(model, WHISPER_1 if model_id == WHISPER_1 else None)
 
     async def audio_endpoint(request: Request, task: str):
         check_key(request)
@@ -206,7 +220,11 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
             else:  # long or unknown length: decoded to samples in the model's worker, one at a time
                 job = options["job"](None)
                 job.load = lambda: _load_upload(upload, settings)
+            decode_started = time.perf_counter()
             transcription = await _until_disconnected(request, engine.transcribe(options["model"], job), job)
+            request.state.decode_seconds = time.perf_counter() - decode_started
+            if transcription is not None:
+                request.state.audio_seconds = transcription.duration
             if transcription is None:
                 logger.info("client disconnected while its audio was decoded; decoding stopped")
                 return Response(status_code=499)
@@ -299,8 +317,8 @@ def _too_long(exc) -> ApiError:
                     param="file", code="audio_too_long")
 
 
-def _model_card(model) -> dict:
-    return {"id": model.id, "object": "model", "created": model.created, "owned_by": "whisper-ft"}
+def _model_card(model, alias: str | None = None) -> dict:
+    return {"id": alias or model.id, "object": "model", "created": model.created, "owned_by": "whisper-ft"}
 
 
 def _unknown_model(name: str, engine: Engine) -> ApiError:
@@ -347,6 +365,18 @@ def _parse_options(upload, engine: Engine, task: str) -> dict:
     if bad:
         raise ApiError(400, f"unknown timestamp_granularities {bad[0]!r}; choose from: {', '.join(GRANULARITIES)}",
                        param="timestamp_granularities", code="invalid_value")
+    if granularities and fmt != "verbose_json":  # OpenAI refuses this too, rather than ignoring it
+        raise ApiError(400, "timestamp_granularities is only supported with response_format=verbose_json "
+                            f"(got response_format={fmt})", param="timestamp_granularities", code="invalid_value")
+    include = [v.strip().lower() for v in upload.get_list("include[]", "include") for v in v.split(",") if v.strip()]
+    if include:  # OpenAI: logprobs only from its gpt-4o transcription models, not whisper-1
+        raise ApiError(400, f"include[]={include[0]} is not supported for Whisper models (OpenAI's whisper-1 does not "
+                            "return it either); leave include out", param="include", code="unsupported_value")
+    chunking = (upload.get("chunking_strategy") or "").strip()
+    if chunking and chunking.lower() != "auto":  # files over 30 s are always chunked (VAD), which is "auto"
+        raise ApiError(400, f"chunking_strategy {chunking!r} is not supported: send \"auto\" or leave it out "
+                            "(long files are cut at pauses by voice activity detection)", param="chunking_strategy",
+                       code="unsupported_value")
     stream = (upload.get("stream") or "false").strip().lower() in ("true", "1", "yes")
     prompt = upload.get("prompt") or None
     words = fmt == "verbose_json" and "word" in granularities
@@ -400,13 +430,27 @@ def _load_upload(upload, settings: ServerSettings):
         raise _decode_error(exc, upload) from exc
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (not the stream of the moment the
+    server started, which a test harness may have closed since)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def uvicorn_config(app, settings: ServerSettings, **overrides):
     """How uvicorn runs the app: keep-alive 5 s; at most ``max_uploads + max_concurrency + 32``
     connections and tasks (uvicorn answers 503 beyond); SIGTERM gives in-flight requests
     ``shutdown_seconds`` before cancelling them."""
     import uvicorn
 
-    kwargs = dict(host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_keep_alive=5,
+    kwargs = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+                  timeout_keep_alive=5,
                   limit_concurrency=settings.max_uploads + settings.max_concurrency + 32,
                   timeout_graceful_shutdown=max(1, round(settings.shutdown_seconds)))
     return uvicorn.Config(app, **(kwargs | overrides))
@@ -439,6 +483,12 @@ def run_server(model_paths: list[str], settings: ServerSettings, engine_settings
     if not is_loopback(settings.host) and not settings.api_key:
         log(f"warning: serving on {settings.host} without --api_key: anyone who can reach this port can use it")
     check_port_free(settings.host, settings.port)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))  # uvicorn's look
+        logger.addHandler(handler)
+    logger.setLevel(settings.log_level.upper())
+    logger.propagate = False
     models = load_models(model_paths, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
     engine = Engine(models, engine_settings)
     app = create_app(engine, settings)

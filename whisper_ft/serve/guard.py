@@ -71,3 +71,37 @@ async def _refuse(scope, send, status: int, message: str, code: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class AccessLog:
+    """One line per request on stderr (logger ``whisper_ft.serve.access``, level INFO): client,
+    method, path, status, seconds of audio and of decoding (what the audio endpoints put in
+    ``request.state``), and the whole time. ``--log_level warning`` silences it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        import logging
+        import time
+
+        started, status = time.perf_counter(), [0]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            state = scope.get("state") or {}
+            extra = "".join(f" {name} {state[key]:.2f} s" for name, key in (("audio", "audio_seconds"),
+                                                                             ("decode", "decode_seconds"))
+                            if isinstance(state.get(key), (int, float)))
+            client = scope.get("client") or ("-", 0)
+            logging.getLogger("whisper_ft.serve.access").info(
+                '%s "%s %s" %s%s total %.2f s', client[0], scope["method"], scope["path"], status[0] or "-", extra,
+                time.perf_counter() - started)

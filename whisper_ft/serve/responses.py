@@ -18,7 +18,7 @@ from whisper_ft.decoding.results import Transcription, join_texts
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json", "text": "text/plain; charset=utf-8",
-               "srt": "application/x-subrip; charset=utf-8", "vtt": "text/vtt; charset=utf-8"}
+               "srt": "text/plain; charset=utf-8", "vtt": "text/plain; charset=utf-8"}  # as OpenAI and speaches send them
 
 
 def language_name(code: str | None) -> str:

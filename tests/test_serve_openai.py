@@ -1,0 +1,129 @@
+"""The OpenAI contract row by row (docs/serve.md's difference table), with the official `openai`
+client where it can send the request and raw HTTP where it cannot."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+
+from tests.test_serve import (  # noqa: E402
+    API_KEY,
+    _port_open,
+    _wait_for,
+    assert_error,
+    free_port,
+    get,
+    multipart,
+    running_server,
+    transcribe_raw,
+    wav_bytes,
+)
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def served(tiny_ct2):
+    with running_server([tiny_ct2], engine={"temperature_fallback": False}, api_key=API_KEY) as (port, app):
+        yield port, openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0)
+
+
+def _file():
+    return ("a.wav", io.BytesIO(wav_bytes()), "audio/wav")
+
+
+def test_granularities_need_verbose_json(served):
+    _, client = served
+    for fmt in ("json", "text", "srt"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.audio.transcriptions.create(file=_file(), model="whisper-1", language="zh", response_format=fmt,
+                                               timestamp_granularities=["word"])
+        assert "only supported with response_format=verbose_json" in err.value.message
+        assert err.value.body["param"] == "timestamp_granularities"
+
+
+def test_include_logprobs_and_chunking_strategy_are_never_dropped_silently(served):
+    port, client = served
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.transcriptions.create(file=_file(), model="whisper-1", language="zh", include=["logprobs"])
+    assert err.value.body["param"] == "include" and "logprobs" in err.value.message
+    assert client.audio.transcriptions.create(file=_file(), model="whisper-1", language="zh",
+                                              chunking_strategy="auto").text is not None
+    status, _, body = transcribe_raw(port, {"language": "zh", "chunking_strategy": json.dumps(
+        {"type": "server_vad", "threshold": 0.5})})
+    assert_error(status, body, 400, "chunking_strategy", "not supported", '"auto"')
+
+
+def test_models_list_the_alias_and_retrieve_it(served):
+    _, client = served
+    ids = [m.id for m in client.models.list().data]
+    assert ids[0] == "whisper-1" and "tiny-ft-ct2" in ids
+    assert client.models.retrieve("whisper-1").id == "whisper-1"
+
+
+def test_text_formats_are_text_plain_and_upload_limit_is_openai_s(served, tiny_ct2):
+    port, _ = served
+    for fmt in ("text", "srt", "vtt"):
+        status, headers, _ = transcribe_raw(port, {"language": "zh", "response_format": fmt})
+        assert status == 200 and headers["content-type"] == "text/plain; charset=utf-8"
+    status, headers, _ = transcribe_raw(port, {"language": "zh"})
+    assert headers["content-type"] == "application/json"
+    from whisper_ft.serve.app import ServerSettings
+
+    assert ServerSettings().max_upload_mb == 25.0
+    with running_server([tiny_ct2]) as (port, _):  # the default limit, from Content-Length before any byte
+        body, ctype = multipart({"language": "zh"}, ("big.wav", b"\0" * 100))
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                      f"Content-Length: {26_000_000}\r\n\r\n").encode() + body)
+        reply = ""
+        sock.settimeout(30)
+        while "--max_upload_mb" not in reply and (chunk := sock.recv(65536)):
+            reply += chunk.decode()
+        sock.close()
+        assert reply.startswith("HTTP/1.1 413") and "--max_upload_mb" in reply
+
+
+def test_favicon_is_served(served):
+    port, _ = served
+    status, body = get(port, "/favicon.ico")
+    assert status == 200 and body.startswith(b"<svg")
+
+
+def _serve(tiny_ct2, *extra):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "whisper_ft", "serve", "--model_path", str(tiny_ct2), "--port",
+                             str(port), "--language", "zh", "--beam_size", "1", "--cpu_threads", "1", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: _port_open(port) or proc.poll() is not None, timeout=120) and proc.poll() is None
+    return port, proc
+
+
+def test_one_access_line_per_request_quiet_at_warning(tiny_ct2):
+    port, proc = _serve(tiny_ct2)
+    try:
+        assert transcribe_raw(port, {"language": "zh"}, key=None)[0] == 200
+        assert get(port, "/v1/nothing")[0] == 404
+        time.sleep(0.3)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    lines = [line for line in err.splitlines() if '"POST /v1/audio/transcriptions"' in line]
+    assert len(lines) == 1 and " 200 audio 2.00 s decode " in lines[0] and "127.0.0.1" in lines[0], err
+    assert any('"GET /v1/nothing" 404' in line for line in err.splitlines())
+    port, proc = _serve(tiny_ct2, "--log_level", "warning")
+    try:
+        assert transcribe_raw(port, {"language": "zh"}, key=None)[0] == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert '"POST /v1/audio/transcriptions"' not in err and "Uvicorn running" not in err
