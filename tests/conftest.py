@@ -27,6 +27,34 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny") / "tiny-whisper")
 
 
+@pytest.fixture(scope="session")
+def tiny_ct2(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model converted to CTranslate2 (float32), once per session."""
+    from whisper_ft.models.ct2_export import convert_model
+
+    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("tiny-ct2") / "tiny-ft-ct2",
+                         quantization="float32").output_dir
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``whisper-ft ARGS`` in this process: (exit code, stdout, stderr)."""
+    from whisper_ft.cli import main
+
+    try:
+        main(list(map(str, args)))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli("eval", "--model_path", ...)`` -> (exit code, stdout, stderr) of the real command line."""
+    return lambda *args: run_cli(list(args), capsys)
+
+
 def make_tone(seconds: float, sr: int = 16_000, freq: float = 440.0, seed: int = 0) -> np.ndarray:
     """A tone plus a little noise: non-silent audio of a known length."""
     rng = np.random.default_rng(seed)

@@ -15,20 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
 from whisper_ft.cli import main
 from whisper_ft.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -8,18 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_AUDIO, make_tone
+from tests.conftest import SHARED_AUDIO, make_tone, run_cli
 from whisper_ft.errors import WhisperFtError
-
-
-def _run_cli(args, capsys):
-    from whisper_ft.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def _suppress_specials_copy(src: Path, out: Path, noise: float = 0.0, seed: int = 0, suppress: bool = True) -> Path:
@@ -115,7 +105,7 @@ def test_adapter_refused_unless_merge(tiny_adapter, tmp_path, capsys):
     from whisper_ft.decoding.hf import generate_token_ids
     from whisper_ft.models.loading import load_whisper
 
-    code, _, err = _run_cli(["convert", "--model", str(tiny_adapter), "--output_dir", str(tmp_path / "x")], capsys)
+    code, _, err = run_cli(["convert", "--model", str(tiny_adapter), "--output_dir", str(tmp_path / "x")], capsys)
     assert code == 1 and "run `whisper-ft merge` first" in err and "--merge" in err
     out = convert_model(tiny_adapter, tmp_path / "merged-ct2", quantization="float32", merge=True).output_dir
     # the merged conversion decodes like the adapter applied on its base
@@ -207,13 +197,13 @@ def test_convert_verify_cli_tiny(tiny_sup, make_wav, tmp_path, capsys, broken_co
     manifest = _write_manifest(tmp_path / "verify.jsonl", [(w, r, "en") for w, r in zip(wavs, refs)])
     args = ["convert", "--model", str(tiny_sup), "--output_dir", str(tmp_path / "ok-ct2"), "--quantization",
             "float32", "--verify", str(manifest), "--metric", "cer", "--max_new_tokens", "40"]
-    code, out, err = _run_cli(args, capsys)
+    code, out, err = run_cli(args, capsys)
     assert code == 0, err
     assert "drift +0.00 points: OK" in out
     broken = _suppress_specials_copy(tiny_sup, tmp_path / "perturbed", noise=3.0)
     broken_converter(broken)
     args[4] = str(tmp_path / "broken-ct2")
-    code, out, err = _run_cli(args, capsys)
+    code, out, err = run_cli(args, capsys)
     assert code == 1
     assert "FAILED" in out and "drifts" in err and "limit 0.5" in err
 
@@ -276,7 +266,7 @@ def test_convert_ct2_source_cli_verify(tiny_sup, tiny_sup_ct2, make_wav, tmp_pat
     refs = generate_texts(loaded.model, loaded.processor, feats, language="en", max_new_tokens=40)
     manifest = _write_manifest(tmp_path / "verify.jsonl", [(w, r, "en") for w, r in zip(wavs, refs)])
     out = tmp_path / "re-ct2"
-    code, stdout, err = _run_cli(["convert", "--model", str(tiny_sup_ct2), "--output_dir", str(out),
+    code, stdout, err = run_cli(["convert", "--model", str(tiny_sup_ct2), "--output_dir", str(out),
                                   "--quantization", "float32", "--verify", str(manifest), "--metric", "cer",
                                   "--max_new_tokens", "40"], capsys)
     assert code == 0, err
@@ -315,7 +305,7 @@ def models_dir(tiny_sup_ct2, tmp_path) -> Path:
 def test_output_dir_holding_other_models_is_refused(tiny_model_dir, models_dir, tmp_path, capsys):
     before = _snapshot(models_dir)
     for extra, why in (([], "not empty"), (["--force"], "not a model folder")):
-        code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(models_dir), *extra],
+        code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(models_dir), *extra],
                                 capsys)
         assert code == 1 and why in _one_error_line(err)
         assert _snapshot(models_dir) == before
@@ -326,10 +316,10 @@ def test_working_folder_is_refused(tiny_model_dir, tmp_path, monkeypatch, capsys
     (tmp_path / "notes.txt").write_text("mine")
     monkeypatch.chdir(tmp_path)
     for out in (".", str(tmp_path), str(tmp_path / "sub" / "..")):
-        code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", out, "--force"], capsys)
+        code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", out, "--force"], capsys)
         assert code == 1 and "working folder" in _one_error_line(err)
     # a folder holding the source model (here also the working folder's parent) is refused too
-    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(tmp_path.parent),
+    code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(tmp_path.parent),
                              "--force"], capsys)
     assert code == 1 and "source model" in _one_error_line(err)
     assert (tmp_path / "notes.txt").read_text() == "mine"
@@ -344,11 +334,11 @@ def test_output_dir_that_is_a_file(tiny_model_dir, tmp_path, capsys):
     link.symlink_to(target)
     for out in (target, link):
         for extra in ([], ["--force"]):
-            code, _, err = _run_cli([*args[:3], "--output_dir", str(out), *args[5:], *extra], capsys)
+            code, _, err = run_cli([*args[:3], "--output_dir", str(out), *args[5:], *extra], capsys)
             assert code == 1 and "is an existing file (or link)" in _one_error_line(err)
     assert target.read_text() == "my notes" and link.is_symlink()
     # a folder under a file cannot be created: one line, nothing made
-    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(target / "x")], capsys)
+    code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(target / "x")], capsys)
     assert code == 1 and "is a file" in _one_error_line(err)
     _no_leftovers(tmp_path)
 
@@ -368,7 +358,7 @@ def test_force_never_replaces_an_adapter_a_run_or_a_model_it_did_not_write(tiny_
     cases = {adapter: "LoRA adapter folder", run: "training run folder", users: "not a model folder whisper-ft wrote"}
     for out, why in cases.items():
         before = _snapshot(out)
-        code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"],
+        code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"],
                                 capsys)
         assert code == 1 and why in _one_error_line(err), err
         assert _snapshot(out) == before
@@ -377,16 +367,16 @@ def test_force_never_replaces_an_adapter_a_run_or_a_model_it_did_not_write(tiny_
 
     out = convert_model(tiny_model_dir, tmp_path / "m-ct2", quantization="float32").output_dir
     (out / "notes.txt").write_text("mine")
-    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"], capsys)
+    code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"], capsys)
     assert code == 1 and "did not write (notes.txt)" in _one_error_line(err)
     (out / "notes.txt").unlink()
-    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force",
+    code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force",
                              "--quantization", "int8"], capsys)
     assert code == 0, err
     assert json.loads((out / "whisper_ft_export.json").read_text())["kind"] == "ctranslate2"
     # an export of an earlier version (its provenance file, no marker) can still be replaced
     (out / "whisper_ft_export.json").unlink()
-    code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"], capsys)
+    code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force"], capsys)
     assert code == 0, err
     _no_leftovers(tmp_path)
 
@@ -399,7 +389,7 @@ def test_force_replaces_a_model_folder_only_after_success(tiny_model_dir, tmp_pa
     out = convert_model(tiny_model_dir, tmp_path / "m-ct2", quantization="float32").output_dir
     before = _snapshot(out)
     args = ["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--quantization", "int8"]
-    code, _, err = _run_cli(args, capsys)
+    code, _, err = run_cli(args, capsys)
     assert code == 1 and "not empty" in _one_error_line(err)
 
     def boom(self, output_dir, *a, **k):
@@ -408,11 +398,11 @@ def test_force_replaces_a_model_folder_only_after_success(tiny_model_dir, tmp_pa
 
     with monkeypatch.context() as m:
         m.setattr(TransformersConverter, "convert", boom)
-        code, _, err = _run_cli([*args, "--force"], capsys)
+        code, _, err = run_cli([*args, "--force"], capsys)
     assert code == 1 and "disk full" in _one_error_line(err)
     assert _snapshot(out) == before
     _no_leftovers(tmp_path)
-    code, _, err = _run_cli([*args, "--force"], capsys)
+    code, _, err = run_cli([*args, "--force"], capsys)
     assert code == 0, err
     assert json.loads((out / "whisper_ft_conversion.json").read_text())["quantization"] == "int8"
     _no_leftovers(tmp_path)
@@ -445,7 +435,7 @@ def test_options_checked_before_converting(tiny_model_dir, tmp_path, capsys, mon
         "folder as manifest": ["--verify", str(tmp_path)],
     }
     for what, extra in cases.items():
-        code, _, err = _run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force",
+        code, _, err = run_cli(["convert", "--model", str(tiny_model_dir), "--output_dir", str(out), "--force",
                                  *extra], capsys)
         assert code == 1, (what, err)
         _one_error_line(err)
@@ -499,7 +489,7 @@ def test_default_output_dirs_are_distinct_per_quantization(tiny_model_dir, tmp_p
     assert default_output_dir(model, "float16") == model.parent / "whisper-base-finetune-ct2"
     assert default_output_dir(model, "int8") == model.parent / "whisper-base-finetune-int8-ct2"
     for q in ("int8", "float16"):
-        code, out, err = _run_cli(["convert", "--model", str(model), "--quantization", q], capsys)
+        code, out, err = run_cli(["convert", "--model", str(model), "--quantization", q], capsys)
         assert code == 0, err
     assert (model.parent / "whisper-base-finetune-int8-ct2" / "model.bin").is_file()
     assert (model.parent / "whisper-base-finetune-ct2" / "model.bin").is_file()
@@ -595,7 +585,7 @@ def test_real_convert_the_original_model_offline(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
-    code, out, err = _run_cli(["convert", "--model", "openai/whisper-base", "--quantization", "float16"], capsys)
+    code, out, err = run_cli(["convert", "--model", "openai/whisper-base", "--quantization", "float16"], capsys)
     assert code == 0, err
     converted = tmp_path / "models" / "whisper-base-ct2"  # the default folder for a hub id / bundled model
     assert out.strip() == str(Path("models") / "whisper-base-ct2")

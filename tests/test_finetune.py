@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
 from whisper_ft.cli import main
 from whisper_ft.errors import DataError, ModelNotFoundError, WhisperFtError
 from whisper_ft.training.config import DataSettings, FinetuneConfig, LoraSettings, TrainSettings
@@ -359,13 +360,6 @@ def test_over_long_labels_are_dropped_and_counted(tiny_model_dir, tmp_path, make
 
 
 # ---- bad inputs: one line, exit 1, before any training -----------------------------------------
-
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture

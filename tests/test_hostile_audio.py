@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import make_tone
+from tests.conftest import make_tone, run_cli
 
 
 def _bad_files(folder: Path) -> dict[str, Path]:
@@ -55,26 +55,9 @@ def test_finetune_data_check_skips_and_counts_absurd_audio(tmp_path, capsys):
     assert "skipping utterance one-hertz" in err and "skipping utterance nan" in err
 
 
-def _run_cli(args, capsys):
-    from whisper_ft.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.convert import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "tiny-ct2", quantization="float32").output_dir
-
-
 def test_infer_ct2_names_absurd_files_and_carries_on(tiny_ct2, tmp_path, capsys):
     files = _bad_files(tmp_path / "wav")
-    code, out, err = _run_cli(["infer-ct2", *map(str, files.values()), "--model_path", str(tiny_ct2), "--language",
+    code, out, err = run_cli(["infer-ct2", *map(str, files.values()), "--model_path", str(tiny_ct2), "--language",
                                "zh", "--beam_size", "1", "--cpu_threads", "1", "--format", "txt",
                                "--output_dir", str(tmp_path / "out")], capsys)
     assert code == 1

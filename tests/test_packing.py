@@ -122,14 +122,6 @@ def test_parse_and_assign_are_shared_by_both_backends():
     assert segments == [(0.0, 1.0, [1])] and unfinished == 2.0
 
 
-@pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.convert import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("pack") / "tiny-ct2",
-                         quantization="float32").output_dir
-
-
 @pytest.mark.parametrize("num_beams", [1, 5])
 def test_packed_path_falls_back_to_unpacked_tokens(tiny_ct2, monkeypatch, num_beams):
     """A clip alone in its window, and clips whose split is refused, get exactly the unpacked

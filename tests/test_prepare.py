@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whisper_ft.cli import main
+from tests.conftest import run_cli
 from whisper_ft.data import aishell as aishell_mod
 from whisper_ft.data.aishell import prepare_aishell
 from whisper_ft.data.archive import UnsafeArchiveError, download, safe_extract
@@ -35,16 +35,6 @@ def wav(path: Path, seconds: float, sr: int = 16_000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), tone(seconds, sr), sr)
     return path
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def manifest_lines(path: Path) -> list[dict]:

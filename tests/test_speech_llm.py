@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
+
 TEXTS = ["hi", "red cat", "ok go"]
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
           "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
@@ -166,7 +168,6 @@ def test_cli_eval_and_infer(overfit_run, tone_data, tmp_path, capsys):
     assert code == 0 and json.loads(stdout.strip())["text"] == TEXTS[2]
 
 
-
 def test_llm_infer_carries_on_past_bad_files_and_lists_them(overfit_run, tone_data, tmp_path, capsys):
     """Before: the first bad file ended the run (exit 1) and the files after it were never transcribed."""
     result, _ = overfit_run
@@ -216,18 +217,6 @@ def test_plain_infer_and_compare_decode_a_speech_llm_run(overfit_run, tone_data,
     assert t.segments[0].end == pytest.approx(len(audio) / 16_000)
 
 
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    from whisper_ft.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, tiny_llm_dir, tone_data, tmp_path):
     """Ctrl-C -> checkpoint; resume (latest) -> the same weights as a run that was never stopped."""
     import os
@@ -263,7 +252,6 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, tiny_llm_dir, t
     first = load_file(str(full.run_dir / "checkpoint-6" / "projector.safetensors"))
     init = load_file(str(cut.last_checkpoint / "projector.safetensors"))
     assert any(not np.allclose(first[k].numpy(), init[k].numpy()) for k in first)  # steps 3-6 did change it
-
 
 
 @pytest.mark.slow

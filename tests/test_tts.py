@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whisper_ft.cli import main
+from tests.conftest import run_cli
 from whisper_ft.data import tts as tts_mod
 from whisper_ft.data.common import PrepareOptions
 from whisper_ft.data.hsk import load_hsk, write_text
@@ -38,16 +38,6 @@ def no_library(monkeypatch) -> None:
     """As if espeakng-loader were not installed."""
     monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # import fails
     monkeypatch.setattr(tts_mod.LibraryEngine, "_instance", None)
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def lines_of(path: Path) -> list[dict]:
