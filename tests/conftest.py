@@ -58,7 +58,7 @@ def cli(capsys):
 def make_tone(seconds: float, sr: int = 16_000, freq: float = 440.0, seed: int = 0) -> np.ndarray:
     """A tone plus a little noise: non-silent audio of a known length."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
+    t = np.arange(int(round(seconds * sr))) / sr
     return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.conftest import make_tone
 from whisper_ft.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
@@ -17,11 +18,6 @@ from whisper_ft.audio import (
     write_wav,
 )
 from whisper_ft.errors import DataError
-
-
-def make_tone(seconds: float, sr: int = 16_000, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
 def dominant_hz(audio: np.ndarray) -> float:

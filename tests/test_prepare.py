@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import run_cli
+from tests.conftest import make_tone, run_cli
 from whisper_ft.data import aishell as aishell_mod
 from whisper_ft.data.aishell import prepare_aishell
 from whisper_ft.data.archive import UnsafeArchiveError, download, safe_extract
@@ -27,8 +27,7 @@ from whisper_ft.manifest import read_manifest
 
 
 def tone(seconds: float, sr: int = 16_000) -> np.ndarray:
-    t = np.arange(int(round(seconds * sr))) / sr
-    return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    return make_tone(seconds, sr, freq=330.0)
 
 
 def wav(path: Path, seconds: float, sr: int = 16_000) -> Path:
