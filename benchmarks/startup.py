@@ -65,8 +65,7 @@ def commands(args, choice: dict) -> dict[str, list[str]]:
     )
     return {
         "whisper-ft infer-ct2": [sys.executable, "-m", "whisper_ft", "infer-ct2", args.clip, "--model_path",
-                                 args.model, "--language", args.language, "--beam_size", str(args.beam_size),
-                                 "--format", "txt"],
+                                 args.model, "--language", args.language, "--beam_size", str(args.beam_size)],
         "faster-whisper script": [sys.executable, "-c", script],
     }
 
@@ -77,7 +76,12 @@ def timed(cmd: list[str]) -> tuple[float, str]:
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return seconds, proc.stdout.strip()
+    out = proc.stdout.strip()
+    try:  # infer-ct2 prints JSON
+        out = json.loads(out)["text"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return seconds, out
 
 
 def commit() -> str | None:

@@ -168,7 +168,7 @@ def _renamed(old: str, old_value, new: str, new_value, new_default=None):
 _AUDIO_HELP = "Audio files, folders (searched recursively) and/or glob patterns ('clips/*.wav')."
 _FORMAT_HELP = ("json, txt, srt, vtt, tsv, or all (every format; needs --output_dir). Several inputs as txt: "
                 "a '==> file <==' line before each.")
-_BEAM_HELP = "Beam size (1 = greedy); faster-whisper's default."
+_BEAM_HELP = "Beam size (1 = greedy)."
 _TEMPERATURE_HELP = ("Sampling temperature of the first decode (0: deterministic greedy/beam search). With "
                      "--temperature_fallback a doubtful window is decoded again at rising temperatures (steps of 0.2).")
 _FALLBACK_HELP = "Decode a doubtful window (a loop, a low-confidence output) again at higher temperatures (OpenAI's and faster-whisper's default)."
@@ -213,7 +213,7 @@ def infer_command(
     model_path: str = typer.Option(None, "--model_path", help=_MODEL_HELP),
     language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    beam_size: int = typer.Option(None, "--beam_size", min=1, help=_BEAM_HELP + " Default: 5; a speech-LLM run: its own.", show_default=False),
+    beam_size: int = typer.Option(None, "--beam_size", min=1, help=_BEAM_HELP + " Default: 5, as infer-ct2 and faster-whisper; a speech-LLM run: its own.", show_default=False),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=1.0, help=_TEMPERATURE_HELP),
     temperature_fallback: bool = typer.Option(True, "--temperature_fallback/--no_temperature_fallback", help=_FALLBACK_HELP),
     prompt: str = typer.Option(None, "--prompt", help=_PROMPT_HELP),
@@ -271,7 +271,7 @@ def infer_ct2_command(
     model_path: str = typer.Option(None, "--model_path", help="CTranslate2 folder (or any model name; converted once). Default: the newest models/*-ct2, else the bundled base."),
     language: str = typer.Option(None, "--language", help="Language code (default: detected)."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
-    beam_size: int = typer.Option(5, "--beam_size", min=1, help=_BEAM_HELP),
+    beam_size: int = typer.Option(5, "--beam_size", min=1, help=_BEAM_HELP + " Default: faster-whisper's."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=1.0, help=_TEMPERATURE_HELP),
     temperature_fallback: bool = typer.Option(True, "--temperature_fallback/--no_temperature_fallback", help=_FALLBACK_HELP),
     prompt: str = typer.Option(None, "--prompt", help=_PROMPT_HELP),
