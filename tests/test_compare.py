@@ -436,7 +436,7 @@ def no_decoding(monkeypatch):
         calls.append(settings.model)
         raise AssertionError(f"decoder made for {settings.model} before the input was checked")
 
-    monkeypatch.setattr(runner, "make_decoder", refuse)
+    monkeypatch.setattr(runner, "load_eval_backend", refuse)
     return calls
 
 

@@ -25,26 +25,32 @@ def _manifest(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-class ScriptedDecoder:
-    """A stand-in model whose transcripts are fixed per clip length, so the CER is hand-computable."""
+class ScriptedBackend:
+    """A stand-in model (the :class:`whisper_ft.decoding.backend.Backend` interface) whose transcripts
+    are fixed per clip length, so the CER is hand-computable."""
 
     info = {"name": "scripted", "backend": "test"}
+    can_pack = False
 
     def __init__(self, by_seconds: dict[int, str]):
         self.by_seconds = by_seconds
         self.batches: list[list[int]] = []
-        self.long_calls: list[int] = []
+        self.transcribe_calls: list[int] = []
 
-    def texts(self, audios, languages):
+    def texts(self, audios, languages, options):
         secs = [round(len(a) / 16_000) for a in audios]
         self.batches.append(secs)
         assert all(lang == "zh" for lang in languages)
         return [self.by_seconds[s] for s in secs]
 
-    def long(self, audio, language):
+    def transcribe(self, audio, options, *, source=None, on_segment=None):
+        from whisper_ft.decoding.results import Segment, Transcription
+
         secs = round(len(audio) / 16_000)
-        self.long_calls.append(secs)
-        return self.by_seconds[secs]
+        self.transcribe_calls.append(secs)
+        duration = len(audio) / 16_000
+        return Transcription(options.language, duration, [Segment(0, 0.0, duration, self.by_seconds[secs])],
+                             source=source)
 
 
 @pytest.fixture
@@ -61,21 +67,21 @@ def hand_case(make_wav, tmp_path):
 def test_eval_hand_computed(hand_case, tmp_path):
     from whisper_ft.evaluate import EvalSettings, evaluate, write_report
 
-    decoder = ScriptedDecoder({
+    backend = ScriptedBackend({
         1: "甚至出现交易几乎停止情况。",  # 滞->止 S, 的 D: 2 errors / 13
         3: "換一首歌吧",  # traditional folds; 吧 I: 1 error / 4
         2: "你好，你好！",  # punctuation only: 0 / 4
         31: "广州市房地产中介协会分析",  # long-form path: 0 / 12
     })
     report = evaluate(EvalSettings(model="scripted", test_data=hand_case, batch_size=2, show_progress=False),
-                      decoder=decoder)
+                      backend=backend)
     s = report.score
     assert s.metric == "cer"  # chosen from the manifest's language
     assert (s.substitutions, s.deletions, s.insertions, s.hits) == (1, 1, 1, 31)
     assert s.ref_len == 33 and s.error_rate == pytest.approx(3 / 33)
     # batches sorted by duration, longest first; the 31 s clip went to long-form decoding
-    assert decoder.long_calls == [31]
-    assert decoder.batches == [[3], [2, 1]]
+    assert backend.transcribe_calls == [31]
+    assert backend.batches == [[3], [2, 1]]
     assert report.audio_seconds == pytest.approx(37.0)
 
     report_path, preds_path = write_report(report, tmp_path / "reports")
@@ -95,11 +101,11 @@ def test_eval_option_errors(hand_case):
     from whisper_ft.evaluate import EvalSettings, evaluate
 
     with pytest.raises(WhisperFtError, match="choose one of: cer, wer"):
-        evaluate(EvalSettings(model="x", test_data=hand_case, metric="ter"), decoder=ScriptedDecoder({}))
+        evaluate(EvalSettings(model="x", test_data=hand_case, metric="ter"), backend=ScriptedBackend({}))
     with pytest.raises(WhisperFtError, match="choose one of: hf, ct2"):
-        evaluate(EvalSettings(model="x", test_data=hand_case, backend="onnx"), decoder=ScriptedDecoder({}))
+        evaluate(EvalSettings(model="x", test_data=hand_case, backend="onnx"), backend=ScriptedBackend({}))
     with pytest.raises(WhisperFtError, match="manifest not found"):
-        evaluate(EvalSettings(model="x", test_data="nope.jsonl"), decoder=ScriptedDecoder({}))
+        evaluate(EvalSettings(model="x", test_data="nope.jsonl"), backend=ScriptedBackend({}))
 
 
 def text_only_copy(src: Path, out: Path) -> Path:
@@ -199,11 +205,11 @@ def test_eval_reports_loading_and_decoding_time_apart(hand_case, tmp_path, monke
     from whisper_ft.manifest import Utterance
 
     monkeypatch.setattr(Utterance, "load_audio", slow_loading(0.25))
-    decoder = ScriptedDecoder({1: "甚至", 3: "换一首歌", 2: "你好", 31: "广州"})
+    backend = ScriptedBackend({1: "甚至", 3: "换一首歌", 2: "你好", 31: "广州"})
     report = evaluate(EvalSettings(model="scripted", test_data=hand_case, batch_size=2, show_progress=False),
-                      decoder=decoder)
+                      backend=backend)
     assert report.load_audio_seconds >= 4 * 0.25
-    assert report.decode_seconds < 0.5  # the scripted decoder is instant; the 1 s of loading is not in it
+    assert report.decode_seconds < 0.5  # the scripted backend is instant; the 1 s of loading is not in it
     assert report.rtf == pytest.approx(report.decode_seconds / 37.0)
     summary = report.summary()
     assert f"RTF {report.rtf:.3f} (decoding {report.decode_seconds:.1f} s for 37.0 s of audio" in summary
@@ -221,8 +227,8 @@ def test_eval_skips_undecodable_clips_and_refuses_missing_ones(hand_case, tmp_pa
     (tmp_path / "wav" / "broken.wav").write_bytes(b"RIFF but not really audio")
     broken = {**rows[0], "id": "broken", "audio": {"path": "wav/broken.wav"}}
     data = _manifest(tmp_path / "with-broken.jsonl", [broken, *rows])
-    decoder = ScriptedDecoder({1: "甚至出现交易几乎停滞的情况", 3: "换一首歌", 2: "你好你好", 31: "广州市房地产中介协会分析"})
-    report = evaluate(EvalSettings(model="scripted", test_data=data, show_progress=False), decoder=decoder)
+    backend = ScriptedBackend({1: "甚至出现交易几乎停滞的情况", 3: "换一首歌", 2: "你好你好", 31: "广州市房地产中介协会分析"})
+    report = evaluate(EvalSettings(model="scripted", test_data=data, show_progress=False), backend=backend)
     assert [u.key for u in report.utterances] == ["a", "b", "c", "d"]  # scored on the readable clips
     assert report.score.error_rate == 0.0 and report.score.n_utterances == 4
     assert [c.id for c in report.skipped] == ["broken"] and "broken.wav" in report.skipped[0].audio
@@ -234,10 +240,10 @@ def test_eval_skips_undecodable_clips_and_refuses_missing_ones(hand_case, tmp_pa
 
     # a missing file is found before anything is decoded
     missing = _manifest(tmp_path / "with-missing.jsonl", [*rows, {**rows[0], "audio": {"path": "wav/gone.wav"}}])
-    decoder = ScriptedDecoder({})
+    backend = ScriptedBackend({})
     with pytest.raises(WhisperFtError, match=r"1 of 5 audio files .* do not exist \(first: .*gone\.wav\)"):
-        evaluate(EvalSettings(model="scripted", test_data=missing, show_progress=False), decoder=decoder)
-    assert decoder.batches == [] and decoder.long_calls == []
+        evaluate(EvalSettings(model="scripted", test_data=missing, show_progress=False), backend=backend)
+    assert backend.batches == [] and backend.transcribe_calls == []
 
 
 def test_eval_option_and_output_dir_errors_come_before_decoding(tiny_model_dir, hand_case, tmp_path, capsys):
@@ -245,7 +251,7 @@ def test_eval_option_and_output_dir_errors_come_before_decoding(tiny_model_dir, 
 
     for option, value in [("num_beams", 0), ("batch_size", -1), ("cpu_threads", 0), ("max_new_tokens", 0)]:
         with pytest.raises(WhisperFtError, match=f"--{option} must be at least 1"):
-            evaluate(EvalSettings(model="x", test_data=hand_case, **{option: value}), decoder=ScriptedDecoder({}))
+            evaluate(EvalSettings(model="x", test_data=hand_case, **{option: value}), backend=ScriptedBackend({}))
     for option in ["--batch_size", "--num_beams", "--cpu_threads", "--max_new_tokens"]:
         code, _, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
                                  option, "0"], capsys)

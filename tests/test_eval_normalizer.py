@@ -7,19 +7,25 @@ import json
 from whisper_ft.evaluate import EvalSettings, evaluate, write_report
 
 
-class FixedDecoder:
-    """Returns Whisper-style outputs (digits, traditional characters, punctuation) for known clips."""
+class FixedBackend:
+    """Returns Whisper-style outputs (digits, traditional characters, punctuation) for known clips
+    (the :class:`whisper_ft.decoding.backend.Backend` interface)."""
 
     info = {"name": "fixed", "backend": "test"}
+    can_pack = False
 
     def __init__(self, outputs):
         self.outputs = outputs
 
-    def texts(self, audios, languages):
+    def texts(self, audios, languages, options):
         return [self.outputs[round(len(a) / 16_000)] for a in audios]
 
-    def long(self, audio, language):
-        return self.outputs[round(len(audio) / 16_000)]
+    def transcribe(self, audio, options, *, source=None, on_segment=None):
+        from whisper_ft.decoding.results import Segment, Transcription
+
+        duration = len(audio) / 16_000
+        text = self.outputs[round(duration)]
+        return Transcription(options.language, duration, [Segment(0, 0.0, duration, text)], source=source)
 
 
 def test_eval_numbers_are_not_errors_and_raw_keeps_them(make_wav, tmp_path):
@@ -31,10 +37,10 @@ def test_eval_numbers_are_not_errors_and_raw_keeps_them(make_wav, tmp_path):
         rows.append({"audio": {"path": str(wav)}, "sentence": ref, "language": "zh", "duration": float(secs)})
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    decoder = FixedDecoder({secs: hyp for secs, _, hyp in cases})
+    backend = FixedBackend({secs: hyp for secs, _, hyp in cases})
 
-    normal = evaluate(EvalSettings(model="fixed", test_data=data, show_progress=False), decoder=decoder)
-    raw = evaluate(EvalSettings(model="fixed", test_data=data, show_progress=False, raw=True), decoder=decoder)
+    normal = evaluate(EvalSettings(model="fixed", test_data=data, show_progress=False), backend=backend)
+    raw = evaluate(EvalSettings(model="fixed", test_data=data, show_progress=False, raw=True), backend=backend)
     assert normal.score.error_rate == 0.0
     assert raw.score.error_rate > 0.3
 

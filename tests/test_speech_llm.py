@@ -129,26 +129,26 @@ def test_recipe_overfits_exact_text_and_saves_a_run(overfit_run):
 
 def test_saved_run_reloads_and_decodes_identically(overfit_run, tone_data):
     from whisper_ft.audio import load_audio
-    from whisper_ft.speech_llm.io import load_speech_llm_decoder
+    from whisper_ft.speech_llm.io import load_speech_llm_backend
 
     result, _ = overfit_run
     audios = [load_audio(tone_data / f"u{i}.wav") for i in range(len(TEXTS))]
-    decoder = load_speech_llm_decoder(result.best_dir, device="cpu")
-    assert decoder.texts(audios, ["en"] * 3) == TEXTS  # batched (padded, masked)
-    assert [decoder.texts([a], ["en"])[0] for a in audios] == TEXTS  # clip by clip
-    assert decoder.long(audios[1], "en") == TEXTS[1]
-    beam = load_speech_llm_decoder(result.run_dir, device="cpu", num_beams=3)  # the run dir -> its best/
+    backend = load_speech_llm_backend(result.best_dir, device="cpu")
+    assert backend.texts(audios, ["en"] * 3) == TEXTS  # batched (padded, masked)
+    assert [backend.texts([a], ["en"])[0] for a in audios] == TEXTS  # clip by clip
+    assert backend.transcribe(audios[1]).text == TEXTS[1]
+    beam = load_speech_llm_backend(result.run_dir, device="cpu", num_beams=3)  # the run dir -> its best/
     assert beam.texts(audios, [None] * 3) == TEXTS
 
 
-def test_evaluate_scores_a_run_through_the_decoder_interface(overfit_run, tone_data, tmp_path):
+def test_evaluate_scores_a_run_through_the_backend_interface(overfit_run, tone_data, tmp_path):
     from whisper_ft.evaluate import EvalSettings, evaluate
-    from whisper_ft.speech_llm.io import load_speech_llm_decoder
+    from whisper_ft.speech_llm.io import load_speech_llm_backend
 
     result, _ = overfit_run
-    decoder = load_speech_llm_decoder(result.best_dir, device="cpu")
+    backend = load_speech_llm_backend(result.best_dir, device="cpu")
     report = evaluate(EvalSettings(model=str(result.best_dir), test_data=tone_data / "test.jsonl", show_progress=False),
-                      decoder=decoder)
+                      backend=backend)
     assert report.score.metric == "wer" and report.score.error_rate == 0.0 and report.score.n_utterances == 3
     assert report.model["backend"] == "speech-llm"
 
@@ -186,7 +186,7 @@ def test_llm_infer_carries_on_past_bad_files_and_lists_them(overfit_run, tone_da
     assert err.strip().splitlines()[-1] == "error: 2 of 4 inputs failed (listed above); the others were done"
 
 def test_plain_eval_scores_a_speech_llm_run(overfit_run, tone_data, tmp_path, capsys):
-    """`whisper-ft eval --model_path RUN` goes through the same decoder interface as Whisper models."""
+    """`whisper-ft eval --model_path RUN` goes through the same backend interface as Whisper models."""
     result, _ = overfit_run
     out = tmp_path / "plain"
     code, stdout, _ = run_cli(["eval", "--model_path", str(result.best_dir.parent), "--test_data",

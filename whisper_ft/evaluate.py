@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
 from whisper_ft.console import log, progress
@@ -34,6 +34,9 @@ from whisper_ft.manifest import Utterance, read_manifest
 from whisper_ft.models.languages import default_metric, normalize_language
 from whisper_ft.scoring import ScoreResult, score, validate_metric
 from whisper_ft.writers import check_output_dir
+
+if TYPE_CHECKING:
+    from whisper_ft.decoding.backend import Backend
 
 BACKENDS = ("hf", "ct2")
 
@@ -158,47 +161,7 @@ def check_positive(option: str, value: int | None) -> None:
 
 
 
-class Decoder(Protocol):
-    """The old decoder interface (``texts(audios, languages)``, ``long(audio, language)``, ``info``),
-    still accepted by :func:`evaluate`; every model now opens as a
-    :class:`whisper_ft.decoding.backend.Backend`."""
-
-    info: dict[str, Any]
-
-    def texts(self, audios: list, languages: list[str | None]) -> list[str]: ...
-
-    def long(self, audio, language: str | None) -> str: ...
-
-
-class _DecoderBackend:
-    """An old-style :class:`Decoder` seen through the :class:`Backend` interface."""
-
-    can_pack = False
-
-    def __init__(self, decoder):
-        self.decoder = decoder
-        self.info = decoder.info
-
-    def texts(self, audios, languages, options=None) -> list[str]:
-        return self.decoder.texts(audios, languages)
-
-    def transcribe(self, audio, options, *, source=None, on_segment=None):
-        from whisper_ft.decoding.results import Segment, Transcription
-
-        text = self.decoder.long(audio, options.language)
-        duration = len(audio) / SAMPLE_RATE
-        return Transcription(options.language, duration, [Segment(0, 0.0, duration, text)] if text else [],
-                             source=source)
-
-
-def as_backend(decoder):
-    """``decoder`` as a :class:`Backend` (an old-style :class:`Decoder` is wrapped)."""
-    from whisper_ft.decoding.backend import Backend
-
-    return decoder if isinstance(decoder, Backend) else _DecoderBackend(decoder)
-
-
-def make_decoder(settings: EvalSettings):
+def load_eval_backend(settings: EvalSettings) -> Backend:
     """The :class:`~whisper_ft.decoding.backend.Backend` that ``settings`` names (a speech-LLM run
     folder opens as its own backend)."""
     from whisper_ft.decoding.backend import load_backend
@@ -209,15 +172,15 @@ def make_decoder(settings: EvalSettings):
                         max_new_tokens=settings.max_new_tokens, beam_size=settings.num_beams)
 
 
-def eval_options(settings: EvalSettings, decoder=None):
+def eval_options(settings: EvalSettings, backend: Backend | None = None):
     """The :class:`~whisper_ft.decoding.options.DecodingOptions` ``settings`` ask for; packing
-    (default: on with ct2, off with hf) only where ``decoder`` can pack (said on stderr otherwise)."""
+    (default: on with ct2, off with hf) only where ``backend`` can pack (said on stderr otherwise)."""
     from whisper_ft.decoding.backend import NO_TIMESTAMPS_MESSAGE
     from whisper_ft.decoding.options import DecodingOptions
 
     pack = settings.pack if settings.pack is not None else settings.backend == "ct2"
-    if pack and decoder is not None and not getattr(decoder, "can_pack", False):
-        if "packing" in decoder.info:  # a Whisper model without timestamps (not a speech-LLM or test decoder)
+    if pack and backend is not None and not getattr(backend, "can_pack", False):
+        if "packing" in backend.info:  # a Whisper model without timestamps (not a speech-LLM or test backend)
             log(NO_TIMESTAMPS_MESSAGE.format(model=settings.model))
         pack = False
     options = DecodingOptions(language=normalize_language(settings.language), task=settings.task,
@@ -225,15 +188,15 @@ def eval_options(settings: EvalSettings, decoder=None):
     return options.with_fallback(settings.temperature_fallback)
 
 
-def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalReport:
+def evaluate(settings: EvalSettings, *, backend: Backend | None = None) -> EvalReport:
     """Decode ``settings.test_data`` with ``settings.model`` and score it (see the module docstring).
 
-    ``decoder`` replaces the model named in ``settings`` (any object with ``texts``/``long``/``info``).
+    ``backend`` (a :class:`~whisper_ft.decoding.backend.Backend`) replaces the model named in ``settings``.
     """
     from whisper_ft.decoding.hf import validate_task
     from whisper_ft.packing import decode_batches
 
-    backend = validate_backend(settings.backend)
+    kind = validate_backend(settings.backend)
     validate_task(settings.task)
     for option, value in (("--batch_size", settings.batch_size), ("--num_beams", settings.num_beams),
                           ("--cpu_threads", settings.cpu_threads), ("--max_new_tokens", settings.max_new_tokens)):
@@ -242,22 +205,22 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     utterances = load_test_data(settings.test_data)
     languages = [forced or normalize_language(u.language) for u in utterances]
     metric = choose_metric(settings.metric, languages)
-    settings = EvalSettings(**{**asdict(settings), "metric": metric, "language": forced, "backend": backend})
+    settings = EvalSettings(**{**asdict(settings), "metric": metric, "language": forced, "backend": kind})
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.perf_counter()
-    decoder = as_backend(decoder or make_decoder(settings))
+    backend = backend or load_eval_backend(settings)
     load_seconds = time.perf_counter() - t0
-    options = eval_options(settings, decoder)
+    options = eval_options(settings, backend)
     # long recordings: no cap on new tokens, never packed (as before the backend seam)
     long_options = options.replace(max_new_tokens=None, pack=False)
-    # what the decoder really does (a model without timestamps is not packed)
+    # what the backend really does (a model without timestamps is not packed)
     settings = EvalSettings(**{**asdict(settings), "pack": options.pack})
 
     batches = decode_batches([u.duration for u in utterances], settings.batch_size, pack=bool(options.pack))
     hyps: list[str | None] = [None] * len(utterances)
     skipped: dict[int, SkippedClip] = {}
     audio_seconds = load_audio_seconds = decode_seconds = 0.0
-    bar = progress(None, total=len(utterances), desc=f"eval ({backend})", unit="utt",
+    bar = progress(None, total=len(utterances), desc=f"eval ({kind})", unit="utt",
                    disable=not settings.show_progress)
     try:
         for batch in batches:
@@ -275,9 +238,9 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
             short = [k for k, a in enumerate(audios) if len(a) <= N_SAMPLES]
             for k, a in enumerate(audios):
                 if len(a) > N_SAMPLES:
-                    hyps[idx[k]] = decoder.transcribe(a, long_options.replace(language=languages[idx[k]])).text
+                    hyps[idx[k]] = backend.transcribe(a, long_options.replace(language=languages[idx[k]])).text
             if short:
-                texts = decoder.texts([audios[k] for k in short], [languages[idx[k]] for k in short], options)
+                texts = backend.texts([audios[k] for k in short], [languages[idx[k]] for k in short], options)
                 for k, text in zip(short, texts):
                     hyps[idx[k]] = text
             decode_seconds += time.perf_counter() - t1
@@ -295,7 +258,7 @@ def evaluate(settings: EvalSettings, *, decoder: Decoder | None = None) -> EvalR
     result = score([u.sentence for u in utterances], [hyps[i] or "" for i in kept], metric=metric, language=forced, raw=settings.raw,
                    languages=languages)
     return EvalReport(settings=settings, score=result, utterances=utterances, languages=languages,
-                      model={**decoder.info, **({"pack": options.pack} if "packing" in decoder.info else {})},
+                      model={**backend.info, **({"pack": options.pack} if "packing" in backend.info else {})},
                       audio_seconds=audio_seconds, load_seconds=load_seconds,
                       decode_seconds=decode_seconds, started=started, load_audio_seconds=load_audio_seconds,
                       skipped=[skipped[i] for i in sorted(skipped)])

@@ -27,7 +27,7 @@ from whisper_ft.compare.stats import PairedDifference, paired_bootstrap
 from whisper_ft.compare.timestamps import TimestampCheck, check_timestamps, timestamped_transcriber
 from whisper_ft.console import log
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.evaluate import EvalReport, EvalSettings, eval_options, evaluate, make_decoder, validate_backend
+from whisper_ft.evaluate import EvalReport, EvalSettings, eval_options, evaluate, load_eval_backend, validate_backend
 from whisper_ft.models.languages import normalize_language
 
 N_WORST = 5
@@ -265,13 +265,13 @@ def run_compare(settings: CompareSettings) -> CompareReport:
         )
         log(f"[{mi + 1}/{len(models)}] loading {m.label} ({backend})")
         t0 = time.perf_counter()
-        decoder = make_decoder(base_settings)
+        model_backend = load_eval_backend(base_settings)
         m.load_seconds = time.perf_counter() - t0
-        m.info = dict(decoder.info)
-        options = eval_options(base_settings, decoder)
-        transcribe = timestamped_transcriber(decoder, num_beams=settings.num_beams)
+        m.info = dict(model_backend.info)
+        options = eval_options(base_settings, model_backend)
+        transcribe = timestamped_transcriber(model_backend, num_beams=settings.num_beams)
         for t in sets:
-            report = evaluate(replace(base_settings, test_data=t.path), decoder=decoder)
+            report = evaluate(replace(base_settings, test_data=t.path), backend=model_backend)
             reports[(t.name, mi)] = report
             log(f"  {t.name}: {report.score.summary()}")
             checks = check_timestamps(transcribe, ts_clips[t.name], sample_rate=SAMPLE_RATE)
@@ -279,7 +279,7 @@ def run_compare(settings: CompareSettings) -> CompareReport:
         audios = [c.audio for c in clips] * len(ns_langs)
         langs = [lang for lang in ns_langs for _ in clips]
         # each non-speech clip alone in its window, as a request or a file of it would be decoded
-        texts = decoder.texts(audios, langs, options.replace(pack=False))
+        texts = model_backend.texts(audios, langs, options.replace(pack=False))
         outputs = []
         for k, (lang, text) in enumerate(zip(langs, texts)):
             norm = normalize_text(text, lang).strip()
@@ -288,7 +288,7 @@ def run_compare(settings: CompareSettings) -> CompareReport:
         ns = NonSpeechResult(mi, outputs)
         nonspeech.append(ns)
         log(f"  non-speech: {len(ns.hallucinated)} of {len(outputs)} clips produced text ({ns.words} words)")
-        del decoder
+        del model_backend
         gc.collect()
 
     regressions = []

@@ -54,18 +54,18 @@ class TimestampCheck:
                 "segments": [{"start": round(a, 3), "end": round(b, 3), "text": t} for a, b, t in self.segments]}
 
 
-def timestamped_transcriber(decoder, *, num_beams: int = 1, task: str = "transcribe"):
+def timestamped_transcriber(backend, *, num_beams: int = 1, task: str = "transcribe"):
     """``f(audio, language) -> Transcription`` with timestamps, temperature 0, for a
     :class:`whisper_ft.decoding.backend.Backend` (the same loaded model; nothing is loaded again)."""
     from whisper_ft.decoding.options import DecodingOptions
 
-    if not callable(getattr(decoder, "transcribe", None)):
-        raise WhisperFtError(f"cannot decode with timestamps using {type(decoder).__name__}: "
+    if not callable(getattr(backend, "transcribe", None)):
+        raise WhisperFtError(f"cannot decode with timestamps using {type(backend).__name__}: "
                              "it is not a decoding backend (no transcribe method)")
     options = DecodingOptions(task=task, beam_size=num_beams, temperature=0.0)
 
     def transcribe(audio: np.ndarray, language: str | None) -> Transcription:
-        return decoder.transcribe(audio, options.replace(language=language))
+        return backend.transcribe(audio, options.replace(language=language))
     return transcribe
 
 

@@ -6,7 +6,7 @@ per clip (:class:`DecodeSettings`), so a looping hypothesis stops early. Clips o
 30 s pieces (the Whisper encoder hears 30 s at most) whose transcripts are joined.
 
 :class:`SpeechLLMBackend` is the decoding seam of :mod:`whisper_ft.decoding.backend` (``info``,
-``texts(audios, languages, options)``, ``transcribe(audio, options)``; ``long`` kept), so ``eval``,
+``texts(audios, languages, options)``, ``transcribe(audio, options)``), so ``eval``,
 ``infer`` and ``compare`` decode a speech-LLM run like a Whisper model.
 """
 
@@ -93,21 +93,14 @@ class SpeechLLMBackend:
         return transcribe_audios(m.model, m.tokenizer, m.feature_extractor, list(audios), self.decode,
                                  self.max_new_tokens)
 
-    def long(self, audio, language) -> str:
-        m = self.loaded
-        return transcribe_long(m.model, m.tokenizer, m.feature_extractor, audio, self.decode, self.max_new_tokens)
-
     def transcribe(self, audio, options=None, *, source=None, on_segment=None):
         from whisper_ft.decoding.results import Segment, Transcription
 
+        m = self.loaded
         duration = len(audio) / SAMPLE_RATE
-        text = self.long(audio, None)
+        text = transcribe_long(m.model, m.tokenizer, m.feature_extractor, audio, self.decode, self.max_new_tokens)
         segments = [Segment(0, 0.0, duration, text)] if text else []
         for seg in segments:
             if on_segment is not None:
                 on_segment(seg)
         return Transcription(language=None, duration=duration, segments=segments, source=source)
-
-
-SpeechLLMDecoder = SpeechLLMBackend  # the old name (evaluate's decoder interface: texts/long/info)
-

@@ -2,7 +2,7 @@
 
 :func:`evaluate_speech_llm` is ``whisper-ft eval`` for a run folder: the same
 :func:`whisper_ft.evaluate.evaluate` loop (duration-sorted batches, skipped clips, one normaliser)
-with :class:`~whisper_ft.speech_llm.decoding.SpeechLLMDecoder` as the backend, and the same
+with :class:`~whisper_ft.speech_llm.decoding.SpeechLLMBackend` as the backend, and the same
 ``report.json`` / ``predictions.jsonl``.
 """
 
@@ -31,7 +31,7 @@ def evaluate_speech_llm(run: str | Path, test_data: str | Path, *, metric: str |
         load_test_data,
         write_report,
     )
-    from whisper_ft.speech_llm.io import load_speech_llm_decoder, resolve_run
+    from whisper_ft.speech_llm.io import load_speech_llm_backend, resolve_run
 
     folder = resolve_run(run)
     for option, value in (("--batch_size", batch_size), ("--num_beams", num_beams), ("--cpu_threads", cpu_threads),
@@ -39,12 +39,12 @@ def evaluate_speech_llm(run: str | Path, test_data: str | Path, *, metric: str |
         check_positive(option, value)
     load_test_data(test_data)  # a bad manifest fails before the model loads
     out = check_output_dir(output_dir or default_report_dir(folder, test_data))
-    decoder = load_speech_llm_decoder(folder, num_beams=num_beams, device=device, cpu_threads=cpu_threads,
+    backend = load_speech_llm_backend(folder, num_beams=num_beams, device=device, cpu_threads=cpu_threads,
                                       max_new_tokens=max_new_tokens)
     settings = EvalSettings(model=str(folder), test_data=test_data, metric=metric, language=language,
-                            batch_size=batch_size, num_beams=decoder.decode.num_beams, device=device,
+                            batch_size=batch_size, num_beams=backend.decode.num_beams, device=device,
                             cpu_threads=cpu_threads, max_new_tokens=max_new_tokens, show_progress=show_progress)
-    report = evaluate(settings, decoder=decoder)
+    report = evaluate(settings, backend=backend)
     return report, write_report(report, out)
 
 
@@ -61,18 +61,18 @@ def transcribe_files(run: str | Path, inputs: list[str | Path], *, num_beams: in
     from whisper_ft.audio import SAMPLE_RATE, load_audio
     from whisper_ft.errors import WhisperFtError
     from whisper_ft.inference import Failure, InferRun, collect_audio_files
-    from whisper_ft.speech_llm.io import load_speech_llm_decoder
+    from whisper_ft.speech_llm.io import load_speech_llm_backend
 
     files, failures = collect_audio_files(inputs)
     done = InferRun(failures=failures, n_inputs=len(files) + len(failures))
     if not files and not failures:
         raise WhisperFtError("no audio given: pass audio files or folders")
-    decoder = load_speech_llm_decoder(run, num_beams=num_beams, device=device, cpu_threads=cpu_threads)
+    backend = load_speech_llm_backend(run, num_beams=num_beams, device=device, cpu_threads=cpu_threads)
     for path in files:
         try:
             audio = load_audio(path)
             t0 = time.perf_counter()
-            text = decoder.long(audio, None)
+            text = backend.transcribe(audio).text
         except WhisperFtError as exc:
             done.failures.append(Failure(str(path), str(exc)))
             continue
