@@ -2,7 +2,7 @@
 
 - ``load``: ``whisper_ft.audio.load_audio`` of one hour of 48 kHz stereo FLAC (decoded and resampled
   block by block);
-- ``sequential``: ``transcribe_one_ct2`` (faster-whisper's sequential long-form decode, in pieces of
+- ``sequential``: ``transcribe_ct2`` (faster-whisper's sequential long-form decode, in pieces of
   at most 5 minutes) of 30 minutes of audio with a tiny random model (only memory counts here);
 - ``batched``: the same through the VAD + batched pipeline (batch 8).
 
@@ -33,10 +33,10 @@ if what == "load":
     seconds = len(audio) / 16000
 else:
     from whisper_ft.decoding.backend import load_backend
-    from whisper_ft.decoding.batched import transcribe_one_ct2
+    from whisper_ft.decoding.ct2_transcribe import transcribe_ct2
     backend = load_backend(work + "/tiny-ct2", kind="ctranslate2", compute_type="float32", threads=1)
     audio = (0.3 * np.sin(np.arange(16000 * 1800) / 16000 * 2 * np.pi * 440)).astype(np.float32)
-    transcribe_one_ct2(backend.ct2, audio, language="zh", beam_size=1, temperature=0.0,
+    transcribe_ct2(backend.ct2, audio, language="zh", beam_size=1, temperature=0.0,
                        batch_size=1 if what == "sequential" else 8)
     seconds = 1800
 print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

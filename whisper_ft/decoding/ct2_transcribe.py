@@ -16,8 +16,9 @@ import numpy as np
 from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
 from whisper_ft.decoding.ct2_loading import CT2Whisper, model_suppress_tokens
 from whisper_ft.decoding.hf import validate_task
-from whisper_ft.decoding.results import Segment, Transcription, Word
+from whisper_ft.decoding.results import Transcription, Word
 from whisper_ft.errors import WhisperFtError
+from whisper_ft.models.generation import MAX_TARGET_TOKENS
 
 
 def transcribe_ct2(
@@ -92,12 +93,24 @@ def transcribe_ct2(
                                  language_probability=short.language_probability, source=source)
     if without_timestamps is None:
         kwargs["without_timestamps"] = batch_size > 1
-    if batch_size > 1:
-        from faster_whisper import BatchedInferencePipeline
+    used = 0  # prompt tokens
+    if initial_prompt and initial_prompt.strip():  # Whisper's limit, said when a longer prompt is cut
+        from whisper_ft.decoding.batched import _tokenizer, prompt_tokens
 
-        kwargs["vad_filter"] = True  # the batched pipeline cuts the audio into chunks with VAD
-        segments, info = BatchedInferencePipeline(model=ct2.model).transcribe(audio, batch_size=batch_size, **kwargs)
-    elif vad:
+        tok = _tokenizer(ct2, language, task)
+        kept = prompt_tokens(tok, initial_prompt)
+        used = len(kept)
+        if batch_size == 1 and used < len(tok.encode(" " + initial_prompt.strip())):
+            kwargs["initial_prompt"] = kept  # (the batched pipeline keeps a text prompt's end itself)
+    if hotwords and hotwords.strip():  # they share the prompt's room
+        from whisper_ft.decoding.batched import _tokenizer
+
+        used = min(MAX_TARGET_TOKENS // 2 - 1, used + len(_tokenizer(ct2, language, task).encode(" " + hotwords.strip())))
+    if max_new_tokens is None and duration <= CHUNK_SECONDS:  # a clip that loops on noise ends here
+        from whisper_ft.decoding.batched import clip_token_budget
+
+        kwargs["max_new_tokens"] = min(clip_token_budget(duration), MAX_TARGET_TOKENS - 6 - used)
+    if vad and batch_size == 1:
         # faster-whisper's own VAD path (speech chunks glued together, times mapped back), done
         # here so that the chunks are known and segment times can be clipped to them
         from faster_whisper.transcribe import restore_speech_timestamps
@@ -112,23 +125,30 @@ def transcribe_ct2(
         if chunks:
             segments = restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
         speech = chunk_seconds(chunks)
+        pieces = [(0.0, segments)]
     else:
-        segments, info = ct2.model.transcribe(audio, **kwargs)
-    out = []
-    for i, s in enumerate(segments):
-        words = None
-        if s.words is not None:
-            words = [Word(w.start, w.end, w.word, w.probability) for w in s.words]
-        end = min(float(s.end), duration)
-        seg = Segment(i, min(float(s.start), end), end, s.text.strip(), list(s.tokens),
-                      s.avg_logprob, s.no_speech_prob, words)
-        if speech:
-            from whisper_ft.decoding.speech import clip_to_speech
+        if batch_size > 1:
+            kwargs["vad_filter"] = True  # the batched pipeline cuts the audio into chunks with VAD
+        pieces, info = _decode_in_pieces(ct2, audio, kwargs, batch_size)
+    from whisper_ft.decoding.batched import VerboseSegment
 
-            seg = clip_to_speech(seg, speech)
-        out.append(seg)
-        if on_segment is not None:
-            on_segment(seg)
+    out = []
+    for offset, segments in pieces:
+        for s in segments:
+            words = None
+            if s.words is not None:
+                words = [Word(w.start + offset, w.end + offset, w.word, w.probability) for w in s.words]
+            end = min(float(s.end) + offset, duration)
+            seg = VerboseSegment(len(out), min(float(s.start) + offset, end), end, s.text.strip(), list(s.tokens),
+                                 s.avg_logprob, s.no_speech_prob, words, seek=int(s.seek) + int(round(offset * 100)),
+                                 temperature=float(s.temperature or 0.0), compression_ratio=float(s.compression_ratio))
+            if speech:
+                from whisper_ft.decoding.speech import clip_to_speech
+
+                seg = clip_to_speech(seg, speech)
+            out.append(seg)
+            if on_segment is not None:
+                on_segment(seg)  # progress; a caller that must stop (its client left) raises here
     return Transcription(language=info.language, duration=duration, segments=out,
                          language_probability=info.language_probability, source=source)
 
@@ -148,3 +168,69 @@ def _short_clip(ct2: CT2Whisper, audio: np.ndarray, *, language, task, beam_size
     if result.needs_fallback and len(temps) > 1:
         return None
     return result.transcription
+
+
+PIECE_SECONDS = 300  # faster-whisper computes the features (and VAD) of all it is given at once: 1.7 GB for 30 min
+_QUIET_SEARCH_SECONDS = 20  # a piece ends at the quietest 100 ms in its last seconds, not mid-word
+
+
+def _quietest(audio: np.ndarray, end: int) -> int:
+    """The start of the quietest 100 ms frame in the ``_QUIET_SEARCH_SECONDS`` before ``end``."""
+    frame = SAMPLE_RATE // 10
+    lo = max(0, end - _QUIET_SEARCH_SECONDS * SAMPLE_RATE)
+    n = (end - lo) // frame
+    if n < 2:
+        return end
+    energy = np.square(audio[lo:lo + n * frame].reshape(n, frame)).mean(axis=1)
+    return lo + int(np.argmin(energy)) * frame
+
+
+def piece_cuts(audio: np.ndarray, piece_seconds: float | None = None) -> list[tuple[int, int]]:
+    """Sample ranges of at most ``piece_seconds`` (:data:`PIECE_SECONDS`) covering ``audio``, each
+    cut at a quiet moment."""
+    step, cuts, start = int((piece_seconds or PIECE_SECONDS) * SAMPLE_RATE), [], 0
+    while len(audio) - start > step:
+        cut = _quietest(audio, start + step)
+        cut = cut if cut > start else start + step
+        cuts.append((start, cut))
+        start = cut
+    cuts.append((start, len(audio)))
+    return cuts
+
+
+def _decode_in_pieces(ct2: CT2Whisper, audio: np.ndarray, kwargs: dict, batch_size: int):
+    """faster-whisper's long-form decode (sequential, or the VAD + batched pipeline), at most
+    :data:`PIECE_SECONDS` at a time so memory stays bounded for hours of audio. Sequentially each
+    piece is conditioned on the previous one's text, as the whole file would be, and the language
+    is detected once. Returns ``[(offset seconds, segments), ...]`` (lazy) and the first piece's info."""
+    if batch_size > 1:
+        from faster_whisper import BatchedInferencePipeline
+
+        pipeline = BatchedInferencePipeline(model=ct2.model)
+        transcribe = lambda piece, **kw: pipeline.transcribe(piece, batch_size=batch_size, **kw)  # noqa: E731
+    else:
+        transcribe = ct2.model.transcribe
+    cuts = piece_cuts(audio)
+    first_segments, first = transcribe(audio[cuts[0][0]:cuts[0][1]], **kwargs)
+    eot = ct2.model.hf_tokenizer.token_to_id("<|endoftext|>")
+
+    def later(begin: int, end: int, previous: list):
+        options = dict(kwargs, language=first.language)
+        if batch_size == 1 and kwargs.get("condition_on_previous_text", True):
+            tail = [t for s in previous[-8:] for t in s.tokens if t < eot]
+            options["initial_prompt"] = tail[-(MAX_TARGET_TOKENS // 2 - 1):] or kwargs.get("initial_prompt")
+        return transcribe(audio[begin:end], **options)[0]
+
+    def pieces():
+        previous: list = []
+
+        def remember(segments):
+            for s in segments:
+                previous.append(s)
+                yield s
+
+        yield cuts[0][0] / SAMPLE_RATE, remember(first_segments)
+        for begin, end in cuts[1:]:
+            yield begin / SAMPLE_RATE, remember(later(begin, end, previous))
+
+    return pieces(), first

@@ -3,7 +3,7 @@
 Short files (at most 30 s) are decoded ``batch_size`` at a time in one CTranslate2 call, packed
 into shared 30 s windows (:func:`whisper_ft.decoding.batched.transcribe_clips_ct2`, the fast path
 of ``eval`` and ``serve``); longer files one at a time through faster-whisper's batched VAD
-pipeline (:func:`whisper_ft.decoding.batched.transcribe_one_ct2`, as ``infer-ct2``). Decoding is at
+pipeline (:func:`whisper_ft.decoding.ct2_transcribe.transcribe_ct2`, as ``infer-ct2``). Decoding is at
 temperature 0 only, so the same shard gives the same text on any engine and in any worker.
 
 Each file's transcript becomes training records of at most 30 s: a short file is one record with
@@ -155,7 +155,7 @@ class ShardWorker:
     def __call__(self, items: list[Item]) -> dict:
         """Decode one shard; returns its records, rejections, failures, per-file outputs and timings."""
         from whisper_ft.audio import load_audio
-        from whisper_ft.decoding.batched import transcribe_one_ct2
+        from whisper_ft.decoding.ct2_transcribe import transcribe_ct2
 
         s = self.settings
         t0 = time.perf_counter()
@@ -170,8 +170,8 @@ class ShardWorker:
                 seconds = len(audio) / SAMPLE_RATE
                 audio_seconds += seconds
                 if seconds > CHUNK_SECONDS:  # one at a time through faster-whisper's batched VAD pipeline
-                    done[i] = (transcribe_one_ct2(self.ct2, audio, language=language, task=s.task, temperature=0.0,
-                                                  beam_size=s.beam_size, batch_size=s.long_batch_size), True)
+                    done[i] = (transcribe_ct2(self.ct2, audio, language=language, task=s.task, temperature=0.0,
+                                              beam_size=s.beam_size, batch_size=s.long_batch_size), True)
                     continue
                 pending.append((i, language, audio))
                 if len(pending) >= s.batch_size:

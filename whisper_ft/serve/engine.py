@@ -1,10 +1,9 @@
 """The server's decoding: served models, and one batching worker per model.
 
 Requests that arrive while a model's worker is busy (or within ``batch_window_ms`` of the first
-one) are decoded together: clips of at most 30 s in one CTranslate2 batch
-(:func:`whisper_ft.decoding.batched.transcribe_clips_ct2`), longer files and word-timestamp
-requests one by one through faster-whisper (the VAD + batched long-form pipeline for long files,
-as ``infer-ct2 --batch_size``). Decoding runs in one worker thread per model, never on the event
+one) are decoded together: clips of at most 30 s in one CTranslate2 batch (the backend's
+``transcribe_clips``), longer files and word-timestamp requests one by one through the backend's
+``transcribe``, exactly as ``infer-ct2`` decodes a file (the same segments). Decoding runs in one worker thread per model, never on the event
 loop; a failing request gets its own error and never fails the others of its batch.
 """
 
@@ -49,8 +48,7 @@ class EngineSettings:
 class ServedModel:
     id: str  # the name clients use (the folder's name, or the name as given for bundled models)
     names: frozenset[str]  # every name that selects it
-    ct2: object  # whisper_ft.decoding.ct2.CT2Whisper (backend.ct2): the batched decoding works on it
-    backend: object = None  # whisper_ft.decoding.backend.CTranslate2Backend it came from
+    backend: object  # whisper_ft.decoding.backend.CTranslate2Backend: transcribe_clips (batches), transcribe
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -156,11 +154,11 @@ def load_models(names: list[str], *, device: str = "auto", compute_type: str = "
                 raise WhisperFtError(f"two --model_path values are both called {ident!r}: give each model its own folder name")
         backend = load_backend(name, kind="ctranslate2", device=device, compute_type=compute_type,
                                threads=cpu_threads)
-        if getattr(backend, "ct2", None) is None:
+        if not hasattr(backend, "transcribe_clips"):
             raise WhisperFtError(f"{name} is a speech-LLM run: the server decodes Whisper models with CTranslate2 "
                                  "only; transcribe it with `whisper-ft infer --model_path RUN`")
         log(f"serving {ident!r}: {backend.describe()}")
-        served.append(ServedModel(ident, aliases, backend.ct2, backend=backend))
+        served.append(ServedModel(ident, aliases, backend))
     if not served:
         raise WhisperFtError("no model to serve: pass --model_path")
     return served
@@ -274,11 +272,11 @@ class _ModelWorker:
             return exc
 
     def _short(self, jobs: list[DecodeJob]) -> list[Transcription]:
-        from whisper_ft.decoding.batched import Clip, transcribe_clips_ct2
+        from whisper_ft.decoding.batched import Clip
 
         clips = [Clip(j.audio, j.language or self.settings.default_language, j.task, j.prompt, j.temperature or 0.0)
                  for j in jobs]
-        results = transcribe_clips_ct2(self.model.ct2, clips, beam_size=self.settings.beam_size, pack=self.settings.pack)
+        results = self.model.backend.transcribe_clips(clips, beam_size=self.settings.beam_size, pack=self.settings.pack)
         out = []
         for job, r in zip(jobs, results):
             if r.needs_fallback and self.settings.temperature_fallback:  # OpenAI's temperature 0: raise the temperature until it stops looping
@@ -289,18 +287,24 @@ class _ModelWorker:
         return out
 
     def _single(self, job: DecodeJob, fallback: bool = False) -> Transcription:
-        from whisper_ft.decoding.batched import transcribe_one_ct2
+        """One request through the model's ``transcribe``, as ``infer-ct2`` decodes a file: the same
+        segments for the same audio and options (sequential with timestamps below
+        ``AUTO_BATCH_FROM_SECONDS``, the VAD + batched pipeline with timestamps from there on)."""
+        from whisper_ft.decoding.batched import DecodeCancelled
+        from whisper_ft.decoding.ct2 import AUTO_BATCH_FROM_SECONDS
+        from whisper_ft.decoding.options import DecodingOptions
 
-        if job.temperature:
-            temperature = job.temperature
-        else:
-            temperature = None if (fallback or self.settings.temperature_fallback) else 0.0
-        long_form = job.duration > CHUNK_SECONDS
-        return transcribe_one_ct2(
-            self.model.ct2, job.audio, language=job.language or self.settings.default_language, task=job.task,
-            prompt=job.prompt, temperature=temperature, beam_size=self.settings.beam_size,
-            word_timestamps=job.word_timestamps, should_stop=job.cancel.is_set,
-            batch_size=self.settings.long_batch_size if long_form and not job.word_timestamps else 1)
+        def stop_if_cancelled(segment) -> None:
+            if job.cancel.is_set():
+                raise DecodeCancelled()
+
+        options = DecodingOptions(
+            language=job.language or self.settings.default_language, task=job.task, beam_size=self.settings.beam_size,
+            temperature=job.temperature or 0.0, initial_prompt=job.prompt, word_timestamps=job.word_timestamps,
+            timestamps=True, batch_size=self.settings.long_batch_size if job.duration >= AUTO_BATCH_FROM_SECONDS else 1)
+        if not job.temperature and (fallback or self.settings.temperature_fallback):
+            options = options.with_fallback()  # OpenAI's temperature 0: raise it while the output loops
+        return self.model.backend.transcribe(job.audio, options, on_segment=stop_if_cancelled)
 
 
 class Engine:
