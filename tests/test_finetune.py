@@ -250,9 +250,10 @@ def test_adalora_reallocates_ranks_and_resumes(trainable_tiny_dir, four_utteranc
 
     from whisper_ft.merge import merge_lora
     from whisper_ft.models.loading import load_whisper
-    from whisper_ft.training.data import SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.data import SpeechDataset, build_samples
     from whisper_ft.training.evaluation import evaluate_by_decoding
     from whisper_ft.training.labels import LabelBuilder
+    from whisper_ft.trainkit.manifest import check_manifest
 
     loaded = load_whisper(result.best_dir)
     builder = LabelBuilder.from_tokenizer(loaded.processor.tokenizer)
@@ -305,8 +306,9 @@ def test_about_half_of_samples_get_timestamps_and_speed_rescales_times(tiny_mode
     from transformers import WhisperProcessor
 
     from whisper_ft.training.augment import Augmentation, Augmenter
-    from whisper_ft.training.data import SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.data import SpeechDataset, build_samples
     from whisper_ft.training.labels import LabelBuilder
+    from whisper_ft.trainkit.manifest import check_manifest
 
     processor = WhisperProcessor.from_pretrained(str(tiny_model_dir))
     builder = LabelBuilder.from_tokenizer(processor.tokenizer)
@@ -325,7 +327,7 @@ def test_about_half_of_samples_get_timestamps_and_speed_rescales_times(tiny_mode
 
 
 def test_sampler_is_deterministic_complete_and_length_grouped():
-    from whisper_ft.training.data import DurationGroupedSampler
+    from whisper_ft.trainkit.sampler import DurationGroupedSampler
 
     durations = list(np.random.default_rng(0).uniform(1, 20, size=103))
     sampler = DurationGroupedSampler(durations, batch_size=8, seed=1, group_batches=12)
@@ -341,8 +343,9 @@ def test_sampler_is_deterministic_complete_and_length_grouped():
 def test_over_long_labels_are_dropped_and_counted(tiny_model_dir, tmp_path, make_wav):
     from transformers import WhisperProcessor
 
-    from whisper_ft.training.data import build_samples, check_manifest
+    from whisper_ft.training.data import build_samples
     from whisper_ft.training.labels import LabelBuilder
+    from whisper_ft.trainkit.manifest import check_manifest
 
     make_wav("a.wav", 1.0)
     rows = [{"audio": {"path": "a.wav"}, "sentence": s, "duration": 1.0, "language": "en"}
@@ -649,7 +652,7 @@ def _shards(root: Path) -> Path:
 
 
 def test_train_data_reads_several_manifests_globs_and_shard_folders_as_one_set(tmp_path):
-    from whisper_ft.training.data import check_manifest
+    from whisper_ft.trainkit.manifest import check_manifest
 
     root = _shards(tmp_path)
     a, b, extra = root / "shards" / "a.jsonl", root / "shards" / "b.jsonl", root / "extra.jsonl"
@@ -710,7 +713,7 @@ def test_finetune_options_come_from_the_settings_fields(monkeypatch, capsys):
 
 
 def test_unusable_audio_is_skipped_counted_and_named(tmp_path, capsys):
-    from whisper_ft.training.data import check_manifest
+    from whisper_ft.trainkit.manifest import check_manifest
 
     path = _manifest_with_unusable_audio(tmp_path)
     pairs, report = check_manifest(path, name="train", language=None, min_duration=0.5, max_duration=30)

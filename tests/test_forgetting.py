@@ -80,7 +80,7 @@ def test_epoch_shares():
 
 
 def test_sampler_draws_a_fresh_seeded_share_of_the_replay_pool_each_epoch():
-    from whisper_ft.training.data import Draw, DurationGroupedSampler
+    from whisper_ft.trainkit.sampler import Draw, DurationGroupedSampler
 
     rng = np.random.default_rng(0)
     durations = list(rng.uniform(1, 10, size=30)) + list(rng.uniform(1, 10, size=50)) + [5.0] * 6
@@ -135,9 +135,10 @@ def test_nonspeech_audio_is_seeded_and_at_the_stated_levels(tmp_path):
 def test_nonspeech_labels_are_the_prompt_and_end_of_text_also_with_timestamps(tiny_model_dir, four_utterances):
     from transformers import WhisperProcessor
 
-    from whisper_ft.training.data import SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.data import SpeechDataset, build_samples
     from whisper_ft.training.forgetting import training_mix
     from whisper_ft.training.labels import LabelBuilder
+    from whisper_ft.trainkit.manifest import check_manifest
 
     processor = WhisperProcessor.from_pretrained(str(tiny_model_dir))
     builder = LabelBuilder.from_tokenizer(processor.tokenizer)
@@ -220,9 +221,10 @@ def test_kl_to_base_adds_w_times_kl_to_the_loss_and_is_zero_at_step_0(trainable_
 
 def test_kl_to_base_keeps_the_tuned_model_closer_to_the_base(trainable_tiny_dir, four_utterances, tmp_path):
     from whisper_ft.models.loading import load_whisper
-    from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples
     from whisper_ft.training.labels import LabelBuilder
     from whisper_ft.training.trainer import finetune
+    from whisper_ft.trainkit.manifest import check_manifest
 
     def kl_after(w: float) -> float:
         result = finetune(make_config(trainable_tiny_dir, four_utterances, tmp_path / f"w{w:g}",

@@ -12,7 +12,7 @@
 - ``trainer``    ``finetune(config)``: the whole run, top to bottom
 
 The generic machinery (sampler, process helpers, Ctrl-C, progress bar, ``TrainSettings``) lives in
-``whisper_ft.trainkit``, shared with the speech-LLM recipe; the old import paths here re-export it.
+``whisper_ft.trainkit``, shared with the speech-LLM recipe: import it from there.
 
 Importing this package is cheap; ``finetune`` pulls in torch/transformers when called.
 """

@@ -9,7 +9,7 @@
   and (``--max_general_regression``) passes over checkpoints that lost too much on the others
   against the base model's step-0 scores (kept in ``base_metrics.json`` of the run, for resuming).
 - :class:`GracefulInterrupt` (Ctrl-C), :class:`ProgressBar` and :func:`previous_best_value` live in
-  :mod:`whisper_ft.trainkit.callbacks` (shared with the speech-LLM recipe) and are re-exported here.
+  :mod:`whisper_ft.trainkit.callbacks` (shared with the speech-LLM recipe).
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from whisper_ft.training.config import CONFIG_FILE, METRICS_FILE
-from whisper_ft.training.dist import is_main_process as _is_main
-from whisper_ft.training.dist import log_main
-from whisper_ft.trainkit.callbacks import GracefulInterrupt as GracefulInterrupt
 from whisper_ft.trainkit.callbacks import KeepBest
-from whisper_ft.trainkit.callbacks import ProgressBar as ProgressBar
-from whisper_ft.trainkit.callbacks import previous_best_value as previous_best_value
+from whisper_ft.trainkit.dist import is_main_process as _is_main
+from whisper_ft.trainkit.dist import log_main
 
 ADALORA_PATTERN_FILE = "adalora_rank_pattern.json"  # in checkpoints: the ranks kept so far
 

@@ -28,11 +28,11 @@ from whisper_ft.manifest import Utterance
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
 from whisper_ft.training.labels import LabelBuilder, Segment, encode_text, fits
 from whisper_ft.trainkit.dist import one_thread_in_dataloader_worker
-from whisper_ft.trainkit.manifest import ManifestReport as ManifestReport
-from whisper_ft.trainkit.manifest import audio_problem as audio_problem
+from whisper_ft.trainkit.manifest import ManifestReport
+
+# re-exported only for tests/test_transcribe.py (still imports it from here)
 from whisper_ft.trainkit.manifest import check_manifest as check_manifest
-from whisper_ft.trainkit.sampler import Draw as Draw
-from whisper_ft.trainkit.sampler import DurationGroupedSampler as DurationGroupedSampler
+from whisper_ft.trainkit.sampler import Draw
 
 IGNORE_INDEX = -100  # label value the loss ignores (padding)
 

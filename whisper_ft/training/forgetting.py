@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from whisper_ft.training.data import IGNORE_INDEX, Draw, epoch_shares
+from whisper_ft.training.data import IGNORE_INDEX, epoch_shares
+from whisper_ft.trainkit.sampler import Draw
 
 
 def kl_to_base(peft_model, inputs: dict, tuned_logits):
@@ -85,7 +86,7 @@ class EvalSet:
 def check_eval_sets(data) -> list[tuple[str | None, str, list, object]]:
     """Check every ``--test_data`` set (before any model is loaded): (name, path, pairs, report).
     The first (domain) set takes ``--language``; the others keep their records' own languages."""
-    from whisper_ft.training.data import check_manifest
+    from whisper_ft.trainkit.manifest import check_manifest
 
     checked = []
     for i, (name, path) in enumerate(data.test_sets()):

@@ -18,7 +18,7 @@ from pathlib import Path
 from whisper_ft.errors import ModelNotFoundError, WhisperFtError
 from whisper_ft.models.registry import ModelSource
 from whisper_ft.training.config import LoraSettings, TrainSettings
-from whisper_ft.training.dist import log_main
+from whisper_ft.trainkit.dist import log_main
 
 
 @dataclass

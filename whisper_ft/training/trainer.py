@@ -34,12 +34,12 @@ from transformers import Seq2SeqTrainer
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.training.callbacks import ADALORA_PATTERN_FILE
 from whisper_ft.training.config import CONFIG_FILE, FinetuneConfig, TrainSettings
-from whisper_ft.training.data import DurationGroupedSampler
-from whisper_ft.training.dist import is_main_process, local_rank, log_main, world_size
+from whisper_ft.trainkit.dist import is_main_process, local_rank, log_main, world_size
 from whisper_ft.trainkit.run import FinetuneResult as FinetuneResult
 from whisper_ft.trainkit.run import claim_run_dir
 from whisper_ft.trainkit.run import configure_threads as configure_threads
 from whisper_ft.trainkit.run import resolve_checkpoint as resolve_checkpoint
+from whisper_ft.trainkit.sampler import DurationGroupedSampler
 from whisper_ft.trainkit.skeleton import run_training
 from whisper_ft.trainkit.skeleton import training_arguments as shared_training_arguments
 from whisper_ft.trainkit.workers import WorkersIgnoreJobSignals
@@ -180,7 +180,7 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
     from whisper_ft.models.generation import allow_empty_transcript
     from whisper_ft.training.augment import load_augmenter
     from whisper_ft.training.callbacks import BASE_METRICS_FILE, AdaLoraCallback, BestModelCallback
-    from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples, check_manifest
+    from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples
     from whisper_ft.training.forgetting import build_eval_sets, check_eval_sets, training_mix
     from whisper_ft.training.labels import LabelBuilder
     from whisper_ft.training.model import (
@@ -190,6 +190,7 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
         load_processor,
         resolve_base_model,
     )
+    from whisper_ft.trainkit.manifest import check_manifest
 
     data, train = config.data, config.train
     # Before anything loads: a second run never mixes its checkpoints and best/ into the first's.
