@@ -26,13 +26,6 @@ from whisper_ft.scale.run import transcribe_at_scale
 KEEP_ALL = {"min_avg_logprob": None, "max_compression_ratio": None}  # the tiny model's text is all doubtful
 
 
-@pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.convert import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("scale") / "tiny-ct2", quantization="float32").output_dir
-
-
 def write_wav(path: Path, seconds: float, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), make_tone(seconds, seed=seed), 16_000)
@@ -197,7 +190,7 @@ def _ray_processes(tmpdir: str, within: float = 0.0) -> list[str]:
         time.sleep(0.5)
 
 
-def cli(args: list[str], **popen) -> subprocess.Popen:
+def start_cli(args: list[str], **popen) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "whisper_ft", "transcribe", *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
@@ -218,7 +211,7 @@ def test_ray_engine_writes_what_local_writes_even_when_a_worker_is_killed(tmp_pa
     local = tmp_path / "local"
     run([corpus], local, tiny_ct2, shard_files=1, formats=("srt",))
     out = tmp_path / "ray"
-    proc = cli([str(corpus), "--output_dir", str(out), "--engine", "ray", "--workers", "2", "--shard_files", "1",
+    proc = start_cli([str(corpus), "--output_dir", str(out), "--engine", "ray", "--workers", "2", "--shard_files", "1",
                 "--format", "srt", *common_args(tiny_ct2)])
     killed = None
     try:
@@ -268,7 +261,7 @@ def test_sigterm_to_the_group_stops_a_ray_run_that_then_resumes(tmp_path, corpus
     done = len(list((out / "done").iterdir()))
     assert 1 <= done < 30 and not (out / "summary.json").exists()
 
-    proc = cli([str(corpus), "--output_dir", str(out), "--engine", "ray", "--workers", "1", "--shard_files", "1",
+    proc = start_cli([str(corpus), "--output_dir", str(out), "--engine", "ray", "--workers", "1", "--shard_files", "1",
                 *common_args(tiny_ct2)])
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr.decode(errors="replace")

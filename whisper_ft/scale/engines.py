@@ -41,7 +41,7 @@ class EngineRun:
     workers: int
     cpus_per_worker: int | None = None
     gpus_per_worker: float = 0.0
-    startup_seconds: float = 0.0  # engine start to the workers' models loaded (ray: to the first result)
+    startup_seconds: float = 0.0  # engine start to a worker ready to decode (ray: first result less its decode time)
     ray_init_seconds: float | None = None
     lost_shards: list[int] = field(default_factory=list)
 
@@ -166,10 +166,11 @@ def run_ray(settings: DecodeSettings, shards: list[tuple[int, list[Item]]], on_r
         seen: set[int] = set()
         for row in ds.iter_rows():
             index = int(row["shard"])
+            result = json.loads(row["result"])
             if not seen:
-                run.startup_seconds = time.perf_counter() - t0
+                run.startup_seconds = time.perf_counter() - t0 - result["decode_seconds"]
             seen.add(index)
-            on_result(index, json.loads(row["result"]))
+            on_result(index, result)
         run.lost_shards = sorted({i for i, _ in shards} - seen)
         return run
     finally:
@@ -188,7 +189,12 @@ def _wait_for_local_ray_exit(timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     me = psutil.Process()
     while time.monotonic() < deadline:
-        children = [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
-        if not children:
+        alive = 0
+        for child in me.children(recursive=True):
+            try:
+                alive += child.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                continue
+        if not alive:
             return
         time.sleep(0.1)

@@ -7,6 +7,7 @@ every finished shard: the same command resumes it.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,8 @@ def transcribe_at_scale(
         raise WhisperFtError(f"unknown --engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if engine == "local" and (workers not in (None, 1) or address or gpus_per_worker):
         raise WhisperFtError("--workers, --address and --gpus_per_worker need --engine ray (local is one worker)")
+    if engine == "ray" and importlib.util.find_spec("ray") is None:  # said before any folder is made
+        raise WhisperFtError("--engine ray needs Ray: pip install 'whisper-ft[scale]' (or pip install 'ray[data]')")
     decode["formats"] = tuple(dict.fromkeys(validate_format(f) for f in decode.get("formats") or ()))
     items, missing = collect_items(inputs)
     if not items:
