@@ -372,7 +372,7 @@ def test_compare_cli_end_to_end(compare_case, tmp_path, capsys):
 def test_compare_cli_ct2_folders(compare_case, tmp_path, capsys, monkeypatch):
     """--backend ct2 runs every model with CTranslate2 (a transformers folder is converted once, a
     converted folder used as it is) and agrees with `eval --backend ct2`."""
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     monkeypatch.setenv("WHISPER_FT_CACHE", str(tmp_path / "cache"))
     c = compare_case

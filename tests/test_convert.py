@@ -48,7 +48,7 @@ def tiny_sup(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_sup_ct2(tiny_sup, tmp_path_factory) -> Path:
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     return convert_model(tiny_sup, tmp_path_factory.mktemp("sup-ct2") / "tiny-sup-ct2",
                          quantization="float32").output_dir
@@ -57,7 +57,7 @@ def tiny_sup_ct2(tiny_sup, tmp_path_factory) -> Path:
 def test_converted_folder_is_complete(tiny_model_dir, tmp_path):
     from faster_whisper import WhisperModel
 
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     result = convert_model(tiny_model_dir, tmp_path / "out-ct2", quantization="int8")
     out = result.output_dir
@@ -72,7 +72,7 @@ def test_converted_folder_is_complete(tiny_model_dir, tmp_path):
 
 
 def test_bad_inputs(tiny_model_dir, tmp_path):
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     with pytest.raises(WhisperFtError, match="choose one of: float16, int8"):
         convert_model(tiny_model_dir, tmp_path / "x", quantization="int4")
@@ -100,9 +100,9 @@ def tiny_adapter(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def test_adapter_refused_unless_merge(tiny_adapter, tmp_path, capsys):
-    from whisper_ft.convert import convert_model
     from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
     from whisper_ft.decoding.hf import generate_token_ids
+    from whisper_ft.models.ct2_export import convert_model
     from whisper_ft.models.loading import load_whisper
 
     code, _, err = run_cli(["convert", "--model", str(tiny_adapter), "--output_dir", str(tmp_path / "x")], capsys)
@@ -119,9 +119,9 @@ def test_adapter_refused_unless_merge(tiny_adapter, tmp_path, capsys):
 
 def test_ct2_engine_same_greedy_tokens_as_transformers(tiny_model_dir, tmp_path):
     """eval --backend ct2 / --verify decode with CTranslate2 using the transformers prompt."""
-    from whisper_ft.convert import convert_model
     from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
     from whisper_ft.decoding.hf import generate_token_ids
+    from whisper_ft.models.ct2_export import convert_model
     from whisper_ft.models.loading import load_whisper
 
     out = convert_model(tiny_model_dir, tmp_path / "t-ct2", quantization="float32").output_dir
@@ -225,9 +225,9 @@ def test_convert_from_ct2_source(tiny_model_dir, tmp_path, own_cache):
     """A CTranslate2 folder converts through the exact import: float32 -> float32 gives the same
     model.bin, -> int8 the same as converting the original, and greedy tokens agree."""
     from tests.test_models import _assert_same_ct2
-    from whisper_ft.convert import convert_model
     from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
     from whisper_ft.decoding.hf import generate_token_ids
+    from whisper_ft.models.ct2_export import convert_model
     from whisper_ft.models.loading import load_whisper
 
     f32 = convert_model(tiny_model_dir, tmp_path / "tiny-ct2", quantization="float32").output_dir
@@ -363,7 +363,7 @@ def test_force_never_replaces_an_adapter_a_run_or_a_model_it_did_not_write(tiny_
         assert code == 1 and why in _one_error_line(err), err
         assert _snapshot(out) == before
     # an export whisper-ft wrote, with a file the user added: refused; without it: replaced
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     out = convert_model(tiny_model_dir, tmp_path / "m-ct2", quantization="float32").output_dir
     (out / "notes.txt").write_text("mine")
@@ -384,7 +384,7 @@ def test_force_never_replaces_an_adapter_a_run_or_a_model_it_did_not_write(tiny_
 def test_force_replaces_a_model_folder_only_after_success(tiny_model_dir, tmp_path, capsys, monkeypatch):
     from ctranslate2.converters import TransformersConverter
 
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     out = convert_model(tiny_model_dir, tmp_path / "m-ct2", quantization="float32").output_dir
     before = _snapshot(out)
@@ -413,7 +413,7 @@ def test_options_checked_before_converting(tiny_model_dir, tmp_path, capsys, mon
     output is untouched."""
     from ctranslate2.converters import TransformersConverter
 
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     out = convert_model(tiny_model_dir, tmp_path / "prev-ct2", quantization="float32").output_dir
     before = _snapshot(out)
@@ -449,8 +449,8 @@ def test_failed_conversion_leaves_no_temp_folder(tiny_model_dir, tmp_path, monke
 
     from ctranslate2.converters import TransformersConverter
 
-    from whisper_ft.convert import convert_model
     from whisper_ft.decoding.ct2 import ensure_ct2_folder
+    from whisper_ft.models.ct2_export import convert_model
 
     sys_tmp = tmp_path / "sys-tmp"
     sys_tmp.mkdir()
@@ -481,7 +481,7 @@ def test_default_output_dirs_are_distinct_per_quantization(tiny_model_dir, tmp_p
     """The README's two examples (int8, then float16 --verify) write two folders, not one."""
     import shutil
 
-    from whisper_ft.convert import default_output_dir
+    from whisper_ft.models.ct2_export import default_output_dir
 
     model = tmp_path / "models" / "whisper-base-finetune"
     shutil.copytree(tiny_model_dir, model)
@@ -539,8 +539,8 @@ def test_real_int8_within_2_cer_points_on_read_speech(base_hf, shared_audio_mani
     speech clips. On all 8 clips it does not: the 12 s spontaneous meeting clip decodes differently
     under int8 (measured: 38.8% vs 24.8% CER); benchmarks/inference.py measures and the README
     states that difference, and float16/float32 conversions match exactly (the verify tests)."""
-    from whisper_ft.convert import convert_model
     from whisper_ft.evaluate import EvalSettings, evaluate
+    from whisper_ft.models.ct2_export import convert_model
 
     rows = [(SHARED_AUDIO / r["audio"], r["text"], r["language"]) for r in shared_audio_manifest
             if r["language"] == "zh" and "MEETING" not in r["id"]]
@@ -559,7 +559,8 @@ def test_real_int8_within_2_cer_points_on_read_speech(base_hf, shared_audio_mani
 @pytest.mark.real
 def test_real_verify_passes_and_catches_broken_conversion(base_hf, zh_manifest, hf_report, tmp_path,
                                                           broken_converter):
-    from whisper_ft.convert import convert_model, verify_conversion
+    from whisper_ft.convert import verify_conversion
+    from whisper_ft.models.ct2_export import convert_model
 
     good = convert_model(base_hf, tmp_path / "good-ct2", quantization="float16").output_dir
     check = verify_conversion(base_hf, good, zh_manifest, metric="cer", cpu_threads=2, show_progress=False,

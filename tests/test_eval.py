@@ -123,7 +123,7 @@ def text_only_copy(src: Path, out: Path) -> Path:
 def test_eval_cli_backends_agree_and_bare_defaults(tiny_model_dir, make_wav, tmp_path, monkeypatch, capsys):
     """hf and ct2 (float32) give the same non-empty hypotheses on the tiny model; a bare `eval
     --metric cer` picks the newest model under models/ and dataset/test.jsonl and says so."""
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     models = tmp_path / "models"
     text_only_copy(tiny_model_dir, models / "whisper-tiny-finetune")

@@ -139,7 +139,7 @@ def test_infer_cli_unknown_language(tiny_model_dir, make_wav, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     return convert_model(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "tiny-ct2", quantization="float32").output_dir
 

@@ -217,7 +217,7 @@ def no_timestamps_model(tmp_path_factory):
     """A tiny Whisper whose vocabulary ends at <|notimestamps|>: no timestamp tokens at all
     (like a model trimmed or trained without them), in transformers and CTranslate2 form."""
     import whisper_ft.models.tiny as tiny
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     full = tiny.whisper_special_tokens
     with pytest.MonkeyPatch.context() as mp:

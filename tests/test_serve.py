@@ -122,7 +122,7 @@ def assert_error(status, body: bytes, expected_status: int, param=None, *words):
 
 @pytest.fixture(scope="module")
 def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.convert import convert_model
+    from whisper_ft.models.ct2_export import convert_model
 
     return convert_model(tiny_model_dir, tmp_path_factory.mktemp("serve") / "tiny-ft-ct2", quantization="float32").output_dir
 

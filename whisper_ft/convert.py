@@ -1,7 +1,7 @@
 """``whisper-ft convert``: export to CTranslate2 (faster-whisper) and check the export.
 
 The export itself (:func:`convert_model`, output folder rules, the conversion cache) is
-:mod:`whisper_ft.models.ct2_export`, re-exported here. :func:`verify_conversion` decodes the same
+:mod:`whisper_ft.models.ct2_export`. :func:`verify_conversion` decodes the same
 clips with the source (transformers) and the converted model (CTranslate2, same prompt, greedy)
 through the decoding backend (``evaluate``) and reports the CER/WER drift.
 """
@@ -13,16 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.ct2_export import (  # noqa: F401  (re-exported: the command's names)
-    QUANTIZATIONS,
-    ConversionResult,
-    cached_conversion,
-    check_output_dir,
-    conversion_info,
-    convert_model,
-    default_output_dir,
-    validate_quantization,
-)
 
 
 def check_verify_options(

@@ -112,14 +112,9 @@ def convert_command(
     """Export a model to CTranslate2 for faster-whisper (optionally verify the export)."""
     _quiet_libraries()
     from whisper_ft.console import log
-    from whisper_ft.convert import (
-        check_verify_options,
-        convert_model,
-        default_output_dir,
-        validate_quantization,
-        verify_conversion,
-    )
+    from whisper_ft.convert import check_verify_options, verify_conversion
     from whisper_ft.errors import WhisperFtError
+    from whisper_ft.models.ct2_export import convert_model, default_output_dir, validate_quantization
     from whisper_ft.models.defaults import FALLBACK_MODEL, pick_model
 
     # every option is checked before anything is converted or replaced
