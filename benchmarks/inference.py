@@ -209,7 +209,7 @@ def load_hf(args):
 def load_faster_whisper(args, compute_type: str):
     from faster_whisper import WhisperModel
 
-    from whisper_ft.decoding.ct2 import ensure_ct2_folder
+    from whisper_ft.decoding.ct2_loading import ensure_ct2_folder
 
     path = ensure_ct2_folder(args.model)
     model = WhisperModel(str(path), device=args.device, compute_type=compute_type, cpu_threads=args.threads,
@@ -227,7 +227,8 @@ def load_faster_whisper(args, compute_type: str):
 
 
 def load_ct2(args, pack: bool, compute_type: str = "auto", inter_threads: int = 1):
-    from whisper_ft.decoding.ct2 import generate_texts_ct2, load_ct2_whisper
+    from whisper_ft.decoding.ct2 import generate_texts_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
     from whisper_ft.packing import decode_batches
 
     ct2 = load_ct2_whisper(args.model, device=args.device, compute_type=compute_type, cpu_threads=args.threads,

@@ -82,7 +82,7 @@ print(RESULT + out["text"])
 """,
     "fw": """
 from faster_whisper import BatchedInferencePipeline, WhisperModel
-from whisper_ft.decoding.ct2 import ensure_ct2_folder
+from whisper_ft.decoding.ct2_loading import ensure_ct2_folder
 model = WhisperModel(str(ensure_ct2_folder({model!r})), device="cpu", compute_type="int8", cpu_threads={threads},
                      local_files_only=True)
 if {batch}:

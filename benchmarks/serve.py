@@ -175,7 +175,7 @@ def run_direct(args, clips: list[dict]) -> dict:
     from faster_whisper import WhisperModel
 
     from whisper_ft.audio import load_audio
-    from whisper_ft.decoding.ct2 import ensure_ct2_folder
+    from whisper_ft.decoding.ct2_loading import ensure_ct2_folder
 
     model = WhisperModel(str(ensure_ct2_folder(args.model)), device="cpu", compute_type="int8", cpu_threads=args.threads)
     n = max(args.requests, 1)

@@ -100,7 +100,8 @@ def tiny_adapter(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def test_adapter_refused_unless_merge(tiny_adapter, tmp_path, capsys):
-    from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
+    from whisper_ft.decoding.ct2 import generate_token_ids_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
     from whisper_ft.decoding.hf import generate_token_ids
     from whisper_ft.models.ct2_export import convert_model
     from whisper_ft.models.loading import load_whisper
@@ -119,7 +120,8 @@ def test_adapter_refused_unless_merge(tiny_adapter, tmp_path, capsys):
 
 def test_ct2_engine_same_greedy_tokens_as_transformers(tiny_model_dir, tmp_path):
     """eval --backend ct2 / --verify decode with CTranslate2 using the transformers prompt."""
-    from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
+    from whisper_ft.decoding.ct2 import generate_token_ids_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
     from whisper_ft.decoding.hf import generate_token_ids
     from whisper_ft.models.ct2_export import convert_model
     from whisper_ft.models.loading import load_whisper
@@ -138,7 +140,8 @@ def test_ct2_engine_same_greedy_tokens_as_transformers(tiny_model_dir, tmp_path)
 @pytest.mark.parametrize("seconds", [2.0, 30.0])
 def test_infer_ct2_same_greedy_tokens_as_transformers(tiny_sup, tiny_sup_ct2, seconds):
     """The faster-whisper path of `infer-ct2` (greedy, no timestamps) emits the transformers tokens."""
-    from whisper_ft.decoding.ct2 import load_ct2_whisper, transcribe_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
+    from whisper_ft.decoding.ct2_transcribe import transcribe_ct2
     from whisper_ft.decoding.hf import generate_token_ids
     from whisper_ft.models.loading import load_whisper
 
@@ -225,7 +228,8 @@ def test_convert_from_ct2_source(tiny_model_dir, tmp_path, own_cache):
     """A CTranslate2 folder converts through the exact import: float32 -> float32 gives the same
     model.bin, -> int8 the same as converting the original, and greedy tokens agree."""
     from tests.test_models import _assert_same_ct2
-    from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
+    from whisper_ft.decoding.ct2 import generate_token_ids_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
     from whisper_ft.decoding.hf import generate_token_ids
     from whisper_ft.models.ct2_export import convert_model
     from whisper_ft.models.loading import load_whisper
@@ -449,7 +453,7 @@ def test_failed_conversion_leaves_no_temp_folder(tiny_model_dir, tmp_path, monke
 
     from ctranslate2.converters import TransformersConverter
 
-    from whisper_ft.decoding.ct2 import ensure_ct2_folder
+    from whisper_ft.decoding.ct2_loading import ensure_ct2_folder
     from whisper_ft.models.ct2_export import convert_model
 
     sys_tmp = tmp_path / "sys-tmp"

@@ -320,7 +320,8 @@ def test_vad_transcription_clips_cue_ends_to_the_speech(tiny_ct2, monkeypatch):
     import numpy as np
     from faster_whisper.transcribe import Segment as FwSegment
 
-    from whisper_ft.decoding.ct2 import load_ct2_whisper, transcribe_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
+    from whisper_ft.decoding.ct2_transcribe import transcribe_ct2
     from whisper_ft.decoding.speech import chunk_seconds, speech_chunks
 
     rng = np.random.default_rng(0)

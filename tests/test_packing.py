@@ -17,7 +17,7 @@ def _ts(seconds: float) -> int:
 
 
 def test_plan_packed_windows_by_language_and_capacity():
-    from whisper_ft.decoding.ct2 import plan_packed_windows
+    from whisper_ft.packing import plan_packed_windows
 
     durations = [12.0, 3.0, 2.0, 28.0, 5.0, 4.0, 9.0]
     langs = ["zh", "en", "en", "en", "zh", "en", "zh"]
@@ -36,7 +36,7 @@ def test_plan_packed_windows_by_language_and_capacity():
 
 
 def test_packed_audio_places_clips_after_gaps():
-    from whisper_ft.decoding.ct2 import packed_audio, plan_packed_windows
+    from whisper_ft.packing import packed_audio, plan_packed_windows
 
     a, b = np.full(16_000, 0.5, np.float32), np.full(8_000, -0.5, np.float32)
     (w,) = plan_packed_windows([1.0, 0.5], ["en", "en"], gap=1.0, window_seconds=26.0)
@@ -47,7 +47,7 @@ def test_packed_audio_places_clips_after_gaps():
 
 
 def _window(*durations, gap=2.0):
-    from whisper_ft.decoding.ct2 import PackedWindow
+    from whisper_ft.packing import PackedWindow
 
     spans, t = [], 0.0
     for k, d in enumerate(durations):
@@ -58,7 +58,7 @@ def _window(*durations, gap=2.0):
 
 
 def test_split_clean_window():
-    from whisper_ft.decoding.ct2 import split_packed_tokens
+    from whisper_ft.packing import split_packed_tokens
 
     w = _window(3.0, 2.0, 4.0)  # clips at 0-3, 5-7, 9-13
     tokens = [_ts(0.0), 1, 2, _ts(1.5), _ts(1.5), 3, _ts(3.4),  # two segments of clip 0 (0.4 s late)
@@ -67,7 +67,7 @@ def test_split_clean_window():
 
 
 def test_split_refuses_what_is_not_clean():
-    from whisper_ft.decoding.ct2 import split_packed_tokens
+    from whisper_ft.packing import split_packed_tokens
 
     w = _window(3.0, 2.0, 4.0)
     kw = {"eot": EOT, "timestamp_begin": TS}
@@ -94,7 +94,7 @@ def test_split_refuses_a_silent_merge_of_two_clips():
     goes on (or ends) cleanly. By the times alone the short clip looks silent and its neighbour
     gets both texts: the neighbour's text must not be kept (it would count as insertions), and
     the silent-looking clip must be decoded again, not scored empty."""
-    from whisper_ft.decoding.ct2 import split_packed_tokens
+    from whisper_ft.packing import split_packed_tokens
 
     kw = {"eot": EOT, "timestamp_begin": TS}
     w = _window(3.0, 1.0, 4.0, 2.0)  # clips at 0-3, 5-6, 8-12, 14-16
@@ -116,7 +116,7 @@ def test_parse_and_assign_are_shared_by_both_backends():
     import whisper_ft.decoding.ct2 as ct2_module
     import whisper_ft.packing as packing
 
-    assert ct2_module.split_packed_tokens is packing.split_packed_tokens  # hf: see test_hf_packed_path_...
+    assert ct2_module.take_packed_results is packing.take_packed_results  # hf: see test_hf_packed_path_...
     segments, unfinished = packing.parse_timestamped_tokens([_ts(0.0), 1, _ts(1.0), _ts(2.0), 2], eot=EOT,
                                                             timestamp_begin=TS)
     assert segments == [(0.0, 1.0, [1])] and unfinished == 2.0
@@ -127,8 +127,10 @@ def test_packed_path_falls_back_to_unpacked_tokens(tiny_ct2, monkeypatch, num_be
     """A clip alone in its window, and clips whose split is refused, get exactly the unpacked
     path's tokens; every clip gets a result, greedy and with beam search."""
     import whisper_ft.decoding.ct2 as ct2_module
+    import whisper_ft.packing as packing
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
 
-    ct2 = ct2_module.load_ct2_whisper(tiny_ct2, compute_type="float32", cpu_threads=2, inter_threads=2)
+    ct2 = load_ct2_whisper(tiny_ct2, compute_type="float32", cpu_threads=2, inter_threads=2)
     audios = [make_tone(1.0 + 0.5 * k, freq=200 + 50 * k, seed=k) for k in range(6)]
     langs = ["zh", "en", "zh", "en", "zh", "ja"]
     kw = {"max_new_tokens": 8, "num_beams": num_beams}
@@ -139,14 +141,15 @@ def test_packed_path_falls_back_to_unpacked_tokens(tiny_ct2, monkeypatch, num_be
     assert packed[5] == plain[5]  # the only ja clip: a window of its own, decoded unpacked
     assert stats["windows"] == 2 and stats["packed_clips"] == 5
     assert stats["unpacked_clips"] == 1 + stats["refused_clips"]
-    monkeypatch.setattr(ct2_module, "split_packed_tokens", lambda tokens, w, **kw: [None] * len(w.indices))
+    monkeypatch.setattr(packing, "split_packed_tokens", lambda tokens, w, **kw: [None] * len(w.indices))
     stats = {}
     refused = ct2_module.generate_token_ids_ct2(ct2, audios, language=langs, pack=True, stats=stats, **kw)
     assert refused == plain and stats["unpacked_clips"] == 6 and stats["refused_clips"] == 5
 
 
 def test_inter_threads_workers_give_the_same_tokens(tiny_ct2):
-    from whisper_ft.decoding.ct2 import generate_token_ids_ct2, load_ct2_whisper
+    from whisper_ft.decoding.ct2 import generate_token_ids_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
     from whisper_ft.errors import WhisperFtError
 
     audios = [make_tone(1.0 + 0.3 * k, freq=220 + 40 * k, seed=k) for k in range(5)]
@@ -272,7 +275,8 @@ def test_model_without_timestamps_falls_back_to_unpacked(no_timestamps_model, ma
     produce timestamps -> every clip decoded on its own, said once on stderr, report says pack false."""
     import json
 
-    from whisper_ft.decoding.ct2 import can_pack_ct2, generate_token_ids_ct2, load_ct2_whisper
+    from whisper_ft.decoding.ct2 import can_pack_ct2, generate_token_ids_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
 
     hf_dir, ct2_dir = no_timestamps_model
     ct2 = load_ct2_whisper(ct2_dir, compute_type="float32", cpu_threads=1)
@@ -330,7 +334,8 @@ def test_beam5_packed_keeps_every_real_clip(shared_audio_manifest):
     error rate stays close to decoding each clip alone."""
     from tests.conftest import SHARED_AUDIO
     from whisper_ft.audio import load_audio
-    from whisper_ft.decoding.ct2 import generate_texts_ct2, load_ct2_whisper
+    from whisper_ft.decoding.ct2 import generate_texts_ct2
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
     from whisper_ft.scoring import score
 
     ct2 = load_ct2_whisper("base", compute_type="int8", cpu_threads=2, inter_threads=2)

@@ -1,4 +1,4 @@
-"""CTranslate2 / faster-whisper decoding (the old public names all importable from here).
+"""CTranslate2 / faster-whisper decoding: the batched 30 s window decoders and the fast path.
 
 - :func:`load_ct2_whisper` (:mod:`whisper_ft.decoding.ct2_loading`) opens any model whisper-ft can name as a faster-whisper model
   (a CTranslate2 folder as is; a transformers folder, adapter or hub id converted once into the
@@ -25,33 +25,23 @@ import numpy as np
 
 from whisper_ft.audio import SAMPLE_RATE
 from whisper_ft.console import log
-from whisper_ft.decoding.ct2_loading import (  # noqa: F401  (re-exported: loading and device choice)
-    N_FRAMES,
-    CT2Whisper,
-    ct2_features,
-    default_cpu_threads,
-    describe,
-    detect_languages_ct2,
-    ensure_ct2_folder,
-    load_ct2_whisper,
-    log_loaded,
-    model_suppress_tokens,
-    resolve_device,
-)
-from whisper_ft.decoding.ct2_transcribe import transcribe_ct2  # noqa: F401  (re-exported)
+from whisper_ft.decoding.ct2_loading import CT2Whisper, ct2_features, detect_languages_ct2
+
+# describe, load_ct2_whisper, resolve_device, transcribe_ct2: still imported from here by
+# whisper_ft.decoding.backend (which looks transcribe_ct2 up here at call time, so tests can wrap it)
+from whisper_ft.decoding.ct2_loading import describe as describe
+from whisper_ft.decoding.ct2_loading import load_ct2_whisper as load_ct2_whisper
+from whisper_ft.decoding.ct2_loading import resolve_device as resolve_device
+from whisper_ft.decoding.ct2_transcribe import transcribe_ct2 as transcribe_ct2
 from whisper_ft.decoding.hf import per_sample_languages, validate_task
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
-from whisper_ft.packing import (  # noqa: F401  (re-exported: the fast path's planning and splitting)
+from whisper_ft.packing import (
     PACK_GAP_SECONDS,
-    PACK_OVERLAP_TOLERANCE,
     PACK_WINDOW_SECONDS,
-    PackedWindow,
     add_packing_stats,
     packed_audio,
     plan_given_language_windows,
-    plan_packed_windows,
-    split_packed_tokens,
     take_packed_results,
 )
 
