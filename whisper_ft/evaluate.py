@@ -279,7 +279,7 @@ def default_output_dir(settings: EvalSettings) -> Path:
 
 def write_report(report: EvalReport, output_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.json`` and ``predictions.jsonl`` into ``output_dir``; returns both paths."""
-    from whisper_ft.models.io import write_json
+    from whisper_ft.models.output_dir import write_json
 
     out = check_output_dir(output_dir if output_dir else default_output_dir(report.settings))
     report_path = out / "report.json"

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from whisper_ft.console import log, warn
 from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.io import replace_dir, staging_dir, write_json
-from whisper_ft.models.output_dir import write_export_marker
+from whisper_ft.models.io import replace_dir, staging_dir
+from whisper_ft.models.output_dir import write_export_marker, write_json
 from whisper_ft.models.registry import MODELS_DIR, ModelSource, cache_dir, resolve_model
 
 QUANTIZATIONS = ("float16", "int8", "int8_float16", "float32", "int8_float32", "bfloat16", "int8_bfloat16", "int16")

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from whisper_ft.models.output_dir import umask_modes, write_export_marker, write_json  # noqa: F401 (write_json: used by callers of io)
+from whisper_ft.models.output_dir import umask_modes, write_export_marker, write_json
 
 
 def is_hf_whisper_folder(path: str | Path) -> bool:

@@ -96,7 +96,7 @@ class BestModelCallback(KeepBest):
                 raise RuntimeError("--max_general_regression: no step-0 scores of the base model to compare with")
             self.base_scores = scores
             if self.base_metrics_file is not None and _is_main():
-                from whisper_ft.models.io import write_json
+                from whisper_ft.models.output_dir import write_json
 
                 write_json(self.base_metrics_file, scores)
         lost = {k: 100.0 * (v - self.base_scores[k]) for k, v in scores.items()}
@@ -133,7 +133,8 @@ class BestModelCallback(KeepBest):
         """Write the adapter, processor, run config and metrics aside, then rename into place."""
         import shutil
 
-        from whisper_ft.models.io import replace_dir, staging_dir, write_json, write_processor_files
+        from whisper_ft.models.io import replace_dir, staging_dir, write_processor_files
+        from whisper_ft.models.output_dir import write_json
 
         tmp = staging_dir(self.best_dir)
         try:

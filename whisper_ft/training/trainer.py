@@ -84,7 +84,7 @@ class WhisperLoraTrainer(WorkersIgnoreJobSignals, Seq2SeqTrainer):
         finally:
             config.rank_pattern = pattern
         if self.args.should_save:
-            from whisper_ft.models.io import write_json
+            from whisper_ft.models.output_dir import write_json
 
             write_json(Path(output_dir or self.args.output_dir) / ADALORA_PATTERN_FILE, pattern)
 

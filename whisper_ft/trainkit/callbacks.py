@@ -200,7 +200,7 @@ class CheckpointComplete(TrainerCallback):
             return
         import os
 
-        from whisper_ft.models.io import write_json
+        from whisper_ft.models.output_dir import write_json
         from whisper_ft.trainkit.run import CHECKPOINT_MARKER
 
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -51,7 +51,7 @@ def run_training(trainer, *, run_dir: Path, config_file: str, run_config: dict, 
     :func:`train_and_report`."""
     from transformers.trainer_callback import ProgressCallback
 
-    from whisper_ft.models.io import write_json
+    from whisper_ft.models.output_dir import write_json
     from whisper_ft.trainkit.callbacks import CheckpointComplete, GracefulInterrupt, ProgressBar, previous_best_value
     from whisper_ft.trainkit.settings import METRICS_FILE
 
