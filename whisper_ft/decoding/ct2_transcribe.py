@@ -106,10 +106,8 @@ def transcribe_ct2(
         from whisper_ft.decoding.batched import _tokenizer
 
         used = min(MAX_TARGET_TOKENS // 2 - 1, used + len(_tokenizer(ct2, language, task).encode(" " + hotwords.strip())))
-    if max_new_tokens is None and duration <= CHUNK_SECONDS:  # a clip that loops on noise ends here
-        from whisper_ft.decoding.batched import clip_token_budget
-
-        kwargs["max_new_tokens"] = min(clip_token_budget(duration), MAX_TARGET_TOKENS - 6 - used)
+    if max_new_tokens is not None:  # the prompt and the new tokens must fit Whisper's 448 together
+        kwargs["max_new_tokens"] = max(1, min(max_new_tokens, MAX_TARGET_TOKENS - 6 - used))
     if vad and batch_size == 1:
         # faster-whisper's own VAD path (speech chunks glued together, times mapped back), done
         # here so that the chunks are known and segment times can be clipped to them

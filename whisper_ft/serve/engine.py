@@ -298,10 +298,14 @@ class _ModelWorker:
             if job.cancel.is_set():
                 raise DecodeCancelled()
 
+        from whisper_ft.decoding.batched import clip_token_budget
+
         options = DecodingOptions(
             language=job.language or self.settings.default_language, task=job.task, beam_size=self.settings.beam_size,
             temperature=job.temperature or 0.0, initial_prompt=job.prompt, word_timestamps=job.word_timestamps,
-            timestamps=True, batch_size=self.settings.long_batch_size if job.duration >= AUTO_BATCH_FROM_SECONDS else 1)
+            timestamps=True, batch_size=self.settings.long_batch_size if job.duration >= AUTO_BATCH_FROM_SECONDS else 1,
+            # a short clip that loops on noise (or on a hostile prompt) ends at its budget
+            max_new_tokens=clip_token_budget(job.duration) if job.duration <= CHUNK_SECONDS else None)
         if not job.temperature and (fallback or self.settings.temperature_fallback):
             options = options.with_fallback()  # OpenAI's temperature 0: raise it while the output loops
         return self.model.backend.transcribe(job.audio, options, on_segment=stop_if_cancelled)
