@@ -358,17 +358,18 @@ def test_infer_ct2_long_recordings_use_the_batched_pipeline_by_default(tiny_ct2,
     batched VAD pipeline (faster on long files: README, benchmarks/inference.py --long) and says
     so; shorter ones and an explicit --batch_size 1 decode sequentially."""
     import whisper_ft.decoding.ct2 as ct2_module
+    import whisper_ft.decoding.ct2_transcribe as long_form
 
     assert ct2_module.default_batch_size(ct2_module.AUTO_BATCH_FROM_SECONDS) == ct2_module.AUTO_BATCH_SIZE > 1
     assert ct2_module.default_batch_size(ct2_module.AUTO_BATCH_FROM_SECONDS - 1) == 1
-    real = ct2_module.transcribe_ct2
+    real = long_form.transcribe_ct2
     used: list[int] = []
 
     def spy(*args, **kwargs):
         used.append(kwargs["batch_size"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ct2_module, "transcribe_ct2", spy)
+    monkeypatch.setattr(long_form, "transcribe_ct2", spy)
     monkeypatch.setattr(ct2_module, "AUTO_BATCH_FROM_SECONDS", 2.0)  # the tiny test files stand for long ones
     short, long = make_wav("short.wav", 1.0), make_wav("long.wav", 3.0, seed=1)
     common = ["--model_path", str(tiny_ct2), "--language", "en", "--beam_size", "1", "--compute_type", "float32",

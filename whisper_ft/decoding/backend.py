@@ -136,7 +136,7 @@ class CTranslate2Backend:
 
     def __init__(self, name, *, device: str = "auto", compute_type: str = "auto", threads: int | None = None,
                  parallel_batches: bool = False):
-        from whisper_ft.decoding.ct2 import load_ct2_whisper, resolve_device
+        from whisper_ft.decoding.ct2_loading import load_ct2_whisper, resolve_device
 
         threads = threads or default_cpu_threads()
         device, compute_type = resolve_device(device, compute_type)
@@ -151,7 +151,7 @@ class CTranslate2Backend:
             "packing": self.pack_stats}
 
     def describe(self) -> str:
-        from whisper_ft.decoding.ct2 import describe
+        from whisper_ft.decoding.ct2_loading import describe
 
         return describe(self.ct2)
 
@@ -177,11 +177,11 @@ class CTranslate2Backend:
         return transcribe_clips_ct2(self.ct2, clips, beam_size=beam_size, pack=pack)
 
     def transcribe(self, audio, options: DecodingOptions, *, source=None, on_segment=None) -> Transcription:
-        # looked up at call time: tests and benchmarks may wrap whisper_ft.decoding.ct2.transcribe_ct2
-        from whisper_ft.decoding import ct2 as ct2_module
+        # looked up at call time: tests and benchmarks may wrap it
+        from whisper_ft.decoding import ct2_transcribe as long_form
 
         temps = options.temperatures
-        return ct2_module.transcribe_ct2(
+        return long_form.transcribe_ct2(
             self.ct2, audio, language=options.language, task=options.task, beam_size=options.beam_size,
             vad=options.vad, word_timestamps=options.word_timestamps, batch_size=options.batch_size,
             temperature=list(temps) if len(temps) > 1 else temps[0], max_new_tokens=options.max_new_tokens,

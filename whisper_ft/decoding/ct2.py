@@ -26,13 +26,6 @@ import numpy as np
 from whisper_ft.audio import SAMPLE_RATE
 from whisper_ft.console import log
 from whisper_ft.decoding.ct2_loading import CT2Whisper, ct2_features, detect_languages_ct2
-
-# describe, load_ct2_whisper, resolve_device, transcribe_ct2: still imported from here by
-# whisper_ft.decoding.backend (which looks transcribe_ct2 up here at call time, so tests can wrap it)
-from whisper_ft.decoding.ct2_loading import describe as describe
-from whisper_ft.decoding.ct2_loading import load_ct2_whisper as load_ct2_whisper
-from whisper_ft.decoding.ct2_loading import resolve_device as resolve_device
-from whisper_ft.decoding.ct2_transcribe import transcribe_ct2 as transcribe_ct2
 from whisper_ft.decoding.hf import per_sample_languages, validate_task
 from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
