@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install speech test demo lint clean
+.PHONY: install speech test test-fast demo lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ speech: $(STAMP)
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory speech
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q -rs tests
+
+# The unit tier for the edit loop (tiny random models; no real weights, server, browser, Ray or
+# slow end-to-end tests): a few minutes on 2 cores. `make test` is the whole suite CI runs.
+FAST := not slow and not real and not server and not browser and not ray and not shared_audio
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q -m "$(FAST)" tests
 
 # MALLOC_MMAP_THRESHOLD_: glibc returns freed activation buffers (>4 MB) to the OS, which keeps
 # the training step's peak RSS at what was measured (README) instead of the allocator's high-water mark.

@@ -221,7 +221,7 @@ def split_general(path: Path, work: Path, seed: int = 0) -> tuple[Path, dict[str
     """../shared/audio split per language (seeded) into a replay half and a general-test half."""
     import random
 
-    from whisper_ft.manifest import read_manifest, write_manifest
+    from whisper_ft.core.manifest import read_manifest, write_manifest
 
     replay, tests = [], {}
     by_lang: dict[str, list] = {}
@@ -245,7 +245,7 @@ def domain_subset(path: Path, n: int, work: Path, seed: int = 0) -> Path:
     """``n`` utterances of ``path`` (seeded), in a manifest with absolute paths."""
     import random
 
-    from whisper_ft.manifest import read_manifest, write_manifest
+    from whisper_ft.core.manifest import read_manifest, write_manifest
 
     utts = read_manifest(path)
     chosen = sorted(random.Random(seed).sample(range(len(utts)), min(n, len(utts))))

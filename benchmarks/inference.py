@@ -13,14 +13,14 @@ no VAD) with the same beam size, on the same number of threads:
   fw-*      plain faster-whisper ``WhisperModel.transcribe`` (float32, int8), one clip at a time,
             temperature 0 (no fallback), otherwise its defaults
   ct2       whisper-ft's fast path, ``eval --backend ct2``'s default: ``generate_texts_ct2(...,
-            pack=True)`` on batches as eval makes them (``whisper_ft.packing.decode_batches``)
+            pack=True)`` on batches as eval makes them (``whisper_ft.decoding.packing.decode_batches``)
   ct2-unpacked  the same without packing (``eval --backend ct2 --no_pack``: one 30 s window per clip)
   hf-packed the packed strategy with transformers (``eval --backend hf --pack``), batches as above
 
 Audio is loaded before timing; feature extraction is timed. Each model is loaded once (load time
 reported apart) and warmed up on one clip per beam size before it is timed. RTF = decoding
 seconds / audio seconds; speedup = hf decoding time / the row's, at the same beam size. Error
-rates are per language (CER for zh/ja/ko/..., WER otherwise, ``whisper_ft.scoring.score``);
+rates are per language (CER for zh/ja/ko/..., WER otherwise, ``whisper_ft.core.scoring.score``);
 the number in brackets is the difference to hf in points. The table goes to stdout, logs to
 stderr, and everything (settings, machine, per-clip hypotheses) to ``--output`` as JSON.
 """
@@ -131,8 +131,8 @@ def set_threads(threads: int) -> None:
 
 def read_records(path: Path):
     """Utterances from either manifest format ("sentence" or "text" for the transcript)."""
-    from whisper_ft.errors import DataError
-    from whisper_ft.manifest import Utterance, read_manifest
+    from whisper_ft.core.errors import DataError
+    from whisper_ft.core.manifest import Utterance, read_manifest
 
     lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     if lines and "sentence" in json.loads(lines[0]):
@@ -149,8 +149,8 @@ def read_records(path: Path):
 
 
 def load_clips(path: str, limit: int | None) -> list[Clip]:
-    from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
-    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.core.audio import N_SAMPLES, SAMPLE_RATE
+    from whisper_ft.core.languages import normalize_language
 
     utterances = read_records(Path(path))
     by_lang: dict[str, list] = {}
@@ -187,7 +187,7 @@ def load_clips(path: str, limit: int | None) -> list[Clip]:
 def load_hf(args):
     import torch
 
-    from whisper_ft.audio import SAMPLE_RATE
+    from whisper_ft.core.audio import SAMPLE_RATE
     from whisper_ft.decoding.hf import generate_texts
     from whisper_ft.models.loading import load_whisper
 
@@ -229,13 +229,13 @@ def load_faster_whisper(args, compute_type: str):
 def load_ct2(args, pack: bool, compute_type: str = "auto", inter_threads: int = 1):
     from whisper_ft.decoding.ct2 import generate_texts_ct2
     from whisper_ft.decoding.ct2_loading import load_ct2_whisper
-    from whisper_ft.packing import decode_batches
+    from whisper_ft.decoding.packing import decode_batches
 
     ct2 = load_ct2_whisper(args.model, device=args.device, compute_type=compute_type, cpu_threads=args.threads,
                            inter_threads=inter_threads)
 
     def decode(clips, beam, stats=None):
-        # as `eval --backend ct2`: longest first, batched by whisper_ft.packing.decode_batches
+        # as `eval --backend ct2`: longest first, batched by whisper_ft.decoding.packing.decode_batches
         out = [""] * len(clips)
         kwargs = {"pack": True, "stats": stats} if pack else {}
         for idx in decode_batches([c.duration for c in clips], args.batch_size, pack=pack):
@@ -255,8 +255,8 @@ def load_hf_packed(args):
     import torch
 
     from whisper_ft.decoding.hf import decode_text, generate_packed_token_ids
+    from whisper_ft.decoding.packing import decode_batches
     from whisper_ft.models.loading import load_whisper
-    from whisper_ft.packing import decode_batches
 
     loaded = load_whisper(args.model, dtype=torch.float32, device=args.device)
 
@@ -276,8 +276,8 @@ def load_hf_packed(args):
 # --- measuring -------------------------------------------------------------------------------------
 
 def score_by_language(clips: list[Clip], hyps: list[str]) -> dict:
-    from whisper_ft.models.languages import default_metric
-    from whisper_ft.scoring import score
+    from whisper_ft.core.languages import default_metric
+    from whisper_ft.core.scoring import score
 
     out = {}
     for lang in dict.fromkeys(c.language for c in clips):

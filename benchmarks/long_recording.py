@@ -43,8 +43,8 @@ def build_recording(manifest: Path, minutes: float, out_dir: Path, seed: int = 0
     import numpy as np
     import soundfile as sf
 
-    from whisper_ft.audio import SAMPLE_RATE
-    from whisper_ft.manifest import read_manifest
+    from whisper_ft.core.audio import SAMPLE_RATE
+    from whisper_ft.core.manifest import read_manifest
 
     rng = np.random.default_rng(seed)
     pieces, texts, total, language = [], [], 0.0, None
@@ -71,7 +71,7 @@ _SNIPPETS = {
     "hf-pipeline": """
 import torch
 from transformers import pipeline
-from whisper_ft.audio import load_audio
+from whisper_ft.core.audio import load_audio
 from whisper_ft.models.loading import load_whisper
 torch.set_num_threads({threads})
 m = load_whisper({model!r}, dtype=torch.float32, device="cpu")
@@ -145,8 +145,8 @@ def _hypothesis(row: str, stdout: str) -> str:
 
 
 def run_long(args, log) -> dict:
-    from whisper_ft.models.languages import default_metric
-    from whisper_ft.scoring import score
+    from whisper_ft.core.languages import default_metric
+    from whisper_ft.core.scoring import score
 
     rows = args.long_rows or list(LONG_ROWS)
     with tempfile.TemporaryDirectory(prefix="whisper-ft-long-") as tmp:

@@ -1,6 +1,6 @@
 """Peak memory of the paths a long file takes, each in its own process (peak RSS of the process):
 
-- ``load``: ``whisper_ft.audio.load_audio`` of one hour of 48 kHz stereo FLAC (decoded and resampled
+- ``load``: ``whisper_ft.core.audio.load_audio`` of one hour of 48 kHz stereo FLAC (decoded and resampled
   block by block);
 - ``sequential``: ``transcribe_ct2`` (faster-whisper's sequential long-form decode, in pieces of
   at most 5 minutes) of 30 minutes of audio with a tiny random model (only memory counts here);
@@ -28,7 +28,7 @@ import resource, sys, numpy as np
 sys.path.insert(0, {repo!r})
 what, work = sys.argv[1], sys.argv[2]
 if what == "load":
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     audio = load_audio(work + "/hour.flac")
     seconds = len(audio) / 16000
 else:
@@ -50,8 +50,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wft-memory-"))
     sf.write(str(work / "hour.flac"), np.zeros((48_000 * 3600, 2), np.float32), 48_000, subtype="PCM_16")
     sys.path.insert(0, str(REPO))
+    from tests.tiny_whisper import build_tiny_whisper
     from whisper_ft.models.ct2_export import convert_model
-    from whisper_ft.models.tiny import build_tiny_whisper
 
     convert_model(build_tiny_whisper(work / "tiny"), work / "tiny-ct2", quantization="float32")
     rows = []

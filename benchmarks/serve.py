@@ -174,7 +174,7 @@ def run_direct(args, clips: list[dict]) -> dict:
     """faster-whisper itself, one clip at a time (the same CTranslate2 folder, threads and beam)."""
     from faster_whisper import WhisperModel
 
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.decoding.ct2_loading import ensure_ct2_folder
 
     model = WhisperModel(str(ensure_ct2_folder(args.model)), device="cpu", compute_type="int8", cpu_threads=args.threads)

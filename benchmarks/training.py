@@ -87,7 +87,7 @@ def heldout_loss(model, processor, manifest: Path, language: str, n_clips: int, 
     """Mean teacher-forced cross-entropy per label token on the first ``n_clips`` of ``manifest``."""
     import torch
 
-    from whisper_ft.manifest import read_manifest
+    from whisper_ft.core.manifest import read_manifest
     from whisper_ft.training.data import SpeechCollator
     from whisper_ft.training.labels import LabelBuilder, encode_text
 
@@ -145,7 +145,7 @@ def run_baseline(args, train: Path, timer):
     from peft import LoraConfig, get_peft_model
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration
 
-    from whisper_ft.manifest import read_manifest
+    from whisper_ft.core.manifest import read_manifest
     from whisper_ft.training.model import load_processor, resolve_base_model
 
     base = resolve_base_model(args.base_model)
@@ -224,7 +224,7 @@ def run_row(args) -> None:
     """In a child process: train one row, print its measurements as one JSON line."""
     import torch
 
-    from whisper_ft.manifest import read_manifest
+    from whisper_ft.core.manifest import read_manifest
 
     torch.set_num_threads(args.threads)
     train, test = Path(args.train), Path(args.test)

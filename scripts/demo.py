@@ -65,7 +65,7 @@ def eval_report(model: str, data: Path, out: Path, backend: str = "hf", metric: 
 
 def shared_manifests(work: Path) -> dict[str, Path]:
     """Our manifests for the real clips in ../shared/audio, one per language."""
-    from whisper_ft.manifest import read_manifest, write_manifest
+    from whisper_ft.core.manifest import read_manifest, write_manifest
 
     manifest = SHARED_AUDIO / "manifest.jsonl"
     if not manifest.is_file():
@@ -82,8 +82,8 @@ def shared_manifests(work: Path) -> dict[str, Path]:
 
 def build_domain_set(work: Path, n_train: int, n_test: int, n_test_clips: int, seed: int) -> tuple[Path, Path]:
     """HSK sentences -> espeak-ng speech; the test manifest keeps one random voice per sentence."""
+    from whisper_ft.core.manifest import read_manifest, write_manifest
     from whisper_ft.data.hsk import load_hsk
-    from whisper_ft.manifest import read_manifest, write_manifest
 
     rng = random.Random(seed)
     pool = sorted({s.text for s in load_hsk() if 6 <= len(s.text) <= 24})
@@ -122,8 +122,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    from whisper_ft.core.errors import DataError
     from whisper_ft.data.tts import find_engine
-    from whisper_ft.errors import DataError
 
     try:  # the speech engine: espeakng-loader (the demo extra) or the espeak-ng program
         find_engine()

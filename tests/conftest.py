@@ -22,7 +22,7 @@ SHARED_AUDIO = REPO.parent / "shared" / "audio"
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random multilingual Whisper folder (transformers format, complete processor)."""
-    from whisper_ft.models.tiny import build_tiny_whisper
+    from tests.tiny_whisper import build_tiny_whisper
 
     return build_tiny_whisper(tmp_path_factory.mktemp("tiny") / "tiny-whisper")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import whisper_ft
 
 PACKAGE = Path(whisper_ft.__file__).parent
-COMMAND_MODULES = ("whisper_ft.evaluate", "whisper_ft.convert", "whisper_ft.compare", "whisper_ft.serve",
+COMMAND_MODULES = ("whisper_ft.workflows.evaluate", "whisper_ft.workflows.convert", "whisper_ft.workflows.compare", "whisper_ft.serve",
                    "whisper_ft.cli")
 LOWER_LAYERS = ("whisper_ft.decoding", "whisper_ft.models")
 
@@ -65,13 +65,13 @@ def is_under(module: str, packages) -> bool:
 
 def test_the_import_walker_sees_function_level_imports(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("import os\nfrom whisper_ft.errors import WhisperFtError\n\n"
-                 "def f():\n    from whisper_ft.decoding import ct2\n    import whisper_ft.convert\n")
+    f.write_text("import os\nfrom whisper_ft.core.errors import WhisperFtError\n\n"
+                 "def f():\n    from whisper_ft.decoding import ct2\n    import whisper_ft.workflows.convert\n")
     known = set(all_modules())
-    assert imported_modules(f, "whisper_ft.x", known) == {"whisper_ft.errors", "whisper_ft.decoding.ct2",
-                                                          "whisper_ft.convert"}
-    assert imported_modules(f, "whisper_ft.decoding.x", known) == {"whisper_ft.errors", "whisper_ft.decoding.ct2",
-                                                                   "whisper_ft.convert"}
+    assert imported_modules(f, "whisper_ft.x", known) == {"whisper_ft.core.errors", "whisper_ft.decoding.ct2",
+                                                          "whisper_ft.workflows.convert"}
+    assert imported_modules(f, "whisper_ft.decoding.x", known) == {"whisper_ft.core.errors", "whisper_ft.decoding.ct2",
+                                                                   "whisper_ft.workflows.convert"}
     f.write_text("from whisper_ft.cli import app\n")
     assert imported_modules(f, "whisper_ft.cli.x", known) == set()  # its parent package: imported first anyway
 
@@ -136,3 +136,42 @@ def test_the_speech_llm_command_module_imports_no_whisper_recipe_directly():
     direct = imported_modules(modules["whisper_ft.cli.llm"], "whisper_ft.cli.llm", set(modules))
     assert not any(is_under(t, ("whisper_ft.training",)) for t in direct)
     assert any(is_under(t, ("whisper_ft.speech_llm",)) for t in direct)
+
+
+# The package layers, bottom to top. A module may import its own layer and the ones below, never one
+# above: a reader knows from the folder which room a file belongs to, and what it may use.
+LAYERS = (
+    ("whisper_ft.core", "whisper_ft.resources"),  # errors, console, audio, manifest, text, scoring, writers ...
+    ("whisper_ft.models",),  # names -> folders, vocabulary, CTranslate2 export/import
+    ("whisper_ft.decoding",),  # backends, decoding options, packing, long-form
+    ("whisper_ft.data", "whisper_ft.trainkit"),  # corpus preparation; the training machinery
+    ("whisper_ft.training", "whisper_ft.speech_llm"),  # the two recipes
+    ("whisper_ft.workflows", "whisper_ft.serve", "whisper_ft.scale"),  # what commands run
+    ("whisper_ft.api",),  # the Python API
+    ("whisper_ft.cli", "whisper_ft.__main__"),  # parsing only
+)
+
+
+def layer_of(module: str) -> int | None:
+    return next((i for i, packages in enumerate(LAYERS) if is_under(module, packages)), None)
+
+
+def test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones():
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if m != "whisper_ft" and layer_of(m) is None)
+    assert unplaced == [], "give these modules a layer (a package in LAYERS)"
+    upward = sorted(f"{m} imports {t}" for m, targets in graph.items() if m != "whisper_ft"
+                    for t in targets if layer_of(t) is not None and layer_of(t) > layer_of(m))
+    assert upward == []
+
+
+def test_the_top_level_holds_only_packages_and_the_entry_points():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py", "api.py"]
+
+
+def test_decoding_and_models_know_no_recipe():
+    graph = import_graph()
+    bad = sorted(f"{m} imports {t}" for m, ts in graph.items() if is_under(m, ("whisper_ft.decoding", "whisper_ft.models"))
+                 for t in ts if is_under(t, RECIPES))
+    assert bad == []

@@ -1,4 +1,4 @@
-"""whisper_ft.audio: any rate / channel count / format -> 16 kHz mono float32; bad files -> DataError."""
+"""whisper_ft.core.audio: any rate / channel count / format -> 16 kHz mono float32; bad files -> DataError."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import make_tone
-from whisper_ft.audio import (
+from whisper_ft.core.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
     AudioEmptyError,
@@ -17,7 +17,7 @@ from whisper_ft.audio import (
     load_audio,
     write_wav,
 )
-from whisper_ft.errors import DataError
+from whisper_ft.core.errors import DataError
 
 
 def dominant_hz(audio: np.ndarray) -> float:
@@ -148,7 +148,7 @@ def _declared_rate(path, rate: int) -> None:
 
 
 def test_impossible_sample_rate_is_refused_from_the_header(make_wav):
-    from whisper_ft.audio import AudioHeaderError, audio_info, load_audio, probe_audio
+    from whisper_ft.core.audio import AudioHeaderError, audio_info, load_audio, probe_audio
 
     path = make_wav("one-hertz.wav", 3.0, sr=8000)
     _declared_rate(path, 1)
@@ -160,7 +160,7 @@ def test_impossible_sample_rate_is_refused_from_the_header(make_wav):
 def test_non_finite_samples_are_refused_and_absurd_ones_scaled(tmp_path):
     import soundfile as sf
 
-    from whisper_ft.audio import AudioInvalidError, load_audio
+    from whisper_ft.core.audio import AudioInvalidError, load_audio
 
     sf.write(str(tmp_path / "nan.wav"), np.array([0.1, np.nan, 0.2] * 1000, np.float32), 16000, subtype="FLOAT")
     with pytest.raises(AudioInvalidError, match="non-finite"):
@@ -181,7 +181,7 @@ def test_block_decoding_equals_whole_file_resampling(tmp_path):
     import soundfile as sf
     import soxr
 
-    from whisper_ft import audio as audio_mod
+    from whisper_ft.core import audio as audio_mod
 
     rng = np.random.default_rng(0)
     stereo = (0.2 * rng.standard_normal((44_100 * 130, 2))).astype(np.float32)  # over two 60 s blocks
@@ -195,7 +195,7 @@ def test_block_decoding_equals_whole_file_resampling(tmp_path):
 def test_max_seconds_is_checked_before_and_while_decoding(tmp_path, make_wav):
     import av
 
-    from whisper_ft.audio import AudioTooLongError, load_audio, probe_audio
+    from whisper_ft.core.audio import AudioTooLongError, load_audio, probe_audio
 
     with pytest.raises(AudioTooLongError, match="over the limit of 5 s") as info:
         load_audio(make_wav("long.wav", 8.0), max_seconds=5)

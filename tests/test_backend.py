@@ -6,15 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import make_tone
-from whisper_ft.errors import WhisperFtError
-
-
-@pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.models.ct2_export import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "tiny-ct2", quantization="float32").output_dir
-
+from whisper_ft.core.errors import WhisperFtError
 
 # --- DecodingOptions ------------------------------------------------------------------------------
 
@@ -58,6 +50,7 @@ def test_load_backend_rejects_an_unknown_kind(tiny_model_dir):
         load_backend(tiny_model_dir, kind="onnx")
 
 
+@pytest.mark.slow
 def test_transformers_backend_decodes_like_the_generation_functions(tiny_model_dir):
     from whisper_ft.decoding.backend import Backend, TransformersBackend, load_backend
     from whisper_ft.decoding.hf import generate_texts
@@ -143,10 +136,10 @@ def test_vocabulary_names_a_tokenizer_that_is_not_whispers(tmp_path):
 def test_every_timestamp_consumer_reads_the_same_parse(tiny_model_dir):
     from whisper_ft.decoding.batched import split_timestamped_tokens
     from whisper_ft.decoding.hf_transcribe import segments_from_tokens
+    from whisper_ft.decoding.packing import parse_timestamped_tokens
     from whisper_ft.decoding.timestamps import parse_timestamp_tokens
     from whisper_ft.models.loading import load_processor
     from whisper_ft.models.vocabulary import WhisperVocabulary
-    from whisper_ft.packing import parse_timestamped_tokens
 
     tok = load_processor(tiny_model_dir).tokenizer
     v = WhisperVocabulary.from_tokenizer(tok)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import run_cli
 from whisper_ft.cli import main
-from whisper_ft.errors import DataError
+from whisper_ft.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_library_warnings_are_hidden_unless_debug(tmp_path, capsys, monkeypatch,
         warnings.warn("noisy library advice", UserWarning, stacklevel=2)
         warnings.warn_explicit("noisy peft rank_pattern", RuntimeWarning, "tuners_utils.py", 1,
                                module="peft.tuners.tuners_utils")
-        warnings.warn_explicit("divide by zero", RuntimeWarning, "x.py", 1, module="whisper_ft.scoring")
+        warnings.warn_explicit("divide by zero", RuntimeWarning, "x.py", 1, module="whisper_ft.core.scoring")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(registry, "list_offline_models", noisy)

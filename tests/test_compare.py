@@ -9,24 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_AUDIO, make_tone
-from whisper_ft.errors import WhisperFtError
-
-
-def _run_cli(args, capsys):
-    from whisper_ft.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
+from tests.conftest import SHARED_AUDIO, make_tone, run_cli
+from whisper_ft.core.errors import WhisperFtError
 
 # --- paired bootstrap -------------------------------------------------------------------------
 
 def test_bootstrap_identical_models_is_exactly_zero():
-    from whisper_ft.compare.stats import paired_bootstrap
+    from whisper_ft.workflows.compare.stats import paired_bootstrap
 
     errors = [3, 0, 5, 1, 2, 7, 0, 4]
     lens = [10, 8, 12, 9, 11, 15, 6, 10]
@@ -36,7 +25,7 @@ def test_bootstrap_identical_models_is_exactly_zero():
 
 
 def test_bootstrap_strictly_worse_model_is_significant():
-    from whisper_ft.compare.stats import paired_bootstrap
+    from whisper_ft.workflows.compare.stats import paired_bootstrap
 
     ref = [3, 0, 5, 1, 2, 7, 0, 4]
     worse = [e + 1 + (i % 3) for i, e in enumerate(ref)]  # 1-3 more edits on every utterance
@@ -52,7 +41,7 @@ def test_bootstrap_strictly_worse_model_is_significant():
 def test_bootstrap_matches_direct_computation():
     """The interval equals a plain loop over the same resamples: both corpus rates recomputed, then
     the 2.5/97.5 percentiles of their difference."""
-    from whisper_ft.compare.stats import paired_bootstrap
+    from whisper_ft.workflows.compare.stats import paired_bootstrap
 
     rng = np.random.default_rng(7)
     n = 40
@@ -76,7 +65,7 @@ def test_bootstrap_matches_direct_computation():
 
 
 def test_bootstrap_bad_input():
-    from whisper_ft.compare.stats import paired_bootstrap
+    from whisper_ft.workflows.compare.stats import paired_bootstrap
 
     with pytest.raises(WhisperFtError, match="one value per utterance"):
         paired_bootstrap([1, 2], [1], [3, 4])
@@ -99,7 +88,7 @@ def test_bootstrap_bad_input():
     ("哈哈哈哈哈哈哈哈哈哈", "'哈' x10"),
 ])
 def test_loop_detector_finds_loops(text, expected):
-    from whisper_ft.compare.hallucination import loop_reason
+    from whisper_ft.workflows.compare.hallucination import loop_reason
 
     assert loop_reason(text) == expected
 
@@ -116,13 +105,13 @@ def test_loop_detector_finds_loops(text, expected):
     "",
 ])
 def test_loop_detector_no_false_positive(text):
-    from whisper_ft.compare.hallucination import loop_reason
+    from whisper_ft.workflows.compare.hallucination import loop_reason
 
     assert loop_reason(text) is None
 
 
 def test_compression_ratio_catches_long_repetition():
-    from whisper_ft.compare.hallucination import COMPRESSION_RATIO_THRESHOLD, compression_ratio, loop_reason
+    from whisper_ft.workflows.compare.hallucination import COMPRESSION_RATIO_THRESHOLD, compression_ratio, loop_reason
 
     looped = "我们今天要讨论的问题是" * 12  # an n-gram longer than 8 tokens: only compression sees it
     assert compression_ratio(looped) > COMPRESSION_RATIO_THRESHOLD
@@ -132,7 +121,7 @@ def test_compression_ratio_catches_long_repetition():
 
 def test_no_false_positive_on_real_references():
     """None of the real transcripts beside the checkout looks like a loop."""
-    from whisper_ft.compare.hallucination import loop_reason
+    from whisper_ft.workflows.compare.hallucination import loop_reason
 
     texts = []
     for path in [SHARED_AUDIO / "manifest.jsonl", SHARED_AUDIO.parent / "aishell_sample" / "test.jsonl"]:
@@ -146,8 +135,8 @@ def test_no_false_positive_on_real_references():
 
 
 def test_hallucination_stats_on_scored_set():
-    from whisper_ft.compare.hallucination import hallucination_stats
-    from whisper_ft.scoring import score
+    from whisper_ft.core.scoring import score
+    from whisper_ft.workflows.compare.hallucination import hallucination_stats
 
     refs = ["今天天气很好", "你好", "哈哈哈哈哈哈哈哈哈哈", "我们走吧"]
     hyps = ["今天天气很好", "你好我的女儿我的女儿我的女儿我的女儿", "哈哈哈哈哈哈哈哈哈哈", "我们走吧走吧"]
@@ -164,7 +153,7 @@ def test_hallucination_stats_on_scored_set():
 # --- non-speech clips ---------------------------------------------------------------------------
 
 def test_nonspeech_clips_durations_levels_and_seed():
-    from whisper_ft.compare.nonspeech import NOISE_LEVELS_DBFS, TONE_DBFS, TONES_HZ, nonspeech_clips, rms_dbfs
+    from whisper_ft.workflows.compare.nonspeech import NOISE_LEVELS_DBFS, TONE_DBFS, TONES_HZ, nonspeech_clips, rms_dbfs
 
     clips = nonspeech_clips(3.0, seed=5)
     assert len(clips) == 1 + 2 * len(NOISE_LEVELS_DBFS) + len(TONES_HZ)
@@ -200,8 +189,8 @@ def test_nonspeech_clips_durations_levels_and_seed():
 # --- timestamp check ----------------------------------------------------------------------------
 
 def test_timestamp_problem():
-    from whisper_ft.compare.timestamps import timestamp_problem
-    from whisper_ft.decoding.results import Segment
+    from whisper_ft.core.results import Segment
+    from whisper_ft.workflows.compare.timestamps import timestamp_problem
 
     def segs(*spans):
         return [Segment(i, a, b, t) for i, (a, b, t) in enumerate(spans)]
@@ -218,7 +207,7 @@ def test_timestamp_problem():
 # --- input parsing ------------------------------------------------------------------------------
 
 def test_parse_inputs(tmp_path):
-    from whisper_ft.compare.inputs import parse_models, parse_test_data
+    from whisper_ft.workflows.compare.inputs import parse_models, parse_test_data
 
     assert parse_models("base, models/x ") == ["base", "models/x"]
     assert parse_models(["base", "a,b"]) == ["base", "a", "b"]
@@ -282,16 +271,17 @@ def compare_case(tiny_model_dir, tmp_path_factory):
 
 
 def _eval_cli(model, data, out_dir, capsys, extra=()):
-    code, _, err = _run_cli(["eval", "--model_path", str(model), "--test_data", str(data), "--max_new_tokens", "20",
+    code, _, err = run_cli(["eval", "--model_path", str(model), "--test_data", str(data), "--max_new_tokens", "20",
                              "--cpu_threads", "1", "--output_dir", str(out_dir), *extra], capsys)
     assert code == 0, err
     return json.loads((Path(out_dir) / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_compare_cli_end_to_end(compare_case, tmp_path, capsys):
     c = compare_case
     out = tmp_path / "cmp"
-    code, stdout, err = _run_cli([
+    code, stdout, err = run_cli([
         "compare", "--models", f"{c['base']},{c['looping']}", "--test_data", f"domain={c['zh']}",
         "--test_data", str(c["en"]), "--max_new_tokens", "20", "--cpu_threads", "1", "--bootstrap", "200",
         "--timestamp_clips", "1", "--output_dir", str(out)], capsys)
@@ -369,6 +359,7 @@ def test_compare_cli_end_to_end(compare_case, tmp_path, capsys):
     assert f"wrote {out / 'report.json'}" in err
 
 
+@pytest.mark.slow
 def test_compare_cli_ct2_folders(compare_case, tmp_path, capsys, monkeypatch):
     """--backend ct2 runs every model with CTranslate2 (a transformers folder is converted once, a
     converted folder used as it is) and agrees with `eval --backend ct2`."""
@@ -378,7 +369,7 @@ def test_compare_cli_ct2_folders(compare_case, tmp_path, capsys, monkeypatch):
     c = compare_case
     ct2 = convert_model(c["looping"], tmp_path / "looping-ct2", quantization="float32").output_dir
     out = tmp_path / "cmp"
-    code, _, err = _run_cli(["compare", "--models", f"{c['base']},{ct2}", "--test_data", f"zh={c['zh']}",
+    code, _, err = run_cli(["compare", "--models", f"{c['base']},{ct2}", "--test_data", f"zh={c['zh']}",
                              "--backend", "ct2", "--compute_type", "float32", "--max_new_tokens", "20",
                              "--cpu_threads", "1", "--bootstrap", "100", "--timestamp_clips", "1",
                              "--output_dir", str(out)], capsys)
@@ -393,9 +384,9 @@ def test_compare_cli_ct2_folders(compare_case, tmp_path, capsys, monkeypatch):
     assert rep["nonspeech"]["models"][1]["with_text"] == 10  # zh only
     assert tuned["timestamps"]["checked"] == 1
     # the non-speech clips are decoded one per window (not packed together), as a user's file would be
-    from whisper_ft.compare.nonspeech import nonspeech_clips
     from whisper_ft.decoding.backend import load_backend
     from whisper_ft.decoding.options import DecodingOptions
+    from whisper_ft.workflows.compare.nonspeech import nonspeech_clips
 
     clips = nonspeech_clips(rep["settings"]["nonspeech_seconds"], seed=rep["settings"]["seed"])
     alone = load_backend(str(ct2), kind="ctranslate2", compute_type="float32", threads=1).texts(
@@ -403,6 +394,7 @@ def test_compare_cli_ct2_folders(compare_case, tmp_path, capsys, monkeypatch):
     assert [o["text"] for o in rep["nonspeech"]["models"][1]["outputs"] if o["language"] == "zh"] == alone
 
 
+@pytest.mark.slow
 def test_compare_cli_adapter(compare_case, tmp_path, capsys):
     """A LoRA adapter is compared as it is (applied on its base) and scores what `eval` scores."""
     from tests.test_merge import make_adapter
@@ -410,7 +402,7 @@ def test_compare_cli_adapter(compare_case, tmp_path, capsys):
     c = compare_case
     adapter = make_adapter(c["base"], tmp_path / "best")
     out = tmp_path / "cmp"
-    code, _, err = _run_cli(["compare", "--models", f"{c['base']},{adapter}", "--test_data", f"en={c['en']}",
+    code, _, err = run_cli(["compare", "--models", f"{c['base']},{adapter}", "--test_data", f"en={c['en']}",
                              "--max_new_tokens", "20", "--cpu_threads", "1", "--bootstrap", "100",
                              "--timestamp_clips", "0", "--output_dir", str(out)], capsys)
     assert code == 0, err
@@ -428,7 +420,7 @@ def test_compare_cli_adapter(compare_case, tmp_path, capsys):
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Fails the test if compare gets as far as loading a model."""
-    import whisper_ft.compare.runner as runner
+    import whisper_ft.workflows.compare.runner as runner
 
     calls = []
 
@@ -453,6 +445,7 @@ def test_compare_bad_input(compare_case, tmp_path, capsys, no_decoding):
     cfg = json.loads((orphan / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = str(tmp_path / "gone")
     (orphan / "adapter_config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()  # building the adapter may print a progress bar: not the command's output
     cases = [
         (["--models", f"{c['base']},{orphan}", "--test_data", str(c["zh"])], "the base model of adapter"),
         (["--models", f"{c['base']},no-such-model", "--test_data", str(c["zh"])], "model 'no-such-model' not found"),
@@ -471,7 +464,7 @@ def test_compare_bad_input(compare_case, tmp_path, capsys, no_decoding):
          "--max_new_tokens must be at least 1"),
     ]
     for args, message in cases:
-        code, out, err = _run_cli(["compare", *args, "--output_dir", str(tmp_path / "out")], capsys)
+        code, out, err = run_cli(["compare", *args, "--output_dir", str(tmp_path / "out")], capsys)
         assert code == 1, (args, err)
         assert err.startswith("error: ") and err.strip().count("\n") == 0, err
         assert message in err, (message, err)
@@ -481,8 +474,8 @@ def test_compare_bad_input(compare_case, tmp_path, capsys, no_decoding):
 
 
 def test_compare_never_replaces_reports_it_did_not_write(compare_case, tmp_path, capsys, no_decoding, monkeypatch):
-    import whisper_ft.compare.runner as runner
-    from whisper_ft.compare.writers import check_report_files
+    import whisper_ft.workflows.compare.runner as runner
+    from whisper_ft.workflows.compare.writers import check_report_files
 
     c = compare_case
     args = ["compare", "--models", f"{c['base']},{c['looping']}", "--test_data", str(c["zh"])]
@@ -490,7 +483,7 @@ def test_compare_never_replaces_reports_it_did_not_write(compare_case, tmp_path,
         out = tmp_path / name.replace(".", "-")
         out.mkdir()
         (out / name).write_bytes(content)
-        code, stdout, err = _run_cli([*args, "--output_dir", str(out)], capsys)
+        code, stdout, err = run_cli([*args, "--output_dir", str(out)], capsys)
         assert code == 1 and stdout == "" and err.strip().count("\n") == 0, err
         assert f"already holds {name}, which whisper-ft compare did not write" in err
         assert (out / name).read_bytes() == content and [p.name for p in out.iterdir()] == [name]
@@ -507,7 +500,7 @@ def test_compare_never_replaces_reports_it_did_not_write(compare_case, tmp_path,
         raise WhisperFtError("decoding failed")
 
     monkeypatch.setattr(runner, "run_compare", failing)
-    code, _, err = _run_cli([*args, "--output_dir", str(tmp_path / "new" / "cmp")], capsys)
+    code, _, err = run_cli([*args, "--output_dir", str(tmp_path / "new" / "cmp")], capsys)
     assert code == 1 and "decoding failed" in err
     assert not (tmp_path / "new").exists()
 
@@ -516,6 +509,7 @@ def test_compare_never_replaces_reports_it_did_not_write(compare_case, tmp_path,
 
 @pytest.mark.real
 @pytest.mark.shared_audio
+@pytest.mark.slow
 def test_compare_base_with_itself_on_real_speech(shared_audio_manifest, tmp_path, capsys):
     """The bundled whisper-base against itself on 3 real clips: the change is exactly 0, not significant."""
     rows = []
@@ -525,7 +519,7 @@ def test_compare_base_with_itself_on_real_speech(shared_audio_manifest, tmp_path
     data = tmp_path / "zh.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "cmp"
-    code, stdout, err = _run_cli(["--offline", "compare", "--models", "base,base", "--test_data", str(data),
+    code, stdout, err = run_cli(["--offline", "compare", "--models", "base,base", "--test_data", str(data),
                                   "--cpu_threads", "2", "--output_dir", str(out)], capsys)
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))

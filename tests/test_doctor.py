@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from whisper_ft import doctor
 from whisper_ft.cli import main
 from whisper_ft.data import tts as tts_mod
 from whisper_ft.models import registry
+from whisper_ft.workflows import doctor
 
 ITEMS = ["python", "torch", "transformers", "peft", "accelerate", "ctranslate2", "cuda libraries", "faster-whisper",
          "bundled models", "speech engine", "hub", "cache"]

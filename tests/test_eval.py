@@ -7,17 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from whisper_ft.errors import WhisperFtError
-
-
-def _run_cli(args, capsys):
-    from whisper_ft.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from tests.conftest import run_cli
+from whisper_ft.core.errors import WhisperFtError
 
 
 def _manifest(path: Path, rows: list[dict]) -> Path:
@@ -44,7 +35,7 @@ class ScriptedBackend:
         return [self.by_seconds[s] for s in secs]
 
     def transcribe(self, audio, options, *, source=None, on_segment=None):
-        from whisper_ft.decoding.results import Segment, Transcription
+        from whisper_ft.core.results import Segment, Transcription
 
         secs = round(len(audio) / 16_000)
         self.transcribe_calls.append(secs)
@@ -65,7 +56,7 @@ def hand_case(make_wav, tmp_path):
 
 
 def test_eval_hand_computed(hand_case, tmp_path):
-    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate, write_report
 
     backend = ScriptedBackend({
         1: "甚至出现交易几乎停止情况。",  # 滞->止 S, 的 D: 2 errors / 13
@@ -98,7 +89,7 @@ def test_eval_hand_computed(hand_case, tmp_path):
 
 
 def test_eval_option_errors(hand_case):
-    from whisper_ft.evaluate import EvalSettings, evaluate
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
 
     with pytest.raises(WhisperFtError, match="choose one of: cer, wer"):
         evaluate(EvalSettings(model="x", test_data=hand_case, metric="ter"), backend=ScriptedBackend({}))
@@ -135,13 +126,13 @@ def test_eval_cli_backends_agree_and_bare_defaults(tiny_model_dir, make_wav, tmp
     _manifest(tmp_path / "dataset" / "test.jsonl", rows)
     monkeypatch.chdir(tmp_path)
 
-    code, out, err = _run_cli(["eval", "--metric", "cer", "--max_new_tokens", "12", "--cpu_threads", "1",
+    code, out, err = run_cli(["eval", "--metric", "cer", "--max_new_tokens", "12", "--cpu_threads", "1",
                                "--output_dir", "r-hf"], capsys)
     assert code == 0, err
     assert "no --model_path given: using models/whisper-tiny-finetune (newest merged model under models/)" in err
     assert "no --test_data given: using dataset/test.jsonl" in err
     assert out.startswith("CER ") and "utterances" in out and "RTF" in out
-    code, out, err = _run_cli(["eval", "--model_path", str(ct2), "--test_data", "dataset/test.jsonl",
+    code, out, err = run_cli(["eval", "--model_path", str(ct2), "--test_data", "dataset/test.jsonl",
                                "--backend", "ct2", "--compute_type", "float32", "--max_new_tokens", "12",
                                "--cpu_threads", "1", "--output_dir", "r-ct2"], capsys)
     assert code == 0, err
@@ -157,17 +148,18 @@ def test_eval_cli_backends_agree_and_bare_defaults(tiny_model_dir, make_wav, tmp
 
 def test_eval_cli_missing_default_data(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _run_cli(["eval", "--model_path", "base", "--metric", "cer"], capsys)
+    code, _, err = run_cli(["eval", "--model_path", "base", "--metric", "cer"], capsys)
     assert code == 1 and "dataset/test.jsonl does not exist" in err
 
 
+@pytest.mark.slow
 def test_eval_hf_long_clip_is_deterministic(tiny_model_dir, make_wav, tmp_path):
     """A clip over 30 s goes through transformers' long-form decoding: at temperature 0 only, two
     runs with different random seeds give the same text (with the fallback schedule, the tiny
     model's low-confidence windows were re-decoded by sampling and the runs differed)."""
     import torch
 
-    from whisper_ft.evaluate import EvalSettings, evaluate
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
 
     wav = make_wav("long.wav", 40.0)
     data = _manifest(tmp_path / "long.jsonl", [{"audio": {"path": str(wav)}, "sentence": "测试", "language": "zh",
@@ -188,7 +180,7 @@ def slow_loading(delay: float):
     """``Utterance.load_audio`` with a fixed delay added, so the loading time is known."""
     import time
 
-    from whisper_ft.manifest import Utterance
+    from whisper_ft.core.manifest import Utterance
 
     real = Utterance.load_audio
 
@@ -201,8 +193,8 @@ def slow_loading(delay: float):
 
 def test_eval_reports_loading_and_decoding_time_apart(hand_case, tmp_path, monkeypatch):
     """RTF is decoding time only: slow audio loading shows up in load_audio_seconds, not in the RTF."""
-    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
-    from whisper_ft.manifest import Utterance
+    from whisper_ft.core.manifest import Utterance
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate, write_report
 
     monkeypatch.setattr(Utterance, "load_audio", slow_loading(0.25))
     backend = ScriptedBackend({1: "甚至", 3: "换一首歌", 2: "你好", 31: "广州"})
@@ -221,7 +213,7 @@ def test_eval_reports_loading_and_decoding_time_apart(hand_case, tmp_path, monke
 
 
 def test_eval_skips_undecodable_clips_and_refuses_missing_ones(hand_case, tmp_path):
-    from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate, write_report
 
     rows = [json.loads(line) for line in hand_case.read_text(encoding="utf-8").splitlines()]
     (tmp_path / "wav" / "broken.wav").write_bytes(b"RIFF but not really audio")
@@ -247,20 +239,20 @@ def test_eval_skips_undecodable_clips_and_refuses_missing_ones(hand_case, tmp_pa
 
 
 def test_eval_option_and_output_dir_errors_come_before_decoding(tiny_model_dir, hand_case, tmp_path, capsys):
-    from whisper_ft.evaluate import EvalSettings, evaluate
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
 
     for option, value in [("num_beams", 0), ("batch_size", -1), ("cpu_threads", 0), ("max_new_tokens", 0)]:
         with pytest.raises(WhisperFtError, match=f"--{option} must be at least 1"):
             evaluate(EvalSettings(model="x", test_data=hand_case, **{option: value}), backend=ScriptedBackend({}))
     for option in ["--batch_size", "--num_beams", "--cpu_threads", "--max_new_tokens"]:
-        code, _, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
+        code, _, err = run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
                                  option, "0"], capsys)
         assert code == 2 and err.startswith("error: ") and option in err and len(err.strip().splitlines()) == 1
 
     a_file = tmp_path / "taken"
     a_file.write_text("x")
     for out, message in [(a_file, "is a file, not a folder"), (a_file / "sub", "cannot write to --output_dir")]:
-        code, stdout, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
+        code, stdout, err = run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
                                       "--output_dir", str(out)], capsys)
         assert code == 1 and stdout == "" and message in err, err
         assert len(err.strip().splitlines()) == 1 and "eval (hf)" not in err  # nothing was decoded
@@ -268,7 +260,7 @@ def test_eval_option_and_output_dir_errors_come_before_decoding(tiny_model_dir, 
 
 
 def test_a_failed_eval_leaves_no_folder_it_created(tiny_model_dir, hand_case, tmp_path, capsys, monkeypatch):
-    import whisper_ft.evaluate as evaluate_module
+    import whisper_ft.workflows.evaluate as evaluate_module
 
     def failing(settings, *args, **kwargs):
         raise WhisperFtError("decoding failed")
@@ -278,7 +270,7 @@ def test_a_failed_eval_leaves_no_folder_it_created(tiny_model_dir, hand_case, tm
     reports.mkdir()
     (reports / "older").mkdir()
     for out in (reports / "new" / "deeper", reports / "older"):
-        code, stdout, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
+        code, stdout, err = run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(hand_case),
                                       "--output_dir", str(out)], capsys)
         assert code == 1 and stdout == "" and "decoding failed" in err
     assert [p.name for p in reports.iterdir()] == ["older"]  # it existed before: kept

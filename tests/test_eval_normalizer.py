@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from whisper_ft.evaluate import EvalSettings, evaluate, write_report
+from whisper_ft.workflows.evaluate import EvalSettings, evaluate, write_report
 
 
 class FixedBackend:
@@ -21,7 +21,7 @@ class FixedBackend:
         return [self.outputs[round(len(a) / 16_000)] for a in audios]
 
     def transcribe(self, audio, options, *, source=None, on_segment=None):
-        from whisper_ft.decoding.results import Segment, Transcription
+        from whisper_ft.core.results import Segment, Transcription
 
         duration = len(audio) / 16_000
         text = self.outputs[round(duration)]

@@ -30,7 +30,7 @@ def test_language_table_is_transformers_table():
     from transformers.models.whisper.tokenization_whisper import LANGUAGES as HF_LANGUAGES
     from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE as HF_TO_CODE
 
-    from whisper_ft.models.languages import LANGUAGES, TO_LANGUAGE_CODE, normalize_language
+    from whisper_ft.core.languages import LANGUAGES, TO_LANGUAGE_CODE, normalize_language
 
     assert list(LANGUAGES.items()) == list(HF_LANGUAGES.items())  # same codes, names and token order
     assert TO_LANGUAGE_CODE == dict(HF_TO_CODE)
@@ -55,13 +55,6 @@ def test_ctranslate2_backend_and_server_engine_import_without_transformers():
         print(json.dumps({m: m in sys.modules for m in ("transformers", "torch")}))
     """)
     assert loaded == {"transformers": False, "torch": False}
-
-
-@pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.models.ct2_export import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "tiny-ct2", quantization="float32").output_dir
 
 
 def test_infer_ct2_and_server_models_never_import_transformers(tiny_ct2, make_wav):

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import run_cli
 from whisper_ft.cli import main
-from whisper_ft.errors import DataError, ModelNotFoundError, WhisperFtError
+from whisper_ft.core.errors import DataError, ModelNotFoundError, WhisperFtError
 from whisper_ft.training.config import DataSettings, FinetuneConfig, LoraSettings, TrainSettings
 
 TEXTS = ["hello world", "good morning", "the cat sat", "blue sky"]
@@ -93,10 +93,11 @@ def overfit_run(trainable_tiny_dir, four_utterances, tmp_path_factory):
     return finetune(config), config
 
 
+@pytest.mark.slow
 def test_loss_falls_and_model_overfits_exact_text(overfit_run):
     import torch
 
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.decoding.hf import generate_texts
     from whisper_ft.models.loading import load_whisper
 
@@ -142,6 +143,7 @@ def test_run_folder_layout(overfit_run, trainable_tiny_dir):
     assert not list(run.glob(".best.tmp-*")), "staging folder left behind"
 
 
+@pytest.mark.slow
 def test_resume_continues_same_step_and_data_order(trainable_tiny_dir, four_utterances, tmp_path, monkeypatch):
     """Ctrl-C -> checkpoint; resume (latest) -> same batches and same weights as an uninterrupted run."""
     import os
@@ -195,6 +197,7 @@ def test_resume_continues_same_step_and_data_order(trainable_tiny_dir, four_utte
         assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6), k
 
 
+@pytest.mark.slow
 def test_adalora_reallocates_ranks_and_resumes(trainable_tiny_dir, four_utterances, tmp_path, monkeypatch):
     import os
 
@@ -248,12 +251,12 @@ def test_adalora_reallocates_ranks_and_resumes(trainable_tiny_dir, four_utteranc
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    from whisper_ft.merge import merge_lora
     from whisper_ft.models.loading import load_whisper
     from whisper_ft.training.data import SpeechDataset, build_samples
     from whisper_ft.training.evaluation import evaluate_by_decoding
     from whisper_ft.training.labels import LabelBuilder
     from whisper_ft.trainkit.manifest import check_manifest
+    from whisper_ft.workflows.merge import merge_lora
 
     loaded = load_whisper(result.best_dir)
     builder = LabelBuilder.from_tokenizer(loaded.processor.tokenizer)
@@ -508,6 +511,7 @@ def test_augmentation_is_deterministic_and_moves_times(tmp_path):
     assert len(out) == len(audio) - 12000 and moved == [(0.0, 0.75, "a")]
 
 
+@pytest.mark.slow
 def test_cli_finetune_then_merge(trainable_tiny_dir, four_utterances, tmp_path, capsys):
     """The CLI end to end, with a DataLoader worker: results on stdout, logs and progress on stderr."""
     main(["finetune", "--base_model", str(trainable_tiny_dir), "--train_data", str(four_utterances / "train.jsonl"),
@@ -743,6 +747,7 @@ def test_nothing_usable_is_one_line_error(tmp_path, capsys):
     assert "garbage.wav" in last and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_cli_finetune_trains_past_unusable_audio(tiny_model_dir, tmp_path, capsys):
     """Before: the run died mid-training with a DataLoader traceback on the first bad file."""
     path = _manifest_with_unusable_audio(tmp_path)
@@ -792,6 +797,7 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(trainable_tiny_dir, four_utteran
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the previous handler is back
 
 
+@pytest.mark.slow
 def test_interrupt_during_the_last_step_reports_a_completed_run(trainable_tiny_dir, four_utterances, tmp_path,
                                                                 capsys):
     from whisper_ft.training.trainer import finetune
@@ -810,6 +816,7 @@ def test_interrupt_during_the_last_step_reports_a_completed_run(trainable_tiny_d
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, notice", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "interrupt")],
                          ids=["sigterm-to-group", "ctrl-c-to-group"])
+@pytest.mark.slow
 def test_signal_to_the_process_group_saves_a_resumable_checkpoint(signum, notice, trainable_tiny_dir,
                                                                   four_utterances, tmp_path, capsys):
     """`kill -TERM -- -PGID` (Slurm, timeout, systemd) reaches the DataLoader workers too. Before: they
@@ -853,6 +860,7 @@ def test_signal_to_the_process_group_saves_a_resumable_checkpoint(signum, notice
 # ---- a run folder is one run; a checkpoint is complete or not there ----
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_folder_is_refused_or_replaced(trainable_tiny_dir, four_utterances, tmp_path,
                                                                    monkeypatch, capsys):
     from whisper_ft.training import model as training_model
@@ -877,6 +885,7 @@ def test_a_second_run_into_the_same_folder_is_refused_or_replaced(trainable_tiny
     assert "--overwrite_output_dir: removing the earlier run's checkpoint-2, best" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_without_output_dir_a_second_run_gets_a_fresh_folder(trainable_tiny_dir, four_utterances, tmp_path,
                                                               monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -898,6 +907,7 @@ def test_without_output_dir_a_second_run_gets_a_fresh_folder(trainable_tiny_dir,
     assert f"using the newest adapter, {Path('models') / 'tiny-trainable-2' / 'best'}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_checkpoint_cut_short_by_a_full_disk_is_never_resumed(trainable_tiny_dir, four_utterances, tmp_path,
                                                                 monkeypatch, capsys):
     import errno

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.test_finetune import TEXTS, four_utterances, make_config, run_cli, trainable_tiny_dir, write_tone  # noqa: F401
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.training.config import DataSettings, FinetuneConfig, TrainSettings
 
 # ---- options: parsing and one-line errors ------------------------------------------------------
@@ -162,7 +162,7 @@ def test_nonspeech_labels_are_the_prompt_and_end_of_text_also_with_timestamps(ti
 
 
 def test_nonspeech_folder_must_hold_audio(tmp_path):
-    from whisper_ft.errors import DataError
+    from whisper_ft.core.errors import DataError
     from whisper_ft.training.empty_audio import empty_audio_samples
 
     (tmp_path / "readme.txt").write_text("not audio")
@@ -190,6 +190,7 @@ def _independent_ce_and_kl(model, inputs):
     return ce.item(), kl.item()
 
 
+@pytest.mark.slow
 def test_kl_to_base_adds_w_times_kl_to_the_loss_and_is_zero_at_step_0(trainable_tiny_dir, four_utterances,
                                                                        tmp_path, monkeypatch):
     from whisper_ft.training.trainer import WhisperLoraTrainer, finetune
@@ -219,6 +220,7 @@ def test_kl_to_base_adds_w_times_kl_to_the_loss_and_is_zero_at_step_0(trainable_
     assert logged[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_kl_to_base_keeps_the_tuned_model_closer_to_the_base(trainable_tiny_dir, four_utterances, tmp_path):
     from whisper_ft.models.loading import load_whisper
     from whisper_ft.training.data import SpeechCollator, SpeechDataset, build_samples
@@ -264,8 +266,9 @@ def _decode(model, processor, clips: list[np.ndarray], *, own_config: bool = Fal
     return generate_texts(model, processor, torch.from_numpy(feats), language="en", max_new_tokens=20)
 
 
+@pytest.mark.slow
 def test_empty_audio_samples_teach_the_empty_transcript_on_new_noise(trainable_tiny_dir, four_utterances, tmp_path):
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.models.loading import load_whisper
     from whisper_ft.training.empty_audio import KINDS, generate_nonspeech
     from whisper_ft.training.trainer import finetune
@@ -287,7 +290,7 @@ def test_empty_audio_samples_teach_the_empty_transcript_on_new_noise(trainable_t
 
     # The run's own decoding settings allow the empty transcript: best/ and the merged model say
     # nothing on noise with no option given, and the speech still gets text.
-    from whisper_ft.merge import merge_lora
+    from whisper_ft.workflows.merge import merge_lora
 
     best = load_whisper(result.run_dir / "best")
     assert eot not in best.model.generation_config.begin_suppress_tokens
@@ -309,6 +312,7 @@ def test_empty_audio_samples_teach_the_empty_transcript_on_new_noise(trainable_t
         assert (sum(bool(t) for t in texts) >= 9) if expect_text else texts == [""] * len(noise)
 
 
+@pytest.mark.slow
 def test_without_empty_audio_the_saved_adapter_keeps_whispers_blank_suppression(trainable_tiny_dir, four_utterances,
                                                                                 tmp_path):
     from whisper_ft.models.loading import load_whisper
@@ -336,6 +340,7 @@ def _zh_manifest(root: Path, name: str, n: int, first_freq: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_replay_samples_make_their_share_of_each_epoch_in_their_own_language(trainable_tiny_dir, four_utterances,
                                                                               tmp_path, monkeypatch):
     from whisper_ft.training.trainer import WhisperLoraTrainer, finetune
@@ -369,6 +374,7 @@ def test_replay_samples_make_their_share_of_each_epoch_in_their_own_language(tra
 # ---- several evaluation sets, and the bound on the general ones -----------------------------------
 
 
+@pytest.mark.slow
 def test_every_test_set_is_scored_and_logged_and_best_holds_all(trainable_tiny_dir, four_utterances, tmp_path,
                                                                  capsys):
     from whisper_ft.cli import main

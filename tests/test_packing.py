@@ -17,7 +17,7 @@ def _ts(seconds: float) -> int:
 
 
 def test_plan_packed_windows_by_language_and_capacity():
-    from whisper_ft.packing import plan_packed_windows
+    from whisper_ft.decoding.packing import plan_packed_windows
 
     durations = [12.0, 3.0, 2.0, 28.0, 5.0, 4.0, 9.0]
     langs = ["zh", "en", "en", "en", "zh", "en", "zh"]
@@ -36,7 +36,7 @@ def test_plan_packed_windows_by_language_and_capacity():
 
 
 def test_packed_audio_places_clips_after_gaps():
-    from whisper_ft.packing import packed_audio, plan_packed_windows
+    from whisper_ft.decoding.packing import packed_audio, plan_packed_windows
 
     a, b = np.full(16_000, 0.5, np.float32), np.full(8_000, -0.5, np.float32)
     (w,) = plan_packed_windows([1.0, 0.5], ["en", "en"], gap=1.0, window_seconds=26.0)
@@ -47,7 +47,7 @@ def test_packed_audio_places_clips_after_gaps():
 
 
 def _window(*durations, gap=2.0):
-    from whisper_ft.packing import PackedWindow
+    from whisper_ft.decoding.packing import PackedWindow
 
     spans, t = [], 0.0
     for k, d in enumerate(durations):
@@ -58,7 +58,7 @@ def _window(*durations, gap=2.0):
 
 
 def test_split_clean_window():
-    from whisper_ft.packing import split_packed_tokens
+    from whisper_ft.decoding.packing import split_packed_tokens
 
     w = _window(3.0, 2.0, 4.0)  # clips at 0-3, 5-7, 9-13
     tokens = [_ts(0.0), 1, 2, _ts(1.5), _ts(1.5), 3, _ts(3.4),  # two segments of clip 0 (0.4 s late)
@@ -67,7 +67,7 @@ def test_split_clean_window():
 
 
 def test_split_refuses_what_is_not_clean():
-    from whisper_ft.packing import split_packed_tokens
+    from whisper_ft.decoding.packing import split_packed_tokens
 
     w = _window(3.0, 2.0, 4.0)
     kw = {"eot": EOT, "timestamp_begin": TS}
@@ -94,7 +94,7 @@ def test_split_refuses_a_silent_merge_of_two_clips():
     goes on (or ends) cleanly. By the times alone the short clip looks silent and its neighbour
     gets both texts: the neighbour's text must not be kept (it would count as insertions), and
     the silent-looking clip must be decoded again, not scored empty."""
-    from whisper_ft.packing import split_packed_tokens
+    from whisper_ft.decoding.packing import split_packed_tokens
 
     kw = {"eot": EOT, "timestamp_begin": TS}
     w = _window(3.0, 1.0, 4.0, 2.0)  # clips at 0-3, 5-6, 8-12, 14-16
@@ -114,7 +114,7 @@ def test_split_refuses_a_silent_merge_of_two_clips():
 def test_parse_and_assign_are_shared_by_both_backends():
     """One splitter: the transformers path imports the same function as the CTranslate2 path."""
     import whisper_ft.decoding.ct2 as ct2_module
-    import whisper_ft.packing as packing
+    import whisper_ft.decoding.packing as packing
 
     assert ct2_module.take_packed_results is packing.take_packed_results  # hf: see test_hf_packed_path_...
     segments, unfinished = packing.parse_timestamped_tokens([_ts(0.0), 1, _ts(1.0), _ts(2.0), 2], eot=EOT,
@@ -123,11 +123,12 @@ def test_parse_and_assign_are_shared_by_both_backends():
 
 
 @pytest.mark.parametrize("num_beams", [1, 5])
+@pytest.mark.slow
 def test_packed_path_falls_back_to_unpacked_tokens(tiny_ct2, monkeypatch, num_beams):
     """A clip alone in its window, and clips whose split is refused, get exactly the unpacked
     path's tokens; every clip gets a result, greedy and with beam search."""
     import whisper_ft.decoding.ct2 as ct2_module
-    import whisper_ft.packing as packing
+    import whisper_ft.decoding.packing as packing
     from whisper_ft.decoding.ct2_loading import load_ct2_whisper
 
     ct2 = load_ct2_whisper(tiny_ct2, compute_type="float32", cpu_threads=2, inter_threads=2)
@@ -148,9 +149,9 @@ def test_packed_path_falls_back_to_unpacked_tokens(tiny_ct2, monkeypatch, num_be
 
 
 def test_inter_threads_workers_give_the_same_tokens(tiny_ct2):
+    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.decoding.ct2 import generate_token_ids_ct2
     from whisper_ft.decoding.ct2_loading import load_ct2_whisper
-    from whisper_ft.errors import WhisperFtError
 
     audios = [make_tone(1.0 + 0.3 * k, freq=220 + 40 * k, seed=k) for k in range(5)]
     one = load_ct2_whisper(tiny_ct2, compute_type="float32", cpu_threads=1)
@@ -168,7 +169,7 @@ def test_prepare_pack_writes_windows_with_clip_times(tmp_path, capsys):
     import soundfile as sf
 
     from whisper_ft.cli import main
-    from whisper_ft.manifest import read_manifest
+    from whisper_ft.core.manifest import read_manifest
 
     records = []
     for i in range(7):
@@ -219,7 +220,7 @@ def test_prepare_pack_writes_windows_with_clip_times(tmp_path, capsys):
 def no_timestamps_model(tmp_path_factory):
     """A tiny Whisper whose vocabulary ends at <|notimestamps|>: no timestamp tokens at all
     (like a model trimmed or trained without them), in transformers and CTranslate2 form."""
-    import whisper_ft.models.tiny as tiny
+    import tests.tiny_whisper as tiny
     from whisper_ft.models.ct2_export import convert_model
 
     full = tiny.whisper_special_tokens
@@ -251,6 +252,7 @@ def _short_clips_manifest(make_wav, tmp_path, n=4):
     return path
 
 
+@pytest.mark.slow
 def test_eval_ct2_packs_by_default_and_no_pack_turns_it_off(tiny_ct2, make_wav, tmp_path, capsys):
     import json
 
@@ -297,12 +299,13 @@ def test_model_without_timestamps_falls_back_to_unpacked(no_timestamps_model, ma
         assert report["settings"]["pack"] is False and report["model"]["pack"] is False
 
 
+@pytest.mark.slow
 def test_hf_packed_path_gives_every_clip_a_result(tiny_model_dir, monkeypatch):
     """transformers with the packed strategy: windows decoded with timestamps through generate,
     refused clips decoded alone with exactly the plain path's tokens."""
     import torch
 
-    import whisper_ft.packing as packing
+    import whisper_ft.decoding.packing as packing
     from whisper_ft.decoding.hf import generate_packed_token_ids, generate_token_ids, timestamp_begin_hf
     from whisper_ft.models.loading import load_whisper
 
@@ -328,15 +331,16 @@ def test_hf_packed_path_gives_every_clip_a_result(tiny_model_dir, monkeypatch):
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_beam5_packed_keeps_every_real_clip(shared_audio_manifest):
     """whisper-base, beam 5, the short Mandarin and English clips of ../shared/audio packed into
     shared windows: every clip gets its own text (none dropped or merged into a neighbour) and the
     error rate stays close to decoding each clip alone."""
     from tests.conftest import SHARED_AUDIO
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
+    from whisper_ft.core.scoring import score
     from whisper_ft.decoding.ct2 import generate_texts_ct2
     from whisper_ft.decoding.ct2_loading import load_ct2_whisper
-    from whisper_ft.scoring import score
 
     ct2 = load_ct2_whisper("base", compute_type="int8", cpu_threads=2, inter_threads=2)
     for lang, metric, slack in (("zh", "cer", 0.04), ("en", "wer", 0.03)):  # slack: ~2 characters / 1 word
@@ -356,7 +360,7 @@ def test_beam5_packed_keeps_every_real_clip(shared_audio_manifest):
 
 
 def test_decode_batches_fill_about_batch_size_windows_when_packing():
-    from whisper_ft.packing import PACK_GAP_SECONDS, PACK_WINDOW_SECONDS, decode_batches
+    from whisper_ft.decoding.packing import PACK_GAP_SECONDS, PACK_WINDOW_SECONDS, decode_batches
 
     durations = [4.0, 2.5, 6.0, 3.0, 3.5, 1.5, 5.0, 2.0] * 10  # 80 clips
     plain = decode_batches(durations, 4, pack=False)

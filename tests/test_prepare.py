@@ -16,14 +16,14 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import make_tone, run_cli
+from whisper_ft.core.errors import DataError, WhisperFtError
+from whisper_ft.core.manifest import read_manifest
 from whisper_ft.data import aishell as aishell_mod
 from whisper_ft.data.aishell import prepare_aishell
 from whisper_ft.data.archive import UnsafeArchiveError, download, safe_extract
 from whisper_ft.data.common import PrepareOptions, SkipReason, normalize_text
 from whisper_ft.data.jsonl import prepare_jsonl
 from whisper_ft.data.kaldi import prepare_kaldi
-from whisper_ft.errors import DataError, WhisperFtError
-from whisper_ft.manifest import read_manifest
 
 
 def tone(seconds: float, sr: int = 16_000) -> np.ndarray:

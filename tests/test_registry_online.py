@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from whisper_ft.errors import ModelNotFoundError
+from whisper_ft.core.errors import ModelNotFoundError
 from whisper_ft.models import registry
 from whisper_ft.models.registry import BUNDLED_MODELS, resolve_model
 
@@ -225,6 +225,7 @@ def test_probe_honours_hf_endpoint_and_is_bounded(online, monkeypatch):
 # --- the bare commands on a networked machine -------------------------------------------------------
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_bare_infer_ct2_online_uses_bundled_base(fake_hub, no_sockets, make_wav, capsys):
     """`infer-ct2 a.wav` with no models/ picks `base`: it must work online too, with no probe."""
     _bundled_or_skip()

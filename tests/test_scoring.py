@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.scoring import NORMALIZERS, score
-from whisper_ft.text import NORMALIZER_NAME
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.scoring import NORMALIZERS, score
+from whisper_ft.core.text import NORMALIZER_NAME
 
 
 def test_cer_hand_computed():

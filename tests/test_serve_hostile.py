@@ -33,7 +33,6 @@ from tests.test_serve import (  # noqa: E402
     multipart,
     post,
     running_server,
-    tiny_ct2,  # noqa: F401 - the module-scoped fixture
     transcribe_raw,
     wav_bytes,
 )
@@ -66,7 +65,7 @@ def _one_hertz_wav() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def guarded(tiny_ct2):  # noqa: F811
+def guarded(tiny_ct2):
     with running_server([tiny_ct2], engine={"temperature_fallback": False, "long_batch_size": 1},
                         api_key=API_KEY, max_audio_seconds=600) as (port, app):
         yield port, app
@@ -76,6 +75,7 @@ def _no_uploads_left(app) -> bool:
     return list(app.state.upload_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_declared_length_and_rate_are_checked_before_decoding(guarded):
     port, app = guarded
     err = assert_error(*transcribe_raw(port, {"language": "zh"}, file=("one-hertz.wav", _one_hertz_wav()))[::2],
@@ -117,7 +117,7 @@ def test_huge_prompt_is_cut_to_whisper_limit(guarded):
     assert tokens <= MIN_NEW_TOKENS + TOKENS_PER_SECOND * 2  # a 2 s clip's budget
 
 
-def test_prompt_tokens_keep_the_end(tiny_ct2):  # noqa: F811
+def test_prompt_tokens_keep_the_end(tiny_ct2):
     from whisper_ft.decoding.backend import load_backend
     from whisper_ft.decoding.batched import MAX_PROMPT_TOKENS, _tokenizer, prompt_tokens
 
@@ -150,7 +150,8 @@ def _response(sock: socket.socket) -> tuple[int, dict]:
     return status, json.loads(data.split(b"\r\n\r\n", 1)[1] or b"{}")
 
 
-def test_stalled_and_trickling_uploads_time_out(tiny_ct2, monkeypatch):  # noqa: F811
+@pytest.mark.slow
+def test_stalled_and_trickling_uploads_time_out(tiny_ct2, monkeypatch):
     import whisper_ft.serve.app as serve_app
 
     monkeypatch.setattr(serve_app, "STALL_SECONDS", 1.0)
@@ -175,6 +176,7 @@ def test_stalled_and_trickling_uploads_time_out(tiny_ct2, monkeypatch):  # noqa:
         assert transcribe_raw(port, {"language": "zh"})[0] == 200
 
 
+@pytest.mark.slow
 def test_client_that_leaves_mid_decode_stops_costing(guarded):
     port, app = guarded
     before = json.loads(get(port, "/health", AUTH)[1])
@@ -193,7 +195,8 @@ def test_client_that_leaves_mid_decode_stops_costing(guarded):
     assert transcribe_raw(port, {"language": "zh"})[0] == 200
 
 
-def test_other_hosts_and_origins_are_refused(tiny_ct2):  # noqa: F811
+@pytest.mark.slow
+def test_other_hosts_and_origins_are_refused(tiny_ct2):
     with running_server([tiny_ct2]) as (port, _):
         body, ctype = multipart({"language": "zh"}, ("a.wav", wav_bytes()))
         # DNS rebinding: a hostile name resolving to 127.0.0.1
@@ -228,7 +231,7 @@ def _serve(*args, env=None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
-def test_start_up_refusals_come_before_loading(tiny_ct2):  # noqa: F811
+def test_start_up_refusals_come_before_loading(tiny_ct2):
     proc = _serve("--model_path", str(tiny_ct2), "--api_key", "clé-secrète", "--port", str(free_port()))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and err.strip().splitlines()[-1].startswith("error: --api_key must be ASCII")
@@ -242,7 +245,8 @@ def test_start_up_refusals_come_before_loading(tiny_ct2):  # noqa: F811
     assert "serving" not in err and "Traceback" not in err
 
 
-def test_sigterm_to_the_group_during_a_decode_exits_in_seconds(tiny_ct2, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_sigterm_to_the_group_during_a_decode_exits_in_seconds(tiny_ct2, tmp_path):
     port = free_port()
     proc = _serve("--model_path", str(tiny_ct2), "--port", str(port), "--language", "zh", "--cpu_threads", "1",
                   "--long_batch_size", "1")

@@ -108,6 +108,7 @@ def _serve(tiny_ct2, *extra):
     return port, proc
 
 
+@pytest.mark.slow
 def test_one_access_line_per_request_quiet_at_warning(tiny_ct2):
     port, proc = _serve(tiny_ct2)
     try:
@@ -140,7 +141,7 @@ def test_a_long_file_gets_infer_ct2_s_segments_in_every_format(shared_audio_mani
     import soundfile as sf
 
     from tests.conftest import SHARED_AUDIO, run_cli
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
 
     zh = [load_audio(SHARED_AUDIO / r["audio"]) for r in shared_audio_manifest if r["language"] == "zh"]
     gap = np.zeros(8_000, np.float32)

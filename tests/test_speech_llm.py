@@ -105,6 +105,7 @@ def overfit_run(tiny_model_dir, tiny_llm_dir, tone_data, tmp_path_factory):
     return finetune_speech_llm(config), config
 
 
+@pytest.mark.slow
 def test_recipe_overfits_exact_text_and_saves_a_run(overfit_run):
     from whisper_ft.speech_llm.io import ADAPTER_DIR, PROJECTOR_FILE, is_speech_llm_run
 
@@ -128,7 +129,7 @@ def test_recipe_overfits_exact_text_and_saves_a_run(overfit_run):
 
 
 def test_saved_run_reloads_and_decodes_identically(overfit_run, tone_data):
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.speech_llm.io import load_speech_llm_backend
 
     result, _ = overfit_run
@@ -142,8 +143,8 @@ def test_saved_run_reloads_and_decodes_identically(overfit_run, tone_data):
 
 
 def test_evaluate_scores_a_run_through_the_backend_interface(overfit_run, tone_data, tmp_path):
-    from whisper_ft.evaluate import EvalSettings, evaluate
     from whisper_ft.speech_llm.io import load_speech_llm_backend
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
 
     result, _ = overfit_run
     backend = load_speech_llm_backend(result.best_dir, device="cpu")
@@ -199,10 +200,10 @@ def test_plain_eval_scores_a_speech_llm_run(overfit_run, tone_data, tmp_path, ca
 def test_plain_infer_and_compare_decode_a_speech_llm_run(overfit_run, tone_data, capsys):
     """`whisper-ft infer --model_path RUN` and compare's timestamp check open the run through the
     same decoding backend as a Whisper model (one segment over the clip: the LLM makes no timestamps)."""
-    from whisper_ft.audio import load_audio
-    from whisper_ft.compare.timestamps import timestamped_transcriber
+    from whisper_ft.core.audio import load_audio
     from whisper_ft.decoding.backend import load_backend
     from whisper_ft.speech_llm.decoding import SpeechLLMBackend
+    from whisper_ft.workflows.compare.timestamps import timestamped_transcriber
 
     result, _ = overfit_run
     code, stdout, err = run_cli(["infer", "--model_path", str(result.run_dir), "--device", "cpu",
@@ -217,6 +218,7 @@ def test_plain_infer_and_compare_decode_a_speech_llm_run(overfit_run, tone_data,
     assert t.segments[0].end == pytest.approx(len(audio) / 16_000)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tiny_model_dir, tiny_llm_dir, tone_data, tmp_path):
     """Ctrl-C -> checkpoint; resume (latest) -> the same weights as a run that was never stopped."""
     import os
@@ -297,7 +299,7 @@ def test_sigterm_to_the_process_group_saves_a_resumable_checkpoint(tiny_model_di
 
 def test_a_second_run_never_mixes_into_the_first(overfit_run, tiny_model_dir, tiny_llm_dir, tone_data, monkeypatch,
                                                   capsys):
-    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.speech_llm import build
     from whisper_ft.speech_llm.trainer import finetune_speech_llm
     from whisper_ft.trainkit.run import CHECKPOINT_MARKER
@@ -488,7 +490,7 @@ def test_data_checks_are_the_whisper_recipe_s(tiny_model_dir, tiny_llm_dir, tone
 
 def test_llm_finetune_options_come_from_the_settings_fields(monkeypatch, capsys):
     """The generated command: only --llm given -> the settings' own defaults; the beam reaches the decoder."""
-    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.speech_llm import trainer
     from whisper_ft.speech_llm.config import DecodeSettings, LlmDataSettings, ModelSettings, SpeechLLMConfig
 

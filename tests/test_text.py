@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.numbers import int_to_chinese
-from whisper_ft.text import cer_ignores_spaces, english_spelling_map, normalize_text
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.numbers import int_to_chinese
+from whisper_ft.core.text import cer_ignores_spaces, english_spelling_map, normalize_text
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import REPO, make_tone
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.scale.plan import collect_items, fingerprint, make_shards
 from whisper_ft.scale.run import transcribe_at_scale
 
@@ -76,6 +76,7 @@ def test_plan_reads_every_kind_of_input_with_unique_keys(tmp_path, corpus):
     assert fingerprint(shards) != fingerprint(make_shards(items[:6], shard_files=3, shard_minutes=30))
 
 
+@pytest.mark.slow
 def test_local_run_writes_a_training_manifest_finetune_accepts(tmp_path, corpus, tiny_ct2):
     from whisper_ft.training.data import check_manifest
 
@@ -124,6 +125,7 @@ def test_bad_files_are_failures_and_the_others_are_done(tmp_path, corpus, tiny_c
         result.raise_for_failures()
 
 
+@pytest.mark.slow
 def test_rerun_resumes_only_unfinished_shards_and_refuses_other_settings(tmp_path, corpus, tiny_ct2):
     out = tmp_path / "out"
     first = run([corpus], out, tiny_ct2)

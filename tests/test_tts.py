@@ -15,11 +15,11 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import run_cli
+from whisper_ft.core.errors import DataError
 from whisper_ft.data import tts as tts_mod
 from whisper_ft.data.common import PrepareOptions
 from whisper_ft.data.hsk import load_hsk, write_text
 from whisper_ft.data.tts import BinaryEngine, LibraryEngine, Variant, prepare_tts, split_sentences, synthesize
-from whisper_ft.errors import DataError
 
 
 @pytest.fixture

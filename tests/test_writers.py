@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from whisper_ft.decoding.results import Segment, Transcription, Word
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.writers import (
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Segment, Transcription, Word
+from whisper_ft.core.writers import (
     format_timestamp,
     output_path,
     render,

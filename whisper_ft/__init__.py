@@ -1,11 +1,33 @@
 """whisper-ft: adapt OpenAI Whisper to new speech with LoRA, score it honestly, serve it fast.
 
-Library layout (one module per stage; the CLI in ``whisper_ft.cli`` only parses and calls these):
+The Python API (imported lazily: ``import whisper_ft`` loads nothing heavy)::
 
-- ``whisper_ft.audio``      decode any audio file to 16 kHz mono float32
-- ``whisper_ft.manifest``   the JSON Lines utterance manifest (typed records, read/write/validate)
-- ``whisper_ft.data``       corpus preparation (AISHELL, Kaldi, JSONL, HF datasets) -> manifests
-- ``whisper_ft.models``     model names -> folders (local, bundled, hub), CTranslate2 import
+    import whisper_ft
+    model = whisper_ft.load_model("base")
+    print(model.transcribe("a.wav", language="zh").text)
+
+``load_model``, ``transcribe``, ``finetune`` (with ``FinetuneConfig``), ``evaluate``, ``compare``,
+``convert``, ``merge``; see :mod:`whisper_ft.api`. The command line (``whisper-ft``) is
+:mod:`whisper_ft.cli`, which only parses options and calls the same functions.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["load_model", "transcribe", "finetune", "evaluate", "compare", "convert", "merge", "Model",
+           "FinetuneConfig", "DecodingOptions", "WhisperFtError"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        if name == "WhisperFtError":
+            from whisper_ft.core.errors import WhisperFtError
+
+            return WhisperFtError
+        from whisper_ft import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'whisper_ft' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

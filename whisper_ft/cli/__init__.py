@@ -116,7 +116,7 @@ def _hoist_global_flags(args: list[str]) -> list[str]:
 def _quiet_warnings() -> None:
     """Library deprecation notes and UserWarnings are for developers: hidden unless --debug.
 
-    whisper-ft's own warnings are ``warning: ...`` lines (whisper_ft.console), not Python warnings.
+    whisper-ft's own warnings are ``warning: ...`` lines (whisper_ft.core.console), not Python warnings.
     """
     import warnings
 
@@ -147,7 +147,7 @@ def _sigterm_as_ctrl_c():
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point with whisper-ft's error policy."""
-    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.core.errors import WhisperFtError
 
     # Typer >= 0.20 vendors its own click (typer._click); older ones use click itself.
     try:

@@ -1,4 +1,4 @@
-"""`whisper-ft compare`: option parsing only; the work is in whisper_ft.compare."""
+"""`whisper-ft compare`: option parsing only; the work is in whisper_ft.workflows.compare."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def compare_command(
 
     _quiet_libraries()
     beam_size = _renamed("--num_beams", num_beams, "--beam_size", beam_size, new_default=1)
-    from whisper_ft.compare.inputs import parse_models, parse_test_data
-    from whisper_ft.compare.runner import CompareSettings, run_compare
-    from whisper_ft.compare.writers import check_report_files, format_table, write_compare_report
-    from whisper_ft.console import log
-    from whisper_ft.errors import WhisperFtError
-    from whisper_ft.outputs import removed_if_failed
+    from whisper_ft.core.console import log
+    from whisper_ft.core.errors import WhisperFtError
+    from whisper_ft.core.outputs import removed_if_failed
+    from whisper_ft.workflows.compare.inputs import parse_models, parse_test_data
+    from whisper_ft.workflows.compare.runner import CompareSettings, run_compare
+    from whisper_ft.workflows.compare.writers import check_report_files, format_table, write_compare_report
 
     settings = CompareSettings(
         models=tuple(parse_models(models)), test_sets=tuple(parse_test_data(test_data)), backend=backend,

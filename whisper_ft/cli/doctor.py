@@ -12,7 +12,7 @@ def doctor() -> None:
     """Check the set-up: Python, torch (CUDA, GPUs, bf16), transformers, peft, accelerate, CTranslate2 (devices,
     compute types), faster-whisper, the cuBLAS/cuDNN libraries, bundled models, espeak-ng, the hub (HF_ENDPOINT)
     and the cache's free disk, with a fix for every problem. Exit 1 when something needed is missing."""
-    from whisper_ft.doctor import render, run_checks, usable
+    from whisper_ft.workflows.doctor import render, run_checks, usable
 
     checks = run_checks()
     print(render(checks), flush=True)

@@ -1,7 +1,7 @@
 """`whisper-ft` inference commands: eval, convert, infer, infer-ct2.
 
-Only option parsing here; the work is in whisper_ft.evaluate, whisper_ft.convert,
-whisper_ft.inference and whisper_ft.decoding (imported inside the commands so --help is instant).
+Only option parsing here; the work is in whisper_ft.workflows.evaluate, whisper_ft.workflows.convert,
+whisper_ft.workflows.inference and whisper_ft.decoding (imported inside the commands so --help is instant).
 Models open through whisper_ft.decoding.backend.load_backend (device, compute type and threads are
 chosen there); decoding choices travel as one whisper_ft.decoding.options.DecodingOptions.
 """
@@ -63,11 +63,11 @@ def eval_command(
 ) -> None:
     """Score a model on a test manifest (CER/WER with S/D/I, report.json, per-utterance JSONL)."""
     _quiet_libraries()
-    from whisper_ft.console import log
-    from whisper_ft.errors import WhisperFtError
-    from whisper_ft.evaluate import EvalSettings, check_output_dir, default_output_dir, evaluate, write_report
+    from whisper_ft.core.console import log
+    from whisper_ft.core.errors import WhisperFtError
+    from whisper_ft.core.outputs import removed_if_failed
     from whisper_ft.models.defaults import DEFAULT_TEST_DATA, pick_model
-    from whisper_ft.outputs import removed_if_failed
+    from whisper_ft.workflows.evaluate import EvalSettings, check_output_dir, default_output_dir, evaluate, write_report
 
     beam_size = _renamed("--num_beams", num_beams, "--beam_size", beam_size, new_default=1)
     if model_path is None:
@@ -111,11 +111,11 @@ def convert_command(
 ) -> None:
     """Export a model to CTranslate2 for faster-whisper (optionally verify the export)."""
     _quiet_libraries()
-    from whisper_ft.console import log
-    from whisper_ft.convert import check_verify_options, verify_conversion
-    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.core.console import log
+    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.models.ct2_export import convert_model, default_output_dir, validate_quantization
     from whisper_ft.models.defaults import FALLBACK_MODEL, pick_model
+    from whisper_ft.workflows.convert import check_verify_options, verify_conversion
 
     # every option is checked before anything is converted or replaced
     quantization = validate_quantization(quantization)
@@ -150,7 +150,7 @@ def _renamed(old: str, old_value, new: str, new_value, new_default=None):
     stderr); giving both spellings different values is a usage error."""
     if old_value is None or old_value == []:
         return new_value
-    from whisper_ft.console import warn
+    from whisper_ft.core.console import warn
 
     warn(f"{old} is deprecated: use {new}")
     if isinstance(old_value, list):  # inputs: both spellings add up
@@ -190,7 +190,7 @@ def _decoding_options(*, language, task, beam_size, temperature, temperature_fal
     vad_parameters = {"threshold": vad_threshold, "min_silence_duration_ms": vad_min_silence_ms,
                       "speech_pad_ms": vad_speech_pad_ms, "min_speech_duration_ms": vad_min_speech_ms}
     if not vad and any(v is not None for v in vad_parameters.values()):
-        from whisper_ft.console import warn
+        from whisper_ft.core.console import warn
 
         warn("--vad_* options have no effect without --vad")
     return DecodingOptions(language=language, task=task, beam_size=beam_size, temperature=temperature,
@@ -229,11 +229,11 @@ def infer_command(
 ) -> None:
     """Transcribe audio with transformers (any length: 30 s windows, sequential long-form decoding); also a speech-LLM run folder."""
     _quiet_libraries()
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
+    from whisper_ft.core.writers import validate_format
     from whisper_ft.decoding.backend import load_backend
-    from whisper_ft.inference import run_inference
     from whisper_ft.models.defaults import pick_model
-    from whisper_ft.writers import validate_format
+    from whisper_ft.workflows.inference import run_inference
 
     audio = _renamed("--audio_path", audio_path, "AUDIO arguments", audio)
     beam_size = _renamed("--num_beams", num_beams, "--beam_size", beam_size)
@@ -287,12 +287,12 @@ def infer_ct2_command(
 ) -> None:
     """Transcribe audio with faster-whisper (CTranslate2): fast, any length, optional VAD."""
     _quiet_libraries()
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
+    from whisper_ft.core.writers import validate_format
     from whisper_ft.decoding.backend import load_backend
     from whisper_ft.decoding.ct2 import default_batch_size
-    from whisper_ft.inference import run_inference
     from whisper_ft.models.defaults import pick_ct2_model
-    from whisper_ft.writers import validate_format
+    from whisper_ft.workflows.inference import run_inference
 
     # subtitles want timestamped segments of a few seconds, also from the batched pipeline
     options = _decoding_options(language=language, task=task, beam_size=beam_size, temperature=temperature,

@@ -36,7 +36,7 @@ NOT_OPTIONS = ("weight_decay", "max_grad_norm", "use_8bit", "kl_to_base", "max_g
 @options_from(ModelSettings, LlmDataSettings, SpeechLLMConfig, LlmTrainSettings, DecodeSettings, skip=NOT_OPTIONS)
 def llm_finetune_cmd(options: ParsedOptions) -> None:
     """Train a projector (and optionally LoRA) between a Whisper encoder and a causal LM; best run in OUTPUT_DIR/<run>/best."""
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
     from whisper_ft.speech_llm.trainer import finetune_speech_llm
 
     auto_run_name = options["output_dir"] is None  # no folder named: a second run of the same models gets <name>-2
@@ -74,8 +74,8 @@ def llm_eval_cmd(
                                                               "(default: reports/<run>_<data>_speech-llm/)."),
 ) -> None:
     """Decode a test manifest with a speech-LLM run and score it (same normaliser and report as `eval`)."""
-    from whisper_ft.console import log
-    from whisper_ft.speech_llm.evaluation import evaluate_speech_llm
+    from whisper_ft.core.console import log
+    from whisper_ft.workflows.llm import evaluate_speech_llm
 
     report, paths = evaluate_speech_llm(run, test_data, metric=metric, language=language, num_beams=num_beams,
                                         batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
@@ -94,7 +94,7 @@ def llm_infer_cmd(
 ) -> None:
     """Transcribe audio files with a speech-LLM run: one JSON line per file on stdout; a file that fails is
     listed at the end (exit 1), the others are done."""
-    from whisper_ft.speech_llm.evaluation import transcribe_files
+    from whisper_ft.workflows.llm import transcribe_files
 
     def show(path, text):
         print(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False), flush=True)

@@ -38,7 +38,7 @@ def import_model(
     force: bool = typer.Option(False, "--force", help="Replace OUT_DIR if it is a model folder whisper-ft wrote."),
 ) -> None:
     """Import a CTranslate2 Whisper model into transformers format (model + processor + generation config)."""
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
     from whisper_ft.models.ct2_import import import_ct2_model
     from whisper_ft.models.output_dir import check_output_dir
 

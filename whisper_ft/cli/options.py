@@ -97,7 +97,7 @@ class ParsedOptions:
             if spec.repeatable:
                 value = (value[0] if len(value) == 1 else list(value)) if value else None
             if value is None and spec.announce:
-                from whisper_ft.console import log
+                from whisper_ft.core.console import log
 
                 value = spec.default
                 log(f"no {spec.flag} given: using {value}")

@@ -120,7 +120,7 @@ def hf(
 
 
 def _int_list(value: Optional[str], option: str) -> Optional[list[int]]:
-    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.core.errors import WhisperFtError
 
     if not value:
         return None
@@ -151,8 +151,8 @@ def tts(
     num_workers: Optional[int] = NUM_WORKERS,
 ) -> None:
     """Synthetic speech with espeak-ng: each line at several voices/speeds/pitches -> 16 kHz wavs + manifests."""
+    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.data.tts import prepare_tts
-    from whisper_ft.errors import WhisperFtError
 
     opts = _options(min_duration, max_duration, num_workers, language)  # "chinese" -> "zh"
     if opts.language is None:

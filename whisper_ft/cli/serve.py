@@ -33,9 +33,9 @@ def serve_command(
     cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads per model (default: up to 4)."),
 ) -> None:
     """Serve models over OpenAI's audio API (/v1/audio/transcriptions, /v1/audio/translations) with a web page at /."""
-    from whisper_ft.console import log
-    from whisper_ft.errors import WhisperFtError
-    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.core.console import log
+    from whisper_ft.core.errors import WhisperFtError
+    from whisper_ft.core.languages import normalize_language
 
     try:
         from whisper_ft.serve.app import ServerSettings, run_server

@@ -1,4 +1,4 @@
-"""`whisper-ft finetune` and `whisper-ft merge`: parse options, call whisper_ft.training / whisper_ft.merge.
+"""`whisper-ft finetune` and `whisper-ft merge`: parse options, call whisper_ft.training / whisper_ft.workflows.merge.
 
 The options are made from the settings dataclasses (whisper_ft.training.config, through
 whisper_ft.cli.options), so each is defined once, in its field. Multi-GPU: ``accelerate launch -m
@@ -23,7 +23,7 @@ NOT_OPTIONS = ("weight_decay", "max_grad_norm", "timestamp_fraction")  # setting
 @options_from(FinetuneConfig, DataSettings, LoraSettings, TrainSettings, skip=NOT_OPTIONS)
 def finetune_cmd(options: ParsedOptions) -> None:
     """LoRA/AdaLoRA fine-tune a Whisper model on manifests; the best adapter lands in OUTPUT_DIR/<model>/best."""
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
     from whisper_ft.training.trainer import finetune
 
     auto_run_name = options["output_dir"] is None  # no folder named: a second run of this model gets <name>-2
@@ -58,8 +58,8 @@ def merge_cmd(
     ),
 ) -> None:
     """Merge a LoRA adapter into its base model: a standalone transformers Whisper folder."""
-    from whisper_ft.console import log
-    from whisper_ft.merge import merge_lora, newest_adapter
+    from whisper_ft.core.console import log
+    from whisper_ft.workflows.merge import merge_lora, newest_adapter
 
     if lora_model is None:
         lora_model = str(newest_adapter())

@@ -1,4 +1,4 @@
-"""Data preparation: every source -> the same JSON Lines manifest (see :mod:`whisper_ft.manifest`).
+"""Data preparation: every source -> the same JSON Lines manifest (see :mod:`whisper_ft.core.manifest`).
 
 One module per source (:mod:`.aishell`, :mod:`.kaldi`, :mod:`.jsonl`, :mod:`.hf`, :mod:`.tts` for
 espeak-ng synthetic speech, :mod:`.hsk` for HSK sentence texts) on top of

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from whisper_ft.core.errors import DataError
 from whisper_ft.data.archive import download, safe_extract
 from whisper_ft.data.common import (
     Candidate,
@@ -28,7 +29,6 @@ from whisper_ft.data.common import (
     select,
     write_splits,
 )
-from whisper_ft.errors import DataError
 
 SPLITS = ("train", "dev", "test")
 ARCHIVE_NAME = "data_aishell.tgz"
@@ -84,7 +84,7 @@ def download_aishell(target_dir: str | Path, urls: tuple[str, ...] | None = None
 
 def extract_release(archive: Path, target_dir: Path, report: PrepareReport) -> AishellLayout:
     """Extract the outer release archive into ``target_dir/data_aishell`` unless already done."""
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
 
     root = target_dir / "data_aishell"
     marker = root / DONE

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from whisper_ft.errors import DataError
+from whisper_ft.core.errors import DataError
 
 
 class UnsafeArchiveError(DataError):
@@ -157,7 +157,7 @@ def download(urls: Sequence[str], dest: str | Path, md5: str | None = None, time
     Mirrors are tried in order (a later mirror resumes what an earlier one left). The result is
     checked against ``md5``; a mismatch deletes the download and raises :class:`DataError`.
     """
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
 
     dest = Path(dest)
     if md5 and is_verified(dest, md5):
@@ -214,7 +214,7 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
     from urllib.error import HTTPError
     from urllib.request import Request, urlopen
 
-    from whisper_ft.console import log, progress
+    from whisper_ft.core.console import log, progress
 
     have = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": "whisper-ft"}

@@ -21,8 +21,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from whisper_ft.errors import DataError, WhisperFtError
-from whisper_ft.manifest import TimedSentence, Utterance, write_manifest
+from whisper_ft.core.errors import DataError, WhisperFtError
+from whisper_ft.core.manifest import TimedSentence, Utterance, write_manifest
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,7 +88,7 @@ class PrepareOptions:
         if self.num_workers < 1:
             raise WhisperFtError(f"--num_workers must be at least 1 (got {self.num_workers})")
         if self.language:  # "Chinese" -> "zh"; an unknown code fails here, not in finetune
-            from whisper_ft.models.languages import normalize_language
+            from whisper_ft.core.languages import normalize_language
 
             self.language = normalize_language(self.language)
 
@@ -234,7 +234,7 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], num_workers: int, des
     early (Ctrl-C, an error, ``close()``), the queued items are dropped and running ones get about
     a second to finish: the threads are daemons, so a stuck decoder cannot hold the process.
     """
-    from whisper_ft.console import progress
+    from whisper_ft.core.console import progress
 
     items = list(items)
     total = len(items) if total is None else total
@@ -302,7 +302,7 @@ class _WorkerPool:
 
 def probe(candidate: Candidate) -> float:
     """The candidate's duration in seconds; raises :class:`SkipError` when its audio is unusable."""
-    from whisper_ft.audio import AudioEmptyError, AudioMissingError, audio_info, slice_problem
+    from whisper_ft.core.audio import AudioEmptyError, AudioMissingError, audio_info, slice_problem
 
     if candidate.duration is not None:
         return candidate.duration
@@ -351,7 +351,7 @@ def select(candidates: list[Candidate], options: PrepareOptions, report: Prepare
             report.skip(SkipReason.EMPTY_TEXT, c.name)
             continue
         if c.language:
-            from whisper_ft.models.languages import normalize_language
+            from whisper_ft.core.languages import normalize_language
 
             try:
                 c.language = normalize_language(c.language)
@@ -440,7 +440,7 @@ def resolve_path(path: str, *bases: Path) -> Path:
 
 def log_skips(report: PrepareReport, limit: int = 10) -> None:
     """A warning line on stderr for the first few skips of each reason (the summary has the counts)."""
-    from whisper_ft.console import warn
+    from whisper_ft.core.console import warn
 
     shown: Counter = Counter()
     for s in report.skipped:

@@ -3,7 +3,7 @@
 We never let ``datasets`` decode audio (its ``Audio`` feature needs torchcodec, which does not load
 with CPU-only torch): the audio column is cast to ``Audio(decode=False)`` and each value -- encoded
 bytes, a file path, or an already decoded ``{"array", "sampling_rate"}`` -- is decoded by
-:mod:`whisper_ft.audio`. Output: ``output_dir/wav/<split>/<split>_<row>_<digest>.wav`` and
+:mod:`whisper_ft.core.audio`. Output: ``output_dir/wav/<split>/<split>_<row>_<digest>.wav`` and
 ``output_dir/<split>.jsonl``. A re-run reuses the wavs already written.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from whisper_ft.core.errors import DataError
 from whisper_ft.data.common import (
     Candidate,
     PrepareOptions,
@@ -28,7 +29,6 @@ from whisper_ft.data.common import (
     select,
     write_splits,
 )
-from whisper_ft.errors import DataError
 
 CHUNK_ROWS = 256  # rows decoded per batch: bounds memory when audio bytes live in the dataset
 
@@ -81,7 +81,7 @@ class _Row:
 
 def _decode(value: Any, base: Path | None) -> np.ndarray:
     """One audio cell -> 16 kHz mono float32; raises :class:`SkipError` for unusable audio."""
-    from whisper_ft.audio import (
+    from whisper_ft.core.audio import (
         SAMPLE_RATE,
         AudioEmptyError,
         AudioMissingError,
@@ -142,8 +142,8 @@ def prepare_hf(dataset: str, split: str | list[str] | None = None, audio_column:
                options: PrepareOptions | None = None) -> PrepareReport:
     """Write each split's audio as 16 kHz wav under ``output_dir/wav/<split>/`` and its manifest
     ``output_dir/<split>.jsonl``. ``split``: one name, a comma-separated list, or None for all."""
-    from whisper_ft.audio import SAMPLE_RATE, audio_info, write_wav
-    from whisper_ft.console import progress
+    from whisper_ft.core.audio import SAMPLE_RATE, audio_info, write_wav
+    from whisper_ft.core.console import progress
 
     options = options or PrepareOptions()
     output_dir = Path(output_dir)

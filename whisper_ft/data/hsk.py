@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whisper_ft.errors import DataError
+from whisper_ft.core.errors import DataError
 
 PACKAGE = "hsk-sentences-audio"
 JSON_IN_WHEEL = "hsk_sentences_audio/data/sentences.json"

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from whisper_ft.core.errors import DataError
+from whisper_ft.core.manifest import Utterance
 from whisper_ft.data.common import (
     Candidate,
     PrepareOptions,
@@ -28,8 +30,6 @@ from whisper_ft.data.common import (
     select,
     write_splits,
 )
-from whisper_ft.errors import DataError
-from whisper_ft.manifest import Utterance
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from whisper_ft.core.errors import DataError
 from whisper_ft.data.common import (
     Candidate,
     PrepareOptions,
@@ -21,7 +22,6 @@ from whisper_ft.data.common import (
     select,
     write_splits,
 )
-from whisper_ft.errors import DataError
 
 
 def read_table(path: str | Path, what: str) -> dict[str, str]:

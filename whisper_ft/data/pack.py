@@ -3,7 +3,7 @@
 Whisper encodes 30 s windows whatever the clip length, so training on 3-5 s clips spends most of
 the encoder's time (and memory) on padding. Packing lays same-language clips one after another
 with a gap of silence between them (first fit in a seeded random order, so a window mixes
-clips rather than holding similar ones; see whisper_ft.packing) and writes one
+clips rather than holding similar ones; see whisper_ft.decoding.packing) and writes one
 wav per window; each record keeps every clip's text with its time in the window as
 ``sentences``, so `finetune --timestamps` trains timestamp tokens on them (and plain text, the
 clips' transcripts joined, on the others). The decoder learns the same per-clip text; the encoder
@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from whisper_ft.core.errors import DataError
+from whisper_ft.core.manifest import TimedSentence, Utterance, read_manifest
+from whisper_ft.core.text import cer_ignores_spaces
 from whisper_ft.data.common import PrepareReport, SkipReason, write_splits
-from whisper_ft.errors import DataError
-from whisper_ft.manifest import TimedSentence, Utterance, read_manifest
-from whisper_ft.packing import PACK_GAP_SECONDS, PACK_WINDOW_SECONDS, packed_audio, plan_packed_windows
-from whisper_ft.text import cer_ignores_spaces
+from whisper_ft.decoding.packing import PACK_GAP_SECONDS, PACK_WINDOW_SECONDS, packed_audio, plan_packed_windows
 
 MAX_WINDOW_SECONDS = 30.0  # Whisper's input window: a packed window must fit in it
 
@@ -46,7 +46,7 @@ def pack_manifest(
     seed: int = 0,
 ) -> PrepareReport:
     """Pack ``manifest``'s clips into windows of at most ``window_seconds``; write ``output``."""
-    from whisper_ft.audio import write_wav
+    from whisper_ft.core.audio import write_wav
 
     manifest, output = Path(manifest), Path(output)
     if not 0 < window_seconds <= MAX_WINDOW_SECONDS:

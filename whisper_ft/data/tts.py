@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whisper_ft.core.errors import DataError
 from whisper_ft.data.common import (
     Candidate,
     PrepareOptions,
@@ -37,7 +38,6 @@ from whisper_ft.data.common import (
     select,
     write_splits,
 )
-from whisper_ft.errors import DataError
 
 INSTALL_HINT = ("pip install espeakng-loader (whisper-ft's `demo` extra), "
                 "or the espeak-ng program: sudo apt-get install espeak-ng / brew install espeak-ng")
@@ -99,7 +99,7 @@ class BinaryEngine(SpeechEngine):
         return proc.returncode == 0 and "(en)" not in proc.stdout
 
     def synthesize(self, text: str, variant: Variant) -> np.ndarray:
-        from whisper_ft.audio import load_audio
+        from whisper_ft.core.audio import load_audio
 
         proc = subprocess.run(
             [self.path, "-v", variant.voice, "-s", str(variant.speed), "-p", str(variant.pitch), "--stdin",
@@ -300,8 +300,8 @@ def prepare_tts(text: str | Path, language: str, output_dir: str | Path = "datas
                 options: PrepareOptions | None = None) -> PrepareReport:
     """Speak every line of ``text`` with every variant; write ``output_dir/wav/`` and
     ``train.jsonl`` (+ ``test.jsonl`` when ``test_fraction`` > 0). A re-run reuses existing wavs."""
-    from whisper_ft.audio import SAMPLE_RATE, audio_info, write_wav
-    from whisper_ft.console import log, warn
+    from whisper_ft.core.audio import SAMPLE_RATE, audio_info, write_wav
+    from whisper_ft.core.console import log, warn
 
     options = options or PrepareOptions()
     engine = find_engine()

@@ -17,17 +17,18 @@ opens as its own backend (:class:`whisper_ft.speech_llm.decoding.SpeechLLMBacken
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE
-from whisper_ft.console import log
+from whisper_ft.core.audio import SAMPLE_RATE
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Segment, Transcription
 from whisper_ft.decoding.ct2 import NO_TIMESTAMPS_MESSAGE
 from whisper_ft.decoding.ct2_loading import default_cpu_threads
 from whisper_ft.decoding.options import DecodingOptions
-from whisper_ft.decoding.results import Segment, Transcription
-from whisper_ft.errors import WhisperFtError
 
 KINDS = ("transformers", "ctranslate2", "auto")
 _KIND_ALIASES = {"hf": "transformers", "ct2": "ctranslate2"}
@@ -47,6 +48,26 @@ class Backend(Protocol):
 
     def transcribe(self, audio: np.ndarray, options: DecodingOptions, *, source: str | None = None,
                    on_segment: Callable[[Segment], None] | None = None) -> Transcription: ...
+
+
+@dataclass(frozen=True)
+class RegisteredBackend:
+    """A recipe's own model folders: ``recognises(name)`` says whether a name is one, and
+    ``load(name, *, device, threads, beam_size, max_new_tokens)`` opens it as a :class:`Backend`."""
+
+    name: str
+    recognises: Callable[[str], bool]
+    load: Callable[..., Backend]
+
+
+_REGISTERED: list[RegisteredBackend] = []
+
+
+def register_backend(kind: RegisteredBackend) -> None:
+    """Let :func:`load_backend` open a recipe's folders (the recipe calls this when imported; the
+    decoding layer itself knows no recipe)."""
+    if all(k.name != kind.name for k in _REGISTERED):
+        _REGISTERED.append(kind)
 
 
 def validate_kind(kind: str) -> str:
@@ -206,16 +227,15 @@ def load_backend(
     ``beam_size``/``max_new_tokens`` matter to a speech-LLM run only (its decode settings are fixed
     when it is loaded; None: the run's own)."""
     from whisper_ft.models.registry import ModelSource
-    from whisper_ft.speech_llm.io import is_speech_llm_run
 
     kind = validate_kind(kind)
     source = model_name_or_source if isinstance(model_name_or_source, ModelSource) else None
     name = source.name if source is not None else model_name_or_source
-    if source is None and is_speech_llm_run(name):  # a speech-LLM run (whisper-ft llm finetune): its own backend
-        from whisper_ft.speech_llm.io import load_speech_llm_backend
-
-        return load_speech_llm_backend(name, num_beams=beam_size, device=device, cpu_threads=threads,
-                                       max_new_tokens=max_new_tokens)
+    if source is None:
+        for folder_kind in _REGISTERED:  # a recipe's own model folder (e.g. a speech-LLM run)
+            if folder_kind.recognises(str(name)):
+                return folder_kind.load(name, device=device, threads=threads, beam_size=beam_size,
+                                        max_new_tokens=max_new_tokens)
     if kind == "auto":
         from whisper_ft.models.registry import resolve_model
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.core.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Segment, Transcription
 from whisper_ft.decoding.ct2_loading import CT2Whisper, ct2_features, detect_languages_ct2, model_suppress_tokens
-from whisper_ft.decoding.results import Segment, Transcription
-from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
 
 # faster-whisper's defaults (TranscriptionOptions), so both paths judge a decode the same way
@@ -54,7 +54,7 @@ def prompt_tokens(tok, prompt: str | None) -> list[int]:
         return []
     tokens = tok.encode(" " + prompt.strip())
     if len(tokens) > MAX_PROMPT_TOKENS:
-        from whisper_ft.console import log
+        from whisper_ft.core.console import log
 
         log(f"prompt of {len(tokens)} tokens: only its last {MAX_PROMPT_TOKENS} are used (Whisper's limit)")
         tokens = tokens[-MAX_PROMPT_TOKENS:]
@@ -209,19 +209,19 @@ def _clip_result(clip: Clip, tok, language: str, duration: float, result) -> Cli
 # --- packing: several requests' clips in one 30 s window --------------------------------------
 #
 # On CPU the encoder's 30 s window is most of the cost of a short clip, so batching alone buys
-# little; sharing windows (the fast path of ``eval --pack``, see whisper_ft.packing) is what lets
+# little; sharing windows (the fast path of ``eval --pack``, see whisper_ft.decoding.packing) is what lets
 # throughput grow with concurrency. Each window segment goes to the clip it overlaps, shifted to
 # the clip's time; a clip whose share is not clean (a segment across two clips or in a gap, an
 # unfinished or looping window, no text) is decoded again in a window of its own.
 
-from whisper_ft.packing import PACK_OVERLAP_TOLERANCE  # noqa: E402  (seconds a segment may spill into a neighbour)
+from whisper_ft.decoding.packing import PACK_OVERLAP_TOLERANCE  # noqa: E402  (seconds a segment may spill into a neighbour)
 
 
 def transcribe_packed_ct2(ct2: CT2Whisper, clips: list[Clip], *, beam_size: int = 5,
                           max_new_tokens: int | None = None) -> list[ClipResult]:
     """:func:`transcribe_clips_ct2` with same-language, same-task clips (temperature 0, no prompt,
     language given) sharing 30 s windows; every other clip is decoded in its own window."""
-    from whisper_ft.packing import PACK_GAP_SECONDS, packed_audio, plan_packed_windows
+    from whisper_ft.decoding.packing import PACK_GAP_SECONDS, packed_audio, plan_packed_windows
 
     keys = [f"{c.language}|{c.task}" if c.language and not c.prompt and c.temperature == 0 else None for c in clips]
     packable = [i for i, k in enumerate(keys) if k is not None]
@@ -255,9 +255,9 @@ def transcribe_packed_ct2(ct2: CT2Whisper, clips: list[Clip], *, beam_size: int 
 
 def _split_window(result: ClipResult, window, durations: list[float]) -> list[ClipResult | None]:
     """Each clip's share of a packed window's segments (times shifted to the clip), or None where
-    the share is not trustworthy (judged by :func:`whisper_ft.packing.assign_packed_segments`, the
+    the share is not trustworthy (judged by :func:`whisper_ft.decoding.packing.assign_packed_segments`, the
     same rules as ``eval``'s packed path)."""
-    from whisper_ft.packing import assign_packed_segments
+    from whisper_ft.decoding.packing import assign_packed_segments
 
     segments = result.transcription.segments
     shares = assign_packed_segments([(seg.start, seg.end, seg) for seg in segments], window,

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE
-from whisper_ft.console import log
+from whisper_ft.core.audio import SAMPLE_RATE
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.decoding.ct2_loading import CT2Whisper, ct2_features, detect_languages_ct2
 from whisper_ft.decoding.hf import per_sample_languages, validate_task
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.generation import MAX_TARGET_TOKENS
-from whisper_ft.packing import (
+from whisper_ft.decoding.packing import (
     PACK_GAP_SECONDS,
     PACK_WINDOW_SECONDS,
     add_packing_stats,
@@ -37,6 +36,7 @@ from whisper_ft.packing import (
     plan_given_language_windows,
     take_packed_results,
 )
+from whisper_ft.models.generation import MAX_TARGET_TOKENS
 
 AUTO_BATCH_FROM_SECONDS = 300.0  # infer-ct2: recordings from 5 min on use the batched VAD pipeline ...
 AUTO_BATCH_SIZE = 8  # ... with this many 30 s chunks per batch (measured: benchmarks/inference.py --long)
@@ -181,7 +181,7 @@ def generate_token_ids_ct2(
 # Encoding a 30 s window costs the same whether it holds 2 s or 29 s of speech, and on CPU the
 # encoder is most of the work for short clips. Packing lays same-language clips one after another
 # with PACK_GAP_SECONDS of silence between them, decodes the window with timestamps and splits the
-# text back with whisper_ft.packing.split_packed_tokens (shared with the transformers path); a clip
+# text back with whisper_ft.decoding.packing.split_packed_tokens (shared with the transformers path); a clip
 # whose share is not clean is decoded again on its own (the unpacked path).
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import N_SAMPLES
-from whisper_ft.console import log
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.audio import N_SAMPLES
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import WhisperFtError
 
 N_FRAMES = N_SAMPLES // 160  # log-mel frames in one 30 s window
 

@@ -1,5 +1,5 @@
 """faster-whisper's ``transcribe`` on one audio of any length (optional VAD, word timestamps,
-batched pipeline) -> a typed :class:`~whisper_ft.decoding.results.Transcription`.
+batched pipeline) -> a typed :class:`~whisper_ft.core.results.Transcription`.
 
 A clip of at most 30 s decoded plainly (sequential, no VAD, no word timestamps, no hotwords) goes
 through the server's short-clip decoding instead (:func:`whisper_ft.decoding.batched.transcribe_clips_ct2`:
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.core.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Transcription, Word
 from whisper_ft.decoding.ct2_loading import CT2Whisper, model_suppress_tokens
 from whisper_ft.decoding.hf import validate_task
-from whisper_ft.decoding.results import Transcription, Word
-from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
 
 
@@ -54,7 +54,7 @@ def transcribe_ct2(
     ``hotwords``: faster-whisper's hotwords (words to favour, given as a prompt prefix).
     ``vad_parameters``: faster-whisper's ``VadOptions`` fields (threshold, min_silence_duration_ms, ...).
     """
-    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.core.languages import normalize_language
 
     language = normalize_language(language)
     task = validate_task(task)

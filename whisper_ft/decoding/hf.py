@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from whisper_ft.audio import N_SAMPLES
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.audio import N_SAMPLES
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.languages import normalize_language
 from whisper_ft.models.generation import TASKS, language_token_ids, special_token_ids
-from whisper_ft.models.languages import normalize_language
 from whisper_ft.models.vocabulary import vocabulary_of
 
 N_FRAMES = N_SAMPLES // 160  # log-mel frames in one 30 s window
@@ -192,7 +192,7 @@ def generate_texts(
 
 # --- packing: the ct2 fast path's strategy with transformers -----------------------------------
 #
-# Same-language clips share 30 s windows (whisper_ft.packing), each window is decoded with a
+# Same-language clips share 30 s windows (whisper_ft.decoding.packing), each window is decoded with a
 # timestamped prompt through generate and split back with the same splitter as the CTranslate2
 # path; clips alone in a window, clips without a given language and clips whose share is refused
 # are decoded one window each (the plain path above).
@@ -227,15 +227,15 @@ def generate_packed_token_ids(
     shared windows (see the comment above). ``stats`` receives the counts the CTranslate2 path
     gives (``windows``, ``packed_clips``, ``refused_clips``, ``unpacked_clips``). A model without
     timestamps raises WhisperFtError (check :func:`timestamp_begin_hf` first)."""
-    from whisper_ft.audio import SAMPLE_RATE
-    from whisper_ft.models.generation import MAX_TARGET_TOKENS
-    from whisper_ft.packing import (
+    from whisper_ft.core.audio import SAMPLE_RATE
+    from whisper_ft.decoding.packing import (
         PACK_GAP_SECONDS,
         add_packing_stats,
         packed_audio,
         plan_given_language_windows,
         take_packed_results,
     )
+    from whisper_ft.models.generation import MAX_TARGET_TOKENS
 
     task = validate_task(task)
     langs = per_sample_languages(language, len(audios))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from whisper_ft.audio import CHUNK_SECONDS, N_SAMPLES, SAMPLE_RATE
+from whisper_ft.core.audio import CHUNK_SECONDS, N_SAMPLES, SAMPLE_RATE
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.languages import normalize_language
+from whisper_ft.core.results import Segment, Transcription
 from whisper_ft.decoding.hf import (
     decode_text,
     generate_token_ids,
@@ -19,10 +22,7 @@ from whisper_ft.decoding.hf import (
     unwrap_model,
     validate_task,
 )
-from whisper_ft.decoding.results import Segment, Transcription
-from whisper_ft.errors import WhisperFtError
 from whisper_ft.models.generation import language_token_ids, special_token_ids
-from whisper_ft.models.languages import normalize_language
 
 # OpenAI's transcribe() defaults, which faster-whisper shares: condition each window on the
 # previous text and retry a window at higher temperatures when it looks like a hallucination

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.models.generation import TASKS
 
 # OpenAI's and faster-whisper's schedule: a doubtful window is decoded again at the next temperature
@@ -50,7 +50,7 @@ class DecodingOptions:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
-        from whisper_ft.models.languages import normalize_language
+        from whisper_ft.core.languages import normalize_language
 
         object.__setattr__(self, "language", normalize_language(self.language))
         task = (self.task or "").strip().lower()

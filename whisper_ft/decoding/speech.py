@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE
-from whisper_ft.decoding.results import Segment
+from whisper_ft.core.audio import SAMPLE_RATE
+from whisper_ft.core.results import Segment
 
 # A segment reaching less than this far into a speech chunk (and not covering all of a shorter
 # one) is timestamp slack, not speech of that chunk. Whisper's timestamps are 20 ms steps, often

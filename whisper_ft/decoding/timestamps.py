@@ -1,7 +1,7 @@
 """One parser for Whisper's timestamped output: ``<|t0|> text <|t1|><|t1|> text <|t2|> ...``.
 
 Used by the transformers long-form path (:func:`whisper_ft.decoding.hf_transcribe.segments_from_tokens`),
-the packed splitter (:func:`whisper_ft.packing.split_packed_tokens`, which adds its "untrustworthy
+the packed splitter (:func:`whisper_ft.decoding.packing.split_packed_tokens`, which adds its "untrustworthy
 split" judgement on top) and the server's batched decoding (:mod:`whisper_ft.decoding.batched`).
 Each caller decides what to do with an unfinished tail; the parse itself is the same for all.
 """

@@ -10,7 +10,7 @@ bundled whisper-base) goes through the exact CTranslate2 -> transformers import 
 the fly). An existing output folder is replaced only with ``force`` and only when it is an export
 whisper-ft wrote (:func:`check_output_dir`, the policy every model-writing command shares). :func:`cached_conversion` is the once-per-source float32 copy
 that the CTranslate2 backend opens for a non-CTranslate2 model. Nothing here decodes (the
-command-level verify lives in :mod:`whisper_ft.convert`).
+command-level verify lives in :mod:`whisper_ft.workflows.convert`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.console import log, warn
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.console import log, warn
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.models.io import replace_dir, staging_dir
 from whisper_ft.models.output_dir import write_export_marker, write_json
 from whisper_ft.models.registry import MODELS_DIR, ModelSource, cache_dir, resolve_model

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.errors import ModelNotFoundError
+from whisper_ft.core.errors import ModelNotFoundError
 from whisper_ft.models.ct2_format import CT2Model, as_float32, read_ct2_model
 from whisper_ft.models.generation import build_generation_config
 from whisper_ft.models.io import save_whisper_folder

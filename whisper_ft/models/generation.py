@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from whisper_ft.models.languages import LANGUAGES
+from whisper_ft.core.languages import LANGUAGES
 
 TASKS = ("transcribe", "translate")
 MAX_TARGET_TOKENS = 448  # decoder positions in every Whisper model
 TIMESTAMP_STEP = 0.02  # seconds per timestamp token
+SPECIAL_TOKENS = {  # every Whisper vocabulary has these (models.vocabulary names them the same way)
+    "eot": "<|endoftext|>",
+    "sot": "<|startoftranscript|>",
+    "translate": "<|translate|>",
+    "transcribe": "<|transcribe|>",
+    "sot_prev": "<|startofprev|>",
+    "no_timestamps": "<|notimestamps|>",
+}
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:
     """Ids of Whisper's special tokens (raises KeyError naming a missing one)."""
-    names = {
-        "eot": "<|endoftext|>",
-        "sot": "<|startoftranscript|>",
-        "translate": "<|translate|>",
-        "transcribe": "<|transcribe|>",
-        "sot_prev": "<|startofprev|>",
-        "no_timestamps": "<|notimestamps|>",
-    }
     vocab = tokenizer.get_vocab()
     out = {}
-    for key, token in names.items():
+    for key, token in SPECIAL_TOKENS.items():
         if token not in vocab:
             raise KeyError(f"tokenizer has no {token} token: not a Whisper tokenizer")
         out[key] = vocab[token]

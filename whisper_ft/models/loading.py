@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.console import log
-from whisper_ft.errors import ModelNotFoundError
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import ModelNotFoundError
 from whisper_ft.models.registry import ModelSource, cache_dir, resolve_model
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 
 EXPORT_MARKER = "whisper_ft_export.json"
 # Provenance files of exports made before the marker existed (merge, convert, `models import`).

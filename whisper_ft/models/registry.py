@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from whisper_ft.errors import ModelNotFoundError
+from whisper_ft.core.errors import ModelNotFoundError
 from whisper_ft.models.io import is_adapter_folder, is_ct2_folder, is_hf_whisper_folder
 
 ModelKind = Literal["hf", "ct2", "adapter", "hub"]
@@ -243,7 +243,7 @@ def _bundled_source(name: str, bundled: BundledModel) -> ModelSource:
 
 
 def _resolve_name(name: str) -> ModelSource:
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
 
     bundled = bundled_for(name)
     installed = bundled is not None and bundled.installed()

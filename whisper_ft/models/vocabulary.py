@@ -12,18 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.models.generation import TASKS, TIMESTAMP_STEP
-from whisper_ft.models.languages import LANGUAGES
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.languages import LANGUAGES
+from whisper_ft.models.generation import SPECIAL_TOKENS, TASKS, TIMESTAMP_STEP
 
-SPECIAL_TOKENS = {
-    "eot": "<|endoftext|>",
-    "sot": "<|startoftranscript|>",
-    "translate": "<|translate|>",
-    "transcribe": "<|transcribe|>",
-    "sot_prev": "<|startofprev|>",
-    "no_timestamps": "<|notimestamps|>",
-}
 MAX_TIMESTAMP = 30.0  # seconds: the last timestamp token, <|30.00|>
 
 

@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from whisper_ft.console import log
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.decoding.ct2_loading import default_cpu_threads
-from whisper_ft.errors import WhisperFtError
 from whisper_ft.scale.plan import Item
 from whisper_ft.scale.worker import DecodeSettings, ShardWorker
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 
 MARKER = "whisper_ft_transcribe.json"
 SUBFOLDERS = ("manifests", "rejected", "failures", "done")
@@ -118,7 +118,7 @@ class OutputFolder:
 
     def merge(self) -> Path:
         """Every shard's manifest as one ``train.jsonl``."""
-        from whisper_ft.manifest import read_manifest, write_manifest
+        from whisper_ft.core.manifest import read_manifest, write_manifest
 
         def utterances():
             for p in sorted((self.root / "manifests").glob("part-*.jsonl")):

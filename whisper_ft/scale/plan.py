@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 
 MANIFEST_SUFFIXES = (".jsonl", ".json")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -56,7 +56,7 @@ class Missing:
 
 
 def _manifest_items(path: Path) -> list[Item]:
-    from whisper_ft.manifest import read_manifest
+    from whisper_ft.core.manifest import read_manifest
 
     items = []
     for utt in read_manifest(path):
@@ -82,7 +82,7 @@ def _list_items(path: Path) -> tuple[list[Item], list[Missing]]:
 
 
 def _folder_items(folder: Path) -> list[Item]:
-    from whisper_ft.inference import collect_audio_files
+    from whisper_ft.workflows.inference import collect_audio_files
 
     files, _ = collect_audio_files([folder])
     return [Item(f.relative_to(folder).with_suffix("").as_posix(), str(f.resolve())) for f in files]
@@ -110,7 +110,7 @@ def collect_items(inputs: list[str | Path]) -> tuple[list[Item], list[Missing]]:
         elif p.is_file():
             items.append(Item(p.stem, str(p.resolve())))
         elif any(c in text for c in GLOB_CHARS):
-            from whisper_ft.audio import AUDIO_EXTENSIONS
+            from whisper_ft.core.audio import AUDIO_EXTENSIONS
 
             matched = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
             files = [m for m in matched if m.is_file() and m.suffix.lower() in AUDIO_EXTENSIONS]
@@ -140,8 +140,8 @@ def _unique_keys(items: list[Item]) -> None:
 
 def fill_durations(items: list[Item]) -> None:
     """Durations from the audio headers where the inputs did not give them (no decoding)."""
-    from whisper_ft.audio import probe_audio
-    from whisper_ft.errors import DataError
+    from whisper_ft.core.audio import probe_audio
+    from whisper_ft.core.errors import DataError
 
     for it in items:
         if it.duration is None:

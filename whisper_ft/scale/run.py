@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_ft.console import log
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.scale.engines import ENGINES, EngineRun, run_local, run_ray
 from whisper_ft.scale.output import OutputFolder
 from whisper_ft.scale.plan import Missing, collect_items, fill_durations, fingerprint, make_shards
@@ -76,8 +76,8 @@ def transcribe_at_scale(
 ) -> ScaleResult:
     """Transcribe ``inputs`` into ``output_dir`` (see :mod:`whisper_ft.scale.output`); ``decode``
     are :class:`~whisper_ft.scale.worker.DecodeSettings` fields (all but ``model``)."""
+    from whisper_ft.core.writers import validate_format
     from whisper_ft.decoding.ct2_loading import ensure_ct2_folder
-    from whisper_ft.writers import validate_format
 
     if engine not in ENGINES:
         raise WhisperFtError(f"unknown --engine {engine!r}; choose one of: {', '.join(ENGINES)}")

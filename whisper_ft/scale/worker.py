@@ -21,9 +21,9 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 
-from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
-from whisper_ft.decoding.results import Segment, Transcription
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Segment, Transcription
 from whisper_ft.scale.plan import Item
 
 
@@ -88,7 +88,7 @@ def _rejection(record: dict, settings: DecodeSettings) -> str | None:
 def transcription_records(item: Item, t: Transcription, *, long_form: bool) -> list[dict]:
     """Training records (whisper-ft manifest dicts, absolute audio paths) of one file's transcript,
     with their quality fields."""
-    from whisper_ft.decoding.results import join_texts
+    from whisper_ft.core.results import join_texts
 
     offset = item.start or 0.0
     segments = [s for s in t.segments if s.text.strip()]
@@ -129,7 +129,7 @@ class ShardWorker:
         self.where = f"{socket.gethostname()}:{os.getpid()}"
 
     def _language(self, item: Item) -> str | None:
-        from whisper_ft.models.languages import normalize_language
+        from whisper_ft.core.languages import normalize_language
 
         return normalize_language(self.settings.language or item.language)
 
@@ -154,7 +154,7 @@ class ShardWorker:
 
     def __call__(self, items: list[Item]) -> dict:
         """Decode one shard; returns its records, rejections, failures, per-file outputs and timings."""
-        from whisper_ft.audio import load_audio
+        from whisper_ft.core.audio import load_audio
         from whisper_ft.decoding.ct2_transcribe import transcribe_ct2
 
         s = self.settings
@@ -184,7 +184,7 @@ class ShardWorker:
         return self._result(items, done, failed, audio_seconds, time.perf_counter() - t0)
 
     def _result(self, items, done, failed, audio_seconds, seconds) -> dict:
-        from whisper_ft.writers import render
+        from whisper_ft.core.writers import render
 
         records, rejected, failures, outputs = [], [], [], {}
         for i, item in enumerate(items):

@@ -25,8 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from whisper_ft.audio import CHUNK_SECONDS
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.audio import CHUNK_SECONDS
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.serve.engine import WHISPER_1, Engine, EngineSettings
 from whisper_ft.serve.errors import ApiError, ClientGone, error_body
 from whisper_ft.serve.responses import GRANULARITIES, RESPONSE_FORMATS, render, sse_events
@@ -50,7 +50,7 @@ class ServerSettings:
     log_level: str = "info"  # info: one access line per request; warning: problems only
 
     def __post_init__(self):
-        from whisper_ft.errors import WhisperFtError
+        from whisper_ft.core.errors import WhisperFtError
 
         if self.api_key is not None and not self.api_key.isascii():
             raise WhisperFtError("--api_key must be ASCII (an HTTP header cannot carry other characters): choose "
@@ -300,8 +300,8 @@ async def _until_disconnected(request: Request, work, job, poll_seconds: float =
 
 
 def _decode_error(exc: Exception, upload) -> ApiError:
-    from whisper_ft.audio import AudioTooLongError
-    from whisper_ft.errors import DataError
+    from whisper_ft.core.audio import AudioTooLongError
+    from whisper_ft.core.errors import DataError
 
     if isinstance(exc, AudioTooLongError):
         return _too_long(exc)
@@ -329,8 +329,8 @@ def _unknown_model(name: str, engine: Engine) -> ApiError:
 def _parse_options(upload, engine: Engine, task: str) -> dict:
     """Validate the form fields (before any decoding): model, language, prompt, response_format,
     temperature, timestamp_granularities[], stream."""
-    from whisper_ft.errors import WhisperFtError
-    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.core.errors import WhisperFtError
+    from whisper_ft.core.languages import normalize_language
     from whisper_ft.serve.engine import DecodeJob
 
     if upload.file_path is None:
@@ -389,7 +389,7 @@ def _parse_options(upload, engine: Engine, task: str) -> dict:
 
 
 def _audio_error(exc: Exception, upload) -> ApiError:
-    from whisper_ft.audio import AudioHeaderError, AudioInvalidError
+    from whisper_ft.core.audio import AudioHeaderError, AudioInvalidError
 
     label = f"'{upload.file_name}'" if upload is not None and upload.file_name else "the upload"
     if isinstance(exc, AudioInvalidError):
@@ -408,8 +408,8 @@ def _audio_error(exc: Exception, upload) -> ApiError:
 def _probe_upload(upload, settings: ServerSettings):
     """The upload's header (None when it tells no length); refuses impossible rates and audio over
     ``--max_audio_seconds`` before a sample is decoded."""
-    from whisper_ft.audio import check_duration, probe_audio
-    from whisper_ft.errors import DataError
+    from whisper_ft.core.audio import check_duration, probe_audio
+    from whisper_ft.core.errors import DataError
 
     try:
         info = probe_audio(upload.file_path)
@@ -421,8 +421,8 @@ def _probe_upload(upload, settings: ServerSettings):
 
 
 def _load_upload(upload, settings: ServerSettings):
-    from whisper_ft.audio import load_audio
-    from whisper_ft.errors import DataError
+    from whisper_ft.core.audio import load_audio
+    from whisper_ft.core.errors import DataError
 
     try:
         return load_audio(upload.file_path, max_seconds=settings.max_audio_seconds)
@@ -460,7 +460,7 @@ def check_port_free(host: str, port: int) -> None:
     """Fail in one line before any model is loaded when the address is taken."""
     import socket
 
-    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.core.errors import WhisperFtError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -477,7 +477,7 @@ def run_server(model_paths: list[str], settings: ServerSettings, engine_settings
     """Load the models and serve until interrupted (what ``whisper-ft serve`` runs)."""
     import uvicorn
 
-    from whisper_ft.console import log
+    from whisper_ft.core.console import log
     from whisper_ft.serve.engine import load_models
 
     if not is_loopback(settings.host) and not settings.api_key:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import CHUNK_SECONDS, SAMPLE_RATE
-from whisper_ft.console import log
-from whisper_ft.decoding.results import Transcription
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.audio import CHUNK_SECONDS, SAMPLE_RATE
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Transcription
 
 WHISPER_1 = "whisper-1"  # OpenAI's model name: served as the first model
 

@@ -1,7 +1,7 @@
-"""OpenAI's audio response formats from a :class:`~whisper_ft.decoding.results.Transcription`.
+"""OpenAI's audio response formats from a :class:`~whisper_ft.core.results.Transcription`.
 
 - ``json``: ``{"text", "usage"}``; ``text``: the text and a newline; ``srt`` / ``vtt``: subtitles
-  (:mod:`whisper_ft.writers`); ``verbose_json``: ``{"task", "language" (full English name, as
+  (:mod:`whisper_ft.core.writers`); ``verbose_json``: ``{"task", "language" (full English name, as
   OpenAI), "duration", "text", "segments" [id, seek, start, end, text, tokens, temperature,
   avg_logprob, compression_ratio, no_speech_prob], "words" (with the ``word`` granularity), "usage"}``;
 - ``stream=true``: server-sent events, ``transcript.text.delta`` per segment, then
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 
-from whisper_ft.decoding.results import Transcription, join_texts
+from whisper_ft.core.results import Transcription, join_texts
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
@@ -23,7 +23,7 @@ MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json", "
 
 def language_name(code: str | None) -> str:
     """``"en"`` -> ``"english"`` (what OpenAI's verbose_json says); unknown codes as they are."""
-    from whisper_ft.models.languages import LANGUAGES
+    from whisper_ft.core.languages import LANGUAGES
 
     return LANGUAGES.get(code or "", code or "")
 
@@ -58,7 +58,7 @@ def verbose_json(t: Transcription, *, task: str, granularities: list[str]) -> di
 
 def render(t: Transcription, fmt: str, *, task: str, granularities: list[str]) -> tuple[str, str]:
     """(body, media type) of one response format."""
-    from whisper_ft.writers import to_srt, to_txt, to_vtt
+    from whisper_ft.core.writers import to_srt, to_txt, to_vtt
 
     if fmt == "json":
         body = json.dumps({"text": t.text, "usage": _usage(t)}, ensure_ascii=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
 from whisper_ft.speech_llm.config import ModelSettings
 from whisper_ft.speech_llm.llm import LlmSource, PromptTemplate
 

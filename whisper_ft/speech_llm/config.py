@@ -109,7 +109,7 @@ class LlmDataSettings:
     max_eval_samples: int | None = setting(None, "Decode at most this many test utterances per evaluation.")
 
     def __post_init__(self) -> None:
-        from whisper_ft.models.languages import normalize_language
+        from whisper_ft.core.languages import normalize_language
 
         self.language = normalize_language(self.language)
         self.train_data = self.train_data if isinstance(self.train_data, str) else list(self.train_data)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.manifest import Utterance
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.manifest import Utterance
 from whisper_ft.trainkit.dist import one_thread_in_dataloader_worker
 from whisper_ft.trainkit.manifest import ManifestReport
 from whisper_ft.trainkit.manifest import check_manifest as check_manifest
@@ -91,7 +91,7 @@ def fill_encoder_cache(cache: EncoderCache, samples: list[LlmSample], encoder, f
     """Encode every sample not cached yet (longest first); returns how many were computed."""
     import torch
 
-    from whisper_ft.console import progress
+    from whisper_ft.core.console import progress
     from whisper_ft.speech_llm.encoder import encode, mel_features, pad_features
 
     todo = [s for s in samples if not cache.path_for(s.utterance).is_file()]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
+from whisper_ft.core.audio import N_SAMPLES, SAMPLE_RATE
 from whisper_ft.speech_llm.config import DecodeSettings
 
 
@@ -94,7 +94,7 @@ class SpeechLLMBackend:
                                  self.max_new_tokens)
 
     def transcribe(self, audio, options=None, *, source=None, on_segment=None):
-        from whisper_ft.decoding.results import Segment, Transcription
+        from whisper_ft.core.results import Segment, Transcription
 
         m = self.loaded
         duration = len(audio) / SAMPLE_RATE

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
 
 MEL_FRAMES_PER_SECOND = 100  # Whisper: hop of 160 samples at 16 kHz
 ENCODER_FRAMES_PER_SECOND = 50  # after the stride-2 convolution
@@ -27,7 +27,7 @@ ENCODER_FRAMES_PER_SECOND = 50  # after the stride-2 convolution
 
 def mel_features(feature_extractor, audio: np.ndarray) -> np.ndarray:
     """Log-mel features ``[n_mels, T]`` of one clip, unpadded (``T`` = samples / 160, made even)."""
-    from whisper_ft.audio import SAMPLE_RATE
+    from whisper_ft.core.audio import SAMPLE_RATE
 
     audio = np.asarray(audio, dtype=np.float32)
     if audio.size < 2 * 160:  # a clip of under 20 ms: pad so the convolutions have two frames

@@ -10,7 +10,7 @@ that names the rest:
 - ``metrics.json`` (``best/`` only): the evaluation that made it the best.
 
 ``best/`` is written aside and renamed into place. :func:`load_speech_llm` rebuilds the model from
-such a folder; :func:`load_speech_llm_decoder` gives the backend ``whisper_ft.evaluate.evaluate``
+such a folder; :func:`load_speech_llm_backend` gives the backend ``whisper_ft.workflows.evaluate.evaluate``
 decodes with.
 """
 
@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
 from whisper_ft.speech_llm.config import CONFIG_FILE, METRICS_FILE, DecodeSettings, ModelSettings
 
 PROJECTOR_FILE = "projector.safetensors"
@@ -172,4 +172,17 @@ def load_speech_llm_backend(path: str | Path, *, num_beams: int | None = None, d
     return SpeechLLMBackend(loaded, decode, max_new_tokens=max_new_tokens)
 
 
-load_speech_llm_decoder = load_speech_llm_backend  # the old name
+
+
+def _open_run(name, *, device="auto", threads=None, beam_size=None, max_new_tokens=None):
+    return load_speech_llm_backend(name, num_beams=beam_size, device=device, cpu_threads=threads,
+                                   max_new_tokens=max_new_tokens)
+
+
+def _register() -> None:
+    from whisper_ft.decoding.backend import RegisteredBackend, register_backend
+
+    register_backend(RegisteredBackend("speech-llm", is_speech_llm_run, _open_run))
+
+
+_register()  # every command that opens models (eval, infer, compare) can then open a run folder

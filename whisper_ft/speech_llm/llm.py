@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from whisper_ft.console import log
-from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
 
 AUDIO_MARK = "[[AUDIO]]"  # placeholder for the audio embeddings while the chat template is rendered
 

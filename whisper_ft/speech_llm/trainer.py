@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers import Trainer
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.speech_llm.config import CONFIG_FILE, SpeechLLMConfig
 from whisper_ft.trainkit.callbacks import KeepBest
 from whisper_ft.trainkit.dist import is_main_process, log_main, world_size
@@ -149,7 +149,7 @@ def finetune_speech_llm(config: SpeechLLMConfig, *, callbacks=(), auto_run_name:
     import torch
     from transformers import set_seed
 
-    from whisper_ft.models.languages import default_metric
+    from whisper_ft.core.languages import default_metric
     from whisper_ft.speech_llm.build import build_speech_llm, check_model_inputs
     from whisper_ft.speech_llm.data import (
         EncoderCache,

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
-from whisper_ft.errors import DataError
+from whisper_ft.core.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
+from whisper_ft.core.errors import DataError
 
 # type -> {param: default}
 KNOWN = {
@@ -74,7 +74,7 @@ class Augmenter:
         return audio, segments
 
     def _add_noise(self, audio: np.ndarray, rng: np.random.Generator, p: dict) -> np.ndarray:
-        from whisper_ft.audio import load_audio
+        from whisper_ft.core.audio import load_audio
 
         noise = load_audio(self.noise_files[int(rng.integers(len(self.noise_files)))])
         if len(noise) < len(audio):

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.models.generation import TASKS as TASKS
 from whisper_ft.trainkit.settings import METRICS_FILE as METRICS_FILE
 from whisper_ft.trainkit.settings import METRICS_FOR_BEST as METRICS_FOR_BEST
@@ -128,7 +128,7 @@ class DataSettings:
     )
 
     def __post_init__(self) -> None:
-        from whisper_ft.models.languages import normalize_language
+        from whisper_ft.core.languages import normalize_language
 
         self.language = normalize_language(self.language)
         self.task = (self.task or "").strip().lower()

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisper_ft.errors import DataError
-from whisper_ft.manifest import Utterance
+from whisper_ft.core.errors import DataError
+from whisper_ft.core.manifest import Utterance
 from whisper_ft.models.generation import MAX_TARGET_TOKENS
 from whisper_ft.training.labels import LabelBuilder, Segment, encode_text, fits
 from whisper_ft.trainkit.dist import one_thread_in_dataloader_worker
@@ -140,7 +140,7 @@ class SpeechDataset:
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         """Log-mel features ``[n_mels, 3000]`` (float32) of up to 30 s of 16 kHz audio."""
-        from whisper_ft.audio import SAMPLE_RATE
+        from whisper_ft.core.audio import SAMPLE_RATE
 
         out = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="np")
         return out["input_features"][0].astype(np.float32, copy=False)

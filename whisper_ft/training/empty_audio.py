@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
-from whisper_ft.errors import DataError
+from whisper_ft.core.audio import AUDIO_EXTENSIONS, SAMPLE_RATE
+from whisper_ft.core.errors import DataError
 
 KINDS = ("silence", "white", "pink", "hum")
 
@@ -89,7 +89,7 @@ def audio_files(folder: str | Path) -> list[Path]:
 
 def piece_of_file(path: Path, seconds: float, rng: np.random.Generator) -> np.ndarray:
     """A random ``seconds`` of ``path`` (the whole file when shorter), at a random gain of -20 .. 0 dB."""
-    from whisper_ft.audio import load_audio
+    from whisper_ft.core.audio import load_audio
 
     audio = load_audio(path)
     n = int(round(seconds * SAMPLE_RATE))

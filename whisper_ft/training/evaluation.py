@@ -1,7 +1,7 @@
 """Evaluation during training: real decoding of the test set, scored like `whisper-ft eval`.
 
 The model generates from the prompt tokens only (``whisper_ft.decoding.hf.generate_texts``; no
-reference token is fed in), and the transcripts are scored with ``whisper_ft.scoring.score``
+reference token is fed in), and the transcripts are scored with ``whisper_ft.core.scoring.score``
 (the shared normaliser). Utterances are scored per language and the edit counts pooled, so a
 mixed zh/en test set gets CER on the Chinese and WER on the English parts added up correctly.
 With several processes each decodes its share and the texts are gathered.

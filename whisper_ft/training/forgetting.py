@@ -100,7 +100,7 @@ def check_eval_sets(data) -> list[tuple[str | None, str, list, object]]:
 def build_eval_sets(checked, metric_for_best: str | None, tokenizer, builder, *, log) -> list[EvalSet]:
     """Tokenise the checked sets. The first is ranked by ``--metric_for_best`` (default: CER or WER
     by its main language); the others by CER or WER by theirs."""
-    from whisper_ft.models.languages import default_metric
+    from whisper_ft.core.languages import default_metric
     from whisper_ft.training.data import build_samples
 
     sets = []

@@ -15,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
 from whisper_ft.models.registry import ModelSource
 from whisper_ft.training.config import LoraSettings, TrainSettings
 from whisper_ft.trainkit.dist import log_main

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from transformers import Seq2SeqTrainer
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.training.callbacks import ADALORA_PATTERN_FILE
 from whisper_ft.training.config import CONFIG_FILE, FinetuneConfig, TrainSettings
 from whisper_ft.trainkit.dist import is_main_process, local_rank, log_main, world_size

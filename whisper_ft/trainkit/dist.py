@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from whisper_ft.console import log
+from whisper_ft.core.console import log
 
 
 def rank() -> int:
@@ -31,7 +31,7 @@ def is_main_process() -> bool:
 
 
 def log_main(message: str) -> None:
-    """:func:`whisper_ft.console.log`, on the main process only."""
+    """:func:`whisper_ft.core.console.log`, on the main process only."""
     if is_main_process():
         log(message)
 

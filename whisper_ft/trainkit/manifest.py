@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_ft.errors import DataError, WhisperFtError
-from whisper_ft.manifest import Utterance, validate_manifest
+from whisper_ft.core.errors import DataError, WhisperFtError
+from whisper_ft.core.manifest import Utterance, validate_manifest
 from whisper_ft.trainkit.dist import is_main_process
 
 GLOB_CHARS = set("*?[")
@@ -95,7 +95,7 @@ def check_manifest(
     Raises :class:`DataError` for an unreadable, invalid or empty manifest, missing audio files,
     unknown or missing languages, or when no utterance is left after the duration limits.
     """
-    from whisper_ft.models.languages import normalize_language
+    from whisper_ft.core.languages import normalize_language
 
     paths = manifest_paths(path)
     checks = [validate_manifest(p) for p in paths]  # raises on a missing/invalid/empty manifest
@@ -148,7 +148,7 @@ def audio_problem(utt: Utterance) -> str | None:
     A header probe (no full decode for wav/flac/ogg/mp3): cheap enough for every file before
     training, where a bad file would otherwise kill the run in a DataLoader worker.
     """
-    from whisper_ft.audio import audio_info, slice_problem
+    from whisper_ft.core.audio import audio_info, slice_problem
     from whisper_ft.data.common import short_error
 
     try:
@@ -161,7 +161,7 @@ def audio_problem(utt: Utterance) -> str | None:
 def drop_unusable_audio(pairs: list[tuple[Utterance, str]], report: ManifestReport,
                         examples: int = 5) -> list[tuple[Utterance, str]]:
     """Probe every file (in parallel); drop, count and name the unusable ones."""
-    from whisper_ft.console import warn
+    from whisper_ft.core.console import warn
     from whisper_ft.data.common import default_workers, parallel_map
 
     problems = list(parallel_map(audio_problem, [u for u, _ in pairs], default_workers(),

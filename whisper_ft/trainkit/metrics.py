@@ -10,8 +10,8 @@ from collections import defaultdict
 
 def pooled_error_rates(refs: list[str], hyps: list[str], languages: list[str]) -> tuple[float, float]:
     """(CER, WER) over all utterances: per-language scoring, edits and lengths summed."""
-    from whisper_ft.errors import WhisperFtError
-    from whisper_ft.scoring import score
+    from whisper_ft.core.errors import WhisperFtError
+    from whisper_ft.core.scoring import score
 
     by_lang: dict[str, list[int]] = defaultdict(list)
     for i, lang in enumerate(languages):

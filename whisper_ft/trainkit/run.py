@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.console import warn
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.console import warn
+from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.trainkit.dist import is_main_process, local_world_size, log_main
 
 

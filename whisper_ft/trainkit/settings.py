@@ -14,7 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 
 METRICS_FOR_BEST = ("cer", "wer", "loss")
 METRICS_FILE = "metrics.json"  # the evaluation that made best/ the best

@@ -1,11 +1,11 @@
 """``whisper-ft compare``: every model on every test set, against the first model.
 
 For each model (loaded once, reused for every set) and test set: CER/WER with S/D/I from
-:func:`whisper_ft.evaluate.evaluate`, hallucination indicators, a timestamp check on a few clips;
+:func:`whisper_ft.workflows.evaluate.evaluate`, hallucination indicators, a timestamp check on a few clips;
 for every model after the first, the paired-bootstrap interval of its change on each set and the
 utterances that got worst; and for every model, what it writes on generated non-speech clips.
 The writers (``report.json``, ``report.md``, ``chart.png``, the stdout table) are in
-:mod:`whisper_ft.compare.writers` and :mod:`whisper_ft.compare.chart`.
+:mod:`whisper_ft.workflows.compare.writers` and :mod:`whisper_ft.workflows.compare.chart`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,23 @@ from typing import Any
 
 import numpy as np
 
-from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
-from whisper_ft.compare.hallucination import HallucinationStats, hallucination_stats, loop_reason, loop_tokens
-from whisper_ft.compare.inputs import TestSet, check_models, load_test_sets
-from whisper_ft.compare.nonspeech import DEFAULT_SECONDS, NonSpeechClip, nonspeech_clips
-from whisper_ft.compare.stats import PairedDifference, paired_bootstrap
-from whisper_ft.compare.timestamps import TimestampCheck, check_timestamps, timestamped_transcriber
-from whisper_ft.console import log
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.evaluate import EvalReport, EvalSettings, eval_options, evaluate, load_eval_backend, validate_backend
-from whisper_ft.models.languages import normalize_language
+from whisper_ft.core.audio import N_SAMPLES, SAMPLE_RATE
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.languages import normalize_language
+from whisper_ft.workflows.compare.hallucination import HallucinationStats, hallucination_stats, loop_reason, loop_tokens
+from whisper_ft.workflows.compare.inputs import TestSet, check_models, load_test_sets
+from whisper_ft.workflows.compare.nonspeech import DEFAULT_SECONDS, NonSpeechClip, nonspeech_clips
+from whisper_ft.workflows.compare.stats import PairedDifference, paired_bootstrap
+from whisper_ft.workflows.compare.timestamps import TimestampCheck, check_timestamps, timestamped_transcriber
+from whisper_ft.workflows.evaluate import (
+    EvalReport,
+    EvalSettings,
+    eval_options,
+    evaluate,
+    load_eval_backend,
+    validate_backend,
+)
 
 N_WORST = 5
 
@@ -229,7 +236,7 @@ def _timestamp_clips(t: TestSet, k: int, forced: str | None) -> list[tuple[str, 
 
 def run_compare(settings: CompareSettings) -> CompareReport:
     """Run the comparison (see the module docstring); all inputs are checked before any decoding."""
-    from whisper_ft.text import normalize_text
+    from whisper_ft.core.text import normalize_text
 
     backend = validate_backend(settings.backend)
     for option, value in (("--beam_size", settings.num_beams), ("--batch_size", settings.batch_size),

@@ -21,8 +21,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.console import log
-from whisper_ft.errors import ModelNotFoundError, WhisperFtError
+from whisper_ft.core.console import log
+from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
 from whisper_ft.models.io import is_adapter_folder
 from whisper_ft.models.output_dir import check_output_dir
 from whisper_ft.models.registry import MODELS_DIR, bundled_for

@@ -194,8 +194,8 @@ def check_bundled_models() -> tuple[Check, bool]:
 
 def check_speech_engine() -> Check:
     """espeak-ng for `prepare tts` and the demo (not needed otherwise: a warning at most)."""
+    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.data.tts import INSTALL_HINT, BinaryEngine, find_engine
-    from whisper_ft.errors import WhisperFtError
 
     try:
         engine = find_engine()

@@ -2,7 +2,7 @@
 
 Both models were scored on the same utterances, so each bootstrap sample draws utterance indices
 once and recomputes both corpus-level error rates (sum of edits / sum of reference lengths, as
-:mod:`whisper_ft.scoring` does) on that same draw. The percentile interval of the difference is the
+:mod:`whisper_ft.core.scoring` does) on that same draw. The percentile interval of the difference is the
 95 % interval; a change is significant when the interval excludes 0. Pairing matters: on a small
 test set the two models' rates swing together with the draw, and their difference varies far less
 than either rate.
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 
 
 @dataclass(frozen=True)

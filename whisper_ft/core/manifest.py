@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whisper_ft.errors import DataError
+from whisper_ft.core.errors import DataError
 
 _KNOWN_KEYS = {"audio", "sentence", "sentences", "language", "duration", "id"}
 
@@ -73,7 +73,7 @@ class Utterance:
 
     def load_audio(self):
         """The utterance's samples, 16 kHz mono float32."""
-        from whisper_ft.audio import load_audio
+        from whisper_ft.core.audio import load_audio
 
         return load_audio(self.audio_file, self.start_time, self.end_time)
 

@@ -14,14 +14,14 @@
 5. whitespace collapsed to single spaces, trimmed.
 
 With ``numbers=True`` (the default, :data:`NORMALIZER_NAME`) number formatting is made
-comparable too (:mod:`whisper_ft.numbers`): for Chinese, Arabic digits become Chinese numerals as
+comparable too (:mod:`whisper_ft.core.numbers`): for Chinese, Arabic digits become Chinese numerals as
 the references write them (``2015年`` -> ``二零一五年``, ``1000億`` -> ``一千亿``, ``80%`` ->
 ``百分之八十``), between steps 3 and 4; for English, written digit runs are joined like the
 spoken runs Whisper's normaliser joins (``1, 2, 3`` and ``ONE TWO THREE`` -> ``123``).
 ``numbers=False`` is the previous normaliser (:data:`BASIC_NORMALIZER_NAME`), and
 :func:`normalize_whitespace` the raw form (:data:`RAW_NORMALIZER_NAME`).
 
-Spaces are kept; :mod:`whisper_ft.scoring` drops them for CER on languages written without
+Spaces are kept; :mod:`whisper_ft.core.scoring` drops them for CER on languages written without
 spaces (see :func:`cer_ignores_spaces`).
 """
 
@@ -33,8 +33,8 @@ import unicodedata
 from functools import lru_cache
 from importlib import resources
 
-from whisper_ft.models.languages import CER_LANGUAGES, normalize_language
-from whisper_ft.numbers import chinese_numbers, english_decimals, english_number_runs
+from whisper_ft.core.languages import CER_LANGUAGES, normalize_language
+from whisper_ft.core.numbers import chinese_numbers, english_decimals, english_number_runs
 
 # Names that go into report.json with every score, so numbers stay comparable across tools
 # and versions; bump the version whenever what normalize_text does changes.

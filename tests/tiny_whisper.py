@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from whisper_ft.core.languages import LANGUAGES
 from whisper_ft.models.generation import TIMESTAMP_STEP, build_generation_config
-from whisper_ft.models.languages import LANGUAGES
 
 N_MELS = 80
 N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>

@@ -1,5 +1,5 @@
-"""Writers for a :class:`~whisper_ft.compare.runner.CompareReport`: the stdout table,
-``report.json``, ``report.md`` and (via :mod:`whisper_ft.compare.chart`) ``chart.png``.
+"""Writers for a :class:`~whisper_ft.workflows.compare.runner.CompareReport`: the stdout table,
+``report.json``, ``report.md`` and (via :mod:`whisper_ft.workflows.compare.chart`) ``chart.png``.
 
 Each file is written beside its final name and renamed into place, so an interrupted run never
 leaves a half-written report; a file of those names that compare did not write (report.json's
@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from whisper_ft.compare.runner import CompareReport, SetResult
+from whisper_ft.workflows.compare.runner import CompareReport, SetResult
 
 COLUMNS = ("set", "model", "metric", "error %", "S", "D", "I", "Δ vs ref [95% CI]", "sig.",
            "loops", "long", "ins. %", "timestamps ok")
@@ -182,7 +182,7 @@ def _ours(out: Path) -> dict[str, bool]:
 
 def check_report_files(output_dir: str | Path) -> None:
     """Refuse an ``--output_dir`` holding a report.json/report.md/chart.png that compare did not write."""
-    from whisper_ft.errors import WhisperFtError
+    from whisper_ft.core.errors import WhisperFtError
 
     out = Path(output_dir)
     if not out.is_dir():
@@ -196,7 +196,7 @@ def check_report_files(output_dir: str | Path) -> None:
 def write_compare_report(report: CompareReport, output_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and ``chart.png`` into ``output_dir``; returns their paths.
     Files of those names that compare did not write are never replaced (:func:`check_report_files`)."""
-    from whisper_ft.compare.chart import write_chart
+    from whisper_ft.workflows.compare.chart import write_chart
 
     out = Path(output_dir)
     check_report_files(out)

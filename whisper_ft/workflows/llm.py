@@ -1,7 +1,7 @@
-"""Scoring and transcribing with a saved speech-LLM run, through ``whisper_ft.evaluate``.
+"""Scoring and transcribing with a saved speech-LLM run, through ``whisper_ft.workflows.evaluate``.
 
 :func:`evaluate_speech_llm` is ``whisper-ft eval`` for a run folder: the same
-:func:`whisper_ft.evaluate.evaluate` loop (duration-sorted batches, skipped clips, one normaliser)
+:func:`whisper_ft.workflows.evaluate.evaluate` loop (duration-sorted batches, skipped clips, one normaliser)
 with :class:`~whisper_ft.speech_llm.decoding.SpeechLLMBackend` as the backend, and the same
 ``report.json`` / ``predictions.jsonl``.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def default_report_dir(run: Path, test_data: str | Path) -> Path:
-    from whisper_ft.evaluate import EvalSettings, default_output_dir
+    from whisper_ft.workflows.evaluate import EvalSettings, default_output_dir
 
     hf_dir = default_output_dir(EvalSettings(model=str(run), test_data=test_data))
     return hf_dir.with_name(hf_dir.name.removesuffix("_hf") + "_speech-llm")
@@ -23,7 +23,8 @@ def evaluate_speech_llm(run: str | Path, test_data: str | Path, *, metric: str |
                         max_new_tokens: int | None = None, device: str = "auto", cpu_threads: int | None = None,
                         output_dir: str | Path | None = None, show_progress: bool = True):
     """Decode and score ``test_data`` with run ``run``; returns (EvalReport, (report.json, predictions.jsonl))."""
-    from whisper_ft.evaluate import (
+    from whisper_ft.speech_llm.io import load_speech_llm_backend, resolve_run
+    from whisper_ft.workflows.evaluate import (
         EvalSettings,
         check_output_dir,
         check_positive,
@@ -31,7 +32,6 @@ def evaluate_speech_llm(run: str | Path, test_data: str | Path, *, metric: str |
         load_test_data,
         write_report,
     )
-    from whisper_ft.speech_llm.io import load_speech_llm_backend, resolve_run
 
     folder = resolve_run(run)
     for option, value in (("--batch_size", batch_size), ("--num_beams", num_beams), ("--cpu_threads", cpu_threads),
@@ -54,14 +54,14 @@ def transcribe_files(run: str | Path, inputs: list[str | Path], *, num_beams: in
     length (30 s pieces); ``on_result(path, text)`` is called as each file is done.
 
     As ``whisper-ft infer`` does, a missing, unreadable or failing file does not stop the others:
-    the returned :class:`~whisper_ft.inference.InferRun` lists the failures, and its
+    the returned :class:`~whisper_ft.workflows.inference.InferRun` lists the failures, and its
     ``raise_for_failures()`` reports them at the end."""
     import time
 
-    from whisper_ft.audio import SAMPLE_RATE, load_audio
-    from whisper_ft.errors import WhisperFtError
-    from whisper_ft.inference import Failure, InferRun, collect_audio_files
+    from whisper_ft.core.audio import SAMPLE_RATE, load_audio
+    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.speech_llm.io import load_speech_llm_backend
+    from whisper_ft.workflows.inference import Failure, InferRun, collect_audio_files
 
     files, failures = collect_audio_files(inputs)
     done = InferRun(failures=failures, n_inputs=len(files) + len(failures))

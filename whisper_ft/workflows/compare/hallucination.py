@@ -15,7 +15,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from whisper_ft.scoring import ScoreResult
+from whisper_ft.core.scoring import ScoreResult
 
 MAX_NGRAM = 8
 MIN_REPEATS = 4

@@ -4,13 +4,13 @@ Real generation from the prompt tokens only (Whisper-Finetune's evaluation feeds
 first tokens and so reports optimistic numbers; we don't), with the transformers model
 (``backend="hf"``) or CTranslate2 (``backend="ct2"``, the same prompt, so the two are comparable).
 Utterances are decoded in batches sorted by duration (longest first; ``batch_size`` clips, or when
-packing about ``batch_size`` windows' worth: :func:`whisper_ft.packing.decode_batches`), with a
+packing about ``batch_size`` windows' worth: :func:`whisper_ft.decoding.packing.decode_batches`), with a
 progress bar on stderr; utterances over 30 s are transcribed with long-form decoding. Decoding is deterministic on
 both backends (greedy or beam search at temperature 0, previous text as the prompt of the next
 30 s window; temperature fallback only with ``temperature_fallback=True``), so a result can be
 reproduced and the backends compared. Packing (on by default with ``ct2``, ``pack=True`` for
 ``hf``): short same-language clips share 30 s windows decoded with timestamps and are split back
-(whisper_ft.packing); a model without timestamp tokens is decoded unpacked, said on stderr. Audio files are checked before anything is decoded (a
+(whisper_ft.decoding.packing); a model without timestamp tokens is decoded unpacked, said on stderr. Audio files are checked before anything is decoded (a
 missing one is an error); a clip that cannot be decoded is skipped and listed in the report.
 Results: a :class:`EvalReport`, written as ``report.json`` (metric, counts, model, data, settings,
 time, RTF, skipped clips) and ``predictions.jsonl`` (per utterance: id, ref, hyp, normalised
@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
-from whisper_ft.console import log, progress
-from whisper_ft.errors import DataError, WhisperFtError
-from whisper_ft.manifest import Utterance, read_manifest
-from whisper_ft.models.languages import default_metric, normalize_language
-from whisper_ft.scoring import ScoreResult, score, validate_metric
-from whisper_ft.writers import check_output_dir
+from whisper_ft.core.audio import N_SAMPLES, SAMPLE_RATE
+from whisper_ft.core.console import log, progress
+from whisper_ft.core.errors import DataError, WhisperFtError
+from whisper_ft.core.languages import default_metric, normalize_language
+from whisper_ft.core.manifest import Utterance, read_manifest
+from whisper_ft.core.scoring import ScoreResult, score, validate_metric
+from whisper_ft.core.writers import check_output_dir
 
 if TYPE_CHECKING:
     from whisper_ft.decoding.backend import Backend
@@ -194,7 +194,7 @@ def evaluate(settings: EvalSettings, *, backend: Backend | None = None) -> EvalR
     ``backend`` (a :class:`~whisper_ft.decoding.backend.Backend`) replaces the model named in ``settings``.
     """
     from whisper_ft.decoding.hf import validate_task
-    from whisper_ft.packing import decode_batches
+    from whisper_ft.decoding.packing import decode_batches
 
     kind = validate_backend(settings.backend)
     validate_task(settings.task)

@@ -1,4 +1,4 @@
-"""Number formatting made comparable, for scoring (used by :func:`whisper_ft.text.normalize_text`).
+"""Number formatting made comparable, for scoring (used by :func:`whisper_ft.core.text.normalize_text`).
 
 Whisper writes many numbers as digits (``2015年``, ``4家銀行1000億``, ``1, 2, 3``) where the
 reference spells them out (``二零一五年``, ``四家银行一千亿``, ``ONE TWO THREE``). Counting that as

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 
 
 def check_verify_options(
@@ -25,10 +25,10 @@ def check_verify_options(
     language: str | None = None,
 ) -> None:
     """Check ``convert``'s verify options (and read the manifest) before converting anything."""
-    from whisper_ft.errors import DataError
-    from whisper_ft.manifest import read_manifest
-    from whisper_ft.models.languages import normalize_language
-    from whisper_ft.scoring import validate_metric
+    from whisper_ft.core.errors import DataError
+    from whisper_ft.core.languages import normalize_language
+    from whisper_ft.core.manifest import read_manifest
+    from whisper_ft.core.scoring import validate_metric
 
     if not (isinstance(max_drift, (int, float)) and math.isfinite(max_drift) and max_drift >= 0):
         raise WhisperFtError(f"--max_drift must be a number >= 0 (CER/WER points; got {max_drift})")
@@ -92,9 +92,9 @@ def verify_conversion(
     """Decode ``test_data`` with the source model (transformers) and the converted one
     (CTranslate2, in its stored precision unless ``compute_type``) and compare CER/WER.
 
-    ``source_report`` (an :class:`~whisper_ft.evaluate.EvalReport` of the source on the same data
+    ``source_report`` (an :class:`~whisper_ft.workflows.evaluate.EvalReport` of the source on the same data
     and settings) skips decoding with the source again."""
-    from whisper_ft.evaluate import EvalSettings, evaluate
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
 
     if max_drift < 0:
         raise WhisperFtError(f"--max_drift must be >= 0 (got {max_drift})")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.errors import DataError
+from whisper_ft.core.errors import DataError
 
 SAMPLE_RATE = 16_000  # Hz, Whisper's input rate
 CHUNK_SECONDS = 30  # seconds of audio in one Whisper input window
@@ -209,20 +209,27 @@ def load_audio(source: AudioSource, start: float | None = None, end: float | Non
     return np.ascontiguousarray(_sanitize(audio, name), dtype=np.float32)
 
 
+def _soundfile_header(path: Path):
+    """libsndfile's header of ``path`` (its rate checked), or None when it cannot tell the length."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+    except Exception:
+        return None
+    if info.frames <= 0 or info.samplerate <= 0:
+        return None
+    check_sample_rate(info.samplerate, path)
+    return info
+
+
 def probe_audio(path: str | Path) -> AudioInfo | None:
     """What the file's header says (soundfile, else the container's stream via PyAV), without
     decoding; None when no header tells the length (e.g. a browser's webm recording). Raises
     :class:`AudioHeaderError` for an impossible sample rate."""
     path = Path(path)
-    try:
-        import soundfile as sf
-
-        info = sf.info(str(path))
-        ok = info.frames > 0 and info.samplerate > 0
-    except Exception:
-        ok = False
-    if ok:
-        check_sample_rate(info.samplerate, path)
+    info = _soundfile_header(path)
+    if info is not None:
         return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)
     try:
         import av
@@ -255,15 +262,8 @@ def audio_info(path: str | Path) -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise AudioMissingError(f"audio file not found: {path} (check the path, or the manifest's folder)")
-    try:
-        import soundfile as sf
-
-        info = sf.info(str(path))
-        ok = info.frames > 0 and info.samplerate > 0
-    except Exception:
-        ok = False
-    if ok:
-        check_sample_rate(info.samplerate, path)
+    info = _soundfile_header(path)
+    if info is not None:
         if info.subtype in ("FLOAT", "DOUBLE"):  # only float files can hold NaN/inf: scan those
             _check_finite_file(path, info.samplerate)
         return AudioInfo(info.frames / info.samplerate, info.samplerate, info.channels)

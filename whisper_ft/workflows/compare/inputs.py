@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_ft.errors import DataError, WhisperFtError
-from whisper_ft.manifest import Utterance, read_manifest
+from whisper_ft.core.errors import DataError, WhisperFtError
+from whisper_ft.core.manifest import Utterance, read_manifest
 
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from whisper_ft.compare.runner import CompareReport
+from whisper_ft.workflows.compare.runner import CompareReport
 
 
 def write_chart(report: CompareReport, path: str | Path) -> Path:

@@ -7,7 +7,7 @@ transformers cost the CTranslate2 commands and the server seconds of start-up.
 
 from __future__ import annotations
 
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
 
 # Languages written without spaces between words: score them by CER, the rest by WER.
 CER_LANGUAGES = frozenset({"zh", "ja", "ko", "yue", "th", "lo", "my", "km", "bo"})

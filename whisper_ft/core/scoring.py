@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.text import (
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.text import (
     BASIC_NORMALIZER_NAME,
     NORMALIZER_DESCRIPTIONS,
     NORMALIZER_NAME,
@@ -166,7 +166,7 @@ def score(
     ``languages`` (optional, one per pair) normalises each pair by its own language (mixed test
     sets); a ``None`` in it falls back to ``language``. ``raw=True`` scores the texts as written
     (whitespace collapsed only; the ``raw`` normaliser); ``normalizer`` picks one of
-    :data:`NORMALIZERS` by name (default :data:`~whisper_ft.text.NORMALIZER_NAME`).
+    :data:`NORMALIZERS` by name (default :data:`~whisper_ft.core.text.NORMALIZER_NAME`).
 
     Raises :class:`WhisperFtError` for an unknown metric or normaliser, ``raw=True`` with another
     normaliser, lists of different lengths, or when every reference is empty after normalisation

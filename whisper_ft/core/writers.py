@@ -10,8 +10,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from whisper_ft.decoding.results import Segment, Transcription
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Segment, Transcription
 
 FORMATS = ("json", "txt", "srt", "vtt", "tsv")
 ALL = "all"  # --format all: one file per format (needs an output folder)

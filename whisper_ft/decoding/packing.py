@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE
+from whisper_ft.core.audio import SAMPLE_RATE
 
 PACK_GAP_SECONDS = 2.0  # silence between clips (1 s: whisper-base often ran short clips together)
 PACK_WINDOW_SECONDS = 26.0  # clips + gaps per window: room before 30 s so the last clip is finished

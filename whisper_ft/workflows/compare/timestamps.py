@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisper_ft.decoding.results import Segment, Transcription
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Segment, Transcription
 
 TOLERANCE = 0.02  # one timestamp step
 

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_ft.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
-from whisper_ft.console import log, progress, warn
-from whisper_ft.decoding.results import Segment, Transcription, Word
-from whisper_ft.errors import WhisperFtError
-from whisper_ft.writers import (
+from whisper_ft.core.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_audio
+from whisper_ft.core.console import log, progress, warn
+from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.results import Segment, Transcription, Word
+from whisper_ft.core.writers import (
     check_output_dir,
     formats_of,
     output_path,
@@ -83,7 +83,7 @@ def collect_audio_files(inputs: list[str | Path]) -> tuple[list[Path], list[Fail
 
 def simplify_transcription(t: Transcription) -> Transcription:
     """Traditional -> simplified Chinese in every segment and word."""
-    from whisper_ft.text import to_simplified
+    from whisper_ft.core.text import to_simplified
 
     segments = []
     for s in t.segments:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE
-from whisper_ft.errors import WhisperFtError
+from whisper_ft.core.audio import SAMPLE_RATE
+from whisper_ft.core.errors import WhisperFtError
 
 NOISE_LEVELS_DBFS = (-50.0, -35.0, -20.0)  # RMS: faint room noise .. loud hiss
 TONES_HZ = (220.0, 1000.0, 4000.0)
