@@ -104,8 +104,8 @@ def _row_command(row: str, args, audio: Path, language: str) -> list[str]:
         return [py, "-c", "RESULT = '@@RESULT@@'\n" + _SNIPPETS["fw"].format(batch=batch, **fmt)]
     cli = [py, "-m", "whisper_ft"]
     if row == "wf-infer":
-        return cli + ["infer", "--audio_path", str(audio), "--model_path", args.model, "--language", language,
-                      "--format", "txt", "--cpu_threads", str(args.threads)]
+        return cli + ["infer", str(audio), "--model_path", args.model, "--language", language, "--beam_size", "1",
+                      "--format", "txt", "--cpu_threads", str(args.threads)]  # greedy, as the row says
     extra = ["--batch_size", row.rsplit("-b", 1)[1]] if row.startswith("wf-infer-ct2-b") else []
     return cli + ["infer-ct2", str(audio), "--model_path", args.model, "--language", language, "--format", "txt",
                   "--cpu_threads", str(args.threads), *extra]
