@@ -40,6 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from serve import free_port, load_clips  # noqa: E402
+from serve import rss_mb as rss  # noqa: E402
 
 KINDS = {"good": 50, "corrupt": 10, "nan": 10, "oversized": 10, "stall": 10, "leave": 10}
 
@@ -113,16 +114,6 @@ def send(port: int, kind: str, payload, timeout: float) -> tuple[str, float]:
         return data.split(b" ", 2)[1].decode(), time.perf_counter() - started
     except OSError as exc:
         return type(exc).__name__, time.perf_counter() - started
-
-
-def rss(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of the process in MB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
 
 
 def main() -> None:
