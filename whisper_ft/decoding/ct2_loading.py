@@ -128,6 +128,8 @@ def load_ct2_whisper(
                          local_files_only=True)
     if not model.model.is_multilingual and _config_lang_ids(path) > 1:
         model.model = _MultilingualEngine(model.model)
+    if compute_type == "default":  # the stored precision: say which one it turned out to be
+        compute_type = getattr(model.model, "compute_type", None) or compute_type
     return CT2Whisper(model=model, path=path, device=device, compute_type=compute_type, name=str(name_or_path))
 
 

@@ -41,7 +41,7 @@ def write_chart(report: CompareReport, path: str | Path) -> Path:
                     lows.append(max(0.0, rate - (base + 100 * d.low)))
                     highs.append(max(0.0, base + 100 * d.high - rate))
             has_bars = mi > 0
-            ax.bar(xs, heights, width * 0.95, label=m.label,
+            ax.bar(xs, heights, width * 0.95, label=m.shown,
                    yerr=[lows, highs] if has_bars else None, capsize=4 if has_bars else 0)
             for x, h, up in zip(xs, heights, highs):  # the value above the bar and its interval
                 ax.annotate(f"{h:.1f}", (x, h + up), ha="center", va="bottom", fontsize=7,

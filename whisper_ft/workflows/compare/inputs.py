@@ -87,6 +87,39 @@ def load_test_sets(specs: list[tuple[str, Path]]) -> list[TestSet]:
     return sets
 
 
+COMPUTE_TYPES = ("default", "float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16",
+                 "int8_bfloat16", "int16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``--models`` entry: ``[LABEL=]MODEL[@COMPUTE_TYPE]``."""
+
+    name: str  # what whisper-ft resolves (a folder, a hub id, ``base``)
+    label: str  # shown in the table, report.md and the chart: LABEL, else the folder's name
+    compute_type: str | None = None  # CTranslate2 only; None: the model's stored precision
+
+
+def parse_model_spec(entry: str) -> ModelSpec:
+    """``ft=models/x-ct2@int8`` -> ModelSpec("models/x-ct2", "ft", "int8"); ``models/x`` -> label ``x``."""
+    text = entry.strip()
+    label = None
+    if "=" in text:
+        label, _, text = text.partition("=")
+        label = label.strip()
+    compute = None
+    if "@" in text:
+        text, _, compute = text.rpartition("@")
+        compute = compute.strip().lower()
+        if compute not in COMPUTE_TYPES:
+            raise WhisperFtError(f"--models {entry!r}: unknown compute type {compute!r} after '@'; choose one of: "
+                                 f"{', '.join(COMPUTE_TYPES)}")
+    name = text.strip()
+    if not name or label == "":
+        raise WhisperFtError(f"--models {entry!r} does not parse: give MODEL, LABEL=MODEL or LABEL=MODEL@COMPUTE_TYPE")
+    return ModelSpec(name, label or Path(name.rstrip("/\\")).name or name, compute)
+
+
 def check_models(names: list[str]) -> None:
     """Resolve every model (and an adapter's base) without loading it."""
     from whisper_ft.models.loading import adapter_base

@@ -24,7 +24,7 @@ from whisper_ft.core.console import log
 from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.core.languages import normalize_language
 from whisper_ft.workflows.compare.hallucination import HallucinationStats, hallucination_stats, loop_reason, loop_tokens
-from whisper_ft.workflows.compare.inputs import TestSet, check_models, load_test_sets
+from whisper_ft.workflows.compare.inputs import TestSet, check_models, load_test_sets, parse_model_spec
 from whisper_ft.workflows.compare.nonspeech import DEFAULT_SECONDS, NonSpeechClip, nonspeech_clips
 from whisper_ft.workflows.compare.stats import PairedDifference, paired_bootstrap
 from whisper_ft.workflows.compare.timestamps import TimestampCheck, check_timestamps, timestamped_transcriber
@@ -57,6 +57,7 @@ class CompareSettings:
     timestamp_clips: int = 3  # per test set
     nonspeech_seconds: float = DEFAULT_SECONDS
     show_progress: bool = True
+    pack: bool | None = None  # as eval's --pack/--no_pack (None: on with ct2)
 
 
 @dataclass
@@ -65,6 +66,12 @@ class ModelRun:
     label: str  # unique display name
     info: dict[str, Any] = field(default_factory=dict)
     load_seconds: float = 0.0
+
+    @property
+    def shown(self) -> str:
+        """``label (ct2 int8)``: the short name and how the model was decoded (table and chart)."""
+        how = " ".join(str(v) for v in (self.info.get("backend"), self.info.get("compute_type")) if v)
+        return f"{self.label} ({how})" if how else self.label
 
 
 @dataclass
@@ -252,22 +259,29 @@ def run_compare(settings: CompareSettings) -> CompareReport:
     forced = normalize_language(settings.language)
     settings = replace(settings, backend=backend, language=forced)
     sets = load_test_sets(list(settings.test_sets))
-    check_models(list(settings.models))
+    specs = [parse_model_spec(m) for m in settings.models]
+    if backend != "ct2" and any(spec.compute_type for spec in specs):
+        raise WhisperFtError("a compute type after '@' in --models is CTranslate2's: add --backend ct2 (transformers "
+                             "decodes at full precision)")
+    check_models([spec.name for spec in specs])
     clips = nonspeech_clips(settings.nonspeech_seconds, seed=settings.seed)
     ns_langs = set_languages(sets, forced)
     ts_clips = {t.name: _timestamp_clips(t, settings.timestamp_clips, forced) for t in sets}
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t_start = time.perf_counter()
-    models = [ModelRun(n, label) for n, label in zip(settings.models, unique_labels(list(settings.models)))]
+    models = [ModelRun(spec.name, label) for spec, label in zip(specs, unique_labels([sp.label for sp in specs]))]
     reports: dict[tuple[str, int], EvalReport] = {}
     results: list[SetResult] = []
     nonspeech: list[NonSpeechResult] = []
     for mi, m in enumerate(models):
+        # each model as the user named it: a CTranslate2 folder at its stored precision (not all
+        # converted to one type, which once hid an int8 export's cost), unless a type is asked for
+        compute = specs[mi].compute_type or (settings.compute_type if settings.compute_type != "auto" else "default")
         base_settings = EvalSettings(
             model=m.name, test_data=sets[0].path, language=forced, batch_size=settings.batch_size,
             num_beams=settings.num_beams, backend=backend, device=settings.device,
-            compute_type=settings.compute_type, cpu_threads=settings.cpu_threads,
+            compute_type=compute, cpu_threads=settings.cpu_threads, pack=settings.pack,
             max_new_tokens=settings.max_new_tokens, show_progress=settings.show_progress,
         )
         log(f"[{mi + 1}/{len(models)}] loading {m.label} ({backend})")

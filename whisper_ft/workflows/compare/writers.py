@@ -41,7 +41,7 @@ def row_cells(report: CompareReport, r: SetResult) -> list[str]:
     share = r.timestamp_share
     ts = "—" if share is None else f"{sum(c.valid for c in r.timestamps)}/{len(r.timestamps)}"
     sig = "" if r.vs_reference is None else ("yes" if r.vs_reference.significant else "no")
-    return [r.set_name, report.models[r.model_index].label, s.metric.upper(), _pct(s.error_rate),
+    return [r.set_name, report.models[r.model_index].shown, s.metric.upper(), _pct(s.error_rate),
             str(s.substitutions), str(s.deletions), str(s.insertions), delta_text(r), sig,
             str(h.looping), str(h.long_hypotheses), _pct(h.insertion_rate), ts]
 
@@ -83,11 +83,11 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_markdown(report: CompareReport, chart_name: str | None = "chart.png") -> str:
     s = report.settings
-    ref = report.models[0].label
+    ref = report.models[0].shown
     lines = [
         MARKDOWN_TITLE,
         "",
-        f"Reference: `{ref}`; compared: {', '.join(f'`{m.label}`' for m in report.models[1:])}. "
+        f"Reference: `{ref}`; compared: {', '.join(f'`{m.shown}`' for m in report.models[1:])}. "
         f"Backend {s.backend}, beam {s.num_beams}, language {s.language or 'per utterance'}, "
         f"{s.bootstrap} bootstrap resamples (seed {s.seed}); started {report.started}, took {report.seconds / 60:.1f} min.",
         "",
