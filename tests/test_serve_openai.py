@@ -184,3 +184,32 @@ def test_a_long_file_gets_infer_ct2_s_segments_in_every_format(shared_audio_mani
             body = create(fmt)
             cues = [line for line in body.splitlines() if " --> " in line]
             assert len(cues) == len(want)
+
+
+def test_a_long_stream_sends_each_segment_as_it_is_decoded(tiny_ct2):
+    """stream=true on a long file: the first delta arrives long before the done event, which carries
+    the text and its usage; the deltas make up the text."""
+    with running_server([tiny_ct2], engine={"temperature_fallback": False, "long_batch_size": 1,
+                                            "beam_size": 5}) as (port, _):
+        body, ctype = multipart({"language": "zh", "stream": "true"}, ("long.wav", wav_bytes(240.0)))
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.settimeout(120)
+        sock.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        sent = time.perf_counter()
+        events, data = [], b""
+        while not any(e[1].get("type") == "transcript.text.done" for e in events):
+            chunk = sock.recv(65536)
+            assert chunk, data[-500:]
+            data += chunk
+            while b"data: " in data and b"\n\n" in data.split(b"data: ", 1)[1]:
+                head, rest = data.split(b"data: ", 1)
+                line, data = rest.split(b"\n\n", 1)
+                events.append((time.perf_counter() - sent, json.loads(line)))
+        sock.close()
+    deltas = [(t, e) for t, e in events if e["type"] == "transcript.text.delta"]
+    done_at, done = events[-1]
+    assert len(deltas) > 3 and done["usage"]["seconds"] == 240
+    assert "".join(e["delta"] for _, e in deltas) == done["text"]
+    # streamed while decoding: sent together at the end, they would arrive within milliseconds
+    assert done_at - deltas[0][0] > 0.3 and deltas[-1][0] - deltas[0][0] > 0.2, (deltas[0][0], deltas[-1][0], done_at)

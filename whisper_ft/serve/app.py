@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -29,7 +30,7 @@ from whisper_ft.core.audio import CHUNK_SECONDS
 from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.serve.engine import WHISPER_1, Engine, EngineSettings
 from whisper_ft.serve.errors import ApiError, ClientGone, error_body
-from whisper_ft.serve.responses import GRANULARITIES, RESPONSE_FORMATS, render, sse_events
+from whisper_ft.serve.responses import GRANULARITIES, RESPONSE_FORMATS, render
 from whisper_ft.serve.uploads import private_upload_dir, read_multipart
 
 logger = logging.getLogger("whisper_ft.serve")
@@ -219,7 +220,11 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
                 upload.remove()
             else:  # long or unknown length: decoded to samples in the model's worker, one at a time
                 job = options["job"](None)
-                job.load = lambda: _load_upload(upload, settings)
+                job.load = lambda upload=upload: _load_upload(upload, settings)  # this request's, bound now
+            if options["stream"]:  # each segment is sent as soon as it is decoded; the stream owns the slot now
+                stream = _stream_events(engine, options["model"], job, upload, lambda: _release(app))
+                upload, slot = None, False
+                return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
             decode_started = time.perf_counter()
             transcription = await _until_disconnected(request, engine.transcribe(options["model"], job), job)
             request.state.decode_seconds = time.perf_counter() - decode_started
@@ -228,9 +233,6 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
             if transcription is None:
                 logger.info("client disconnected while its audio was decoded; decoding stopped")
                 return Response(status_code=499)
-            if options["stream"]:  # decoded already: only the sending is left (no slot held for it)
-                return StreamingResponse(sse_events(transcription), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
             body, media_type = render(transcription, options["format"], task=task,
                                       granularities=options["granularities"])
             return Response(body, media_type=media_type)
@@ -256,6 +258,51 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
         return await audio_endpoint(request, "translate")
 
     return app
+
+
+def _release(app) -> None:
+    app.state.in_flight -= 1
+
+
+async def _stream_events(engine: Engine, model, job, upload, release):
+    """``stream=true``: a ``transcript.text.delta`` event per segment as the model's worker decodes
+    it (long files), then ``transcript.text.done`` with the text and usage. Holds the request's slot
+    and upload until the end; a client that leaves cancels the decode (the generator is closed)."""
+    from whisper_ft.serve.responses import sse_delta, sse_done
+
+    loop = asyncio.get_running_loop()
+    segments: asyncio.Queue = asyncio.Queue()
+    job.on_segment = lambda seg: loop.call_soon_threadsafe(segments.put_nowait, seg)
+    task = asyncio.ensure_future(engine.transcribe(model, job))
+    sent, streamed = "", 0
+    try:
+        while True:
+            getter = asyncio.ensure_future(segments.get())
+            done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            sent, event = sse_delta(sent, getter.result().text)
+            streamed += 1
+            if event:
+                yield event
+        try:
+            transcription = task.result()
+        except WhisperFtError as exc:  # the status line is sent already: the error goes in the stream
+            yield f"data: {json.dumps(_decode_error(exc, upload).body(), ensure_ascii=False)}\n\n"
+            return
+        for seg in transcription.segments[streamed:]:  # short clips decode in one batch: all at once
+            sent, event = sse_delta(sent, seg.text)
+            if event:
+                yield event
+        yield sse_done(transcription)
+    finally:
+        if not task.done():
+            job.cancel.set()
+            task.cancel()
+        if upload is not None:
+            upload.remove()
+        release()
 
 
 def _has_key(request: Request, api_key: str) -> bool:

@@ -70,6 +70,7 @@ class DecodeJob:
     word_timestamps: bool = False
     load: Callable[[], np.ndarray] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    on_segment: Callable | None = None  # called in the worker thread as each long-form segment is decoded
 
     @property
     def duration(self) -> float:
@@ -297,6 +298,8 @@ class _ModelWorker:
         def stop_if_cancelled(segment) -> None:
             if job.cancel.is_set():
                 raise DecodeCancelled()
+            if job.on_segment is not None:  # a streaming client gets it now
+                job.on_segment(segment)
 
         from whisper_ft.decoding.batched import clip_token_budget
 

@@ -4,8 +4,8 @@
   (:mod:`whisper_ft.core.writers`); ``verbose_json``: ``{"task", "language" (full English name, as
   OpenAI), "duration", "text", "segments" [id, seek, start, end, text, tokens, temperature,
   avg_logprob, compression_ratio, no_speech_prob], "words" (with the ``word`` granularity), "usage"}``;
-- ``stream=true``: server-sent events, ``transcript.text.delta`` per segment, then
-  ``transcript.text.done``.
+- ``stream=true``: server-sent events, ``transcript.text.delta`` per segment as it is decoded
+  (:func:`sse_delta`), then ``transcript.text.done`` with the text and usage (:func:`sse_done`).
 """
 
 from __future__ import annotations
@@ -73,14 +73,15 @@ def render(t: Transcription, fmt: str, *, task: str, granularities: list[str]) -
     return body, MEDIA_TYPES[fmt]
 
 
-def sse_events(t: Transcription):
-    """Server-sent events: one ``transcript.text.delta`` per segment, then ``transcript.text.done``.
+def sse_delta(sent: str, text: str) -> tuple[str, str | None]:
+    """(the text sent so far with ``text`` joined on, its delta event or None when it adds nothing).
     The deltas concatenate to the final text (spaces where :func:`join_texts` puts them)."""
-    sent = ""
-    for seg in t.segments:
-        joined = join_texts([sent, seg.text]) if sent else join_texts([seg.text])
-        delta, sent = joined[len(sent):], joined
-        if delta:
-            yield f"data: {json.dumps({'type': 'transcript.text.delta', 'delta': delta}, ensure_ascii=False)}\n\n"
-    done = {"type": "transcript.text.done", "text": t.text}
-    yield f"data: {json.dumps(done, ensure_ascii=False)}\n\n"
+    joined = join_texts([sent, text]) if sent else join_texts([text])
+    delta = joined[len(sent):]
+    event = {"type": "transcript.text.delta", "delta": delta}
+    return joined, (f"data: {json.dumps(event, ensure_ascii=False)}\n\n" if delta else None)
+
+
+def sse_done(t: Transcription) -> str:
+    """The closing event: the whole text and its usage, as OpenAI's streaming transcription ends."""
+    return f"data: {json.dumps({'type': 'transcript.text.done', 'text': t.text, 'usage': _usage(t)}, ensure_ascii=False)}\n\n"
