@@ -42,6 +42,10 @@ class AudioDecodeError(DataError):
 class AudioHeaderError(AudioDecodeError):
     """The header declares something no real recording has (e.g. a 1 Hz sample rate)."""
 
+    def __init__(self, message: str, *, rate: int):
+        super().__init__(message)
+        self.rate = rate
+
 
 class AudioInvalidError(AudioDecodeError):
     """The samples decode but are not audio (NaN or infinity)."""
@@ -152,7 +156,7 @@ def check_sample_rate(rate: int, source: AudioSource | str = "audio") -> None:
     1 Hz claims 14 hours of audio)."""
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioHeaderError(f"{_describe(source)} declares a sample rate of {rate} Hz, outside "
-                               f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz: the file is corrupt (re-encode it)")
+                               f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz: the file is corrupt (re-encode it)", rate=rate)
 
 
 def check_duration(seconds: float, max_seconds: float | None, source: AudioSource | str = "audio") -> None:

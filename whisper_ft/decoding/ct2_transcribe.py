@@ -95,13 +95,12 @@ def transcribe_ct2(
         kwargs["without_timestamps"] = batch_size > 1
     used = 0  # prompt tokens
     if initial_prompt and initial_prompt.strip():  # Whisper's limit, said when a longer prompt is cut
-        from whisper_ft.decoding.batched import _tokenizer, prompt_tokens
+        from whisper_ft.decoding.batched import MAX_PROMPT_TOKENS, _tokenizer, prompt_tokens
 
-        tok = _tokenizer(ct2, language, task)
-        kept = prompt_tokens(tok, initial_prompt)
+        kept = prompt_tokens(_tokenizer(ct2, language, task), initial_prompt)
         used = len(kept)
-        if batch_size == 1 and used < len(tok.encode(" " + initial_prompt.strip())):
-            kwargs["initial_prompt"] = kept  # (the batched pipeline keeps a text prompt's end itself)
+        if batch_size == 1 and used == MAX_PROMPT_TOKENS:  # (possibly) cut: hand over the tokens kept;
+            kwargs["initial_prompt"] = kept  # the batched pipeline keeps a text prompt's end itself
     if hotwords and hotwords.strip():  # they share the prompt's room
         from whisper_ft.decoding.batched import _tokenizer
 

@@ -51,8 +51,6 @@ class ServerSettings:
     log_level: str = "info"  # info: one access line per request; warning: problems only
 
     def __post_init__(self):
-        from whisper_ft.core.errors import WhisperFtError
-
         if self.api_key is not None and not self.api_key.isascii():
             raise WhisperFtError("--api_key must be ASCII (an HTTP header cannot carry other characters): choose "
                                  "a key of letters, digits and punctuation")
@@ -376,7 +374,6 @@ def _unknown_model(name: str, engine: Engine) -> ApiError:
 def _parse_options(upload, engine: Engine, task: str) -> dict:
     """Validate the form fields (before any decoding): model, language, prompt, response_format,
     temperature, timestamp_granularities[], stream."""
-    from whisper_ft.core.errors import WhisperFtError
     from whisper_ft.core.languages import normalize_language
     from whisper_ft.serve.engine import DecodeJob
 
@@ -436,14 +433,14 @@ def _parse_options(upload, engine: Engine, task: str) -> dict:
 
 
 def _audio_error(exc: Exception, upload) -> ApiError:
-    from whisper_ft.core.audio import AudioHeaderError, AudioInvalidError
+    from whisper_ft.core.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioHeaderError, AudioInvalidError
 
     label = f"'{upload.file_name}'" if upload is not None and upload.file_name else "the upload"
     if isinstance(exc, AudioInvalidError):
         reason = "its samples are not finite numbers (NaN or infinity)"
     elif isinstance(exc, AudioHeaderError):
-        reason = str(exc).split(" declares ", 1)[-1].replace(": the file is corrupt (re-encode it)", "")
-        reason = f"its header declares {reason}, so it is corrupt"
+        reason = (f"its header declares a sample rate of {exc.rate} Hz, outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, "
+                  "so it is corrupt")
     elif "empty" in str(exc):
         reason = "it has no audio samples"
     else:
@@ -507,7 +504,6 @@ def check_port_free(host: str, port: int) -> None:
     """Fail in one line before any model is loaded when the address is taken."""
     import socket
 
-    from whisper_ft.core.errors import WhisperFtError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
