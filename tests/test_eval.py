@@ -274,3 +274,32 @@ def test_a_failed_eval_leaves_no_folder_it_created(tiny_model_dir, hand_case, tm
                                       "--output_dir", str(out)], capsys)
         assert code == 1 and stdout == "" and "decoding failed" in err
     assert [p.name for p in reports.iterdir()] == ["older"]  # it existed before: kept
+
+
+def test_eval_of_a_mixed_manifest_scores_each_language_by_its_metric(make_wav, tmp_path):
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
+
+    rows = []
+    for name, secs, ref, lang in [("a", 1, "甚至出现交易几乎停滞的情况", "zh"), ("b", 2, "The child almost hurt the small dog.", "en"),
+                                  ("c", 3, "换一首歌", "zh")]:
+        wav = make_wav(f"wav/{name}.wav", float(secs))
+        rows.append({"audio": {"path": str(wav)}, "sentence": ref, "language": lang, "duration": float(secs), "id": name})
+    data = _manifest(tmp_path / "mixed.jsonl", rows)
+
+    class MixedBackend(ScriptedBackend):
+        def texts(self, audios, languages, options):
+            return [self.by_seconds[round(len(a) / 16_000)] for a in audios]
+
+    backend = MixedBackend({1: "甚至出现交易几乎停止情况", 2: "the child almost hurts the dog", 3: "换一首歌吧"})
+    report = evaluate(EvalSettings(model="scripted", test_data=data, show_progress=False), backend=backend)
+    s = report.score
+    assert report.settings.metric == "auto" and s.metric == "mer"
+    assert s.error_rate == pytest.approx(5 / 24)  # zh 3 edits / 17 chars + en 2 / 7 words, not CER throughout
+    parts = s.by_language()
+    assert parts["zh"].error_rate == pytest.approx(3 / 17) and parts["en"].error_rate == pytest.approx(2 / 7)
+    assert report.to_dict()["by_language"]["en"]["metric"] == "wer"
+    preds = report.prediction_records()
+    assert [p["metric"] for p in preds] == ["cer", "wer", "cer"]
+    # asked for one metric, it applies to every utterance (with the per-language breakdown)
+    forced = evaluate(EvalSettings(model="scripted", test_data=data, metric="cer", show_progress=False), backend=backend)
+    assert forced.score.metric == "cer" and forced.score.by_language()["en"].metric == "cer"

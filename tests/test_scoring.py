@@ -130,3 +130,26 @@ def test_training_time_evaluation_uses_the_same_normaliser():
     hyps = ["累計推出約4000套房源", "1, 2, 3."]
     cer, wer = pooled_error_rates(refs, hyps, ["zh", "en"])
     assert cer == 0.0 and wer == 0.0
+
+
+def test_auto_metric_scores_each_utterance_by_its_language_and_pools_them():
+    refs = ["甚至出现交易几乎停滞的情况", "The child almost hurt the small dog.", "换一首歌"]
+    hyps = ["甚至出现交易几乎停止情况", "the child almost hurts the dog", "换一首歌吧"]
+    r = score(refs, hyps, metric="auto", language=None, languages=["zh", "en", "zh"])
+    # zh by characters: 2 edits / 13 and 1 / 4; en by words: 2 / 7 (a CER over the English
+    # sentence would count characters; a WER over the Chinese one, whole sentences)
+    assert [u.metric for u in r.utterances] == ["cer", "wer", "cer"]
+    assert r.metric == "mer" and r.ref_len == 13 + 7 + 4 and r.errors == 5
+    assert r.error_rate == pytest.approx(5 / 24)
+    parts = r.by_language()
+    assert list(parts) == ["zh", "en"]
+    assert parts["zh"].metric == "cer" and parts["zh"].error_rate == pytest.approx(3 / 17)
+    assert parts["en"].metric == "wer" and parts["en"].error_rate == pytest.approx(2 / 7)
+    d = r.to_dict()
+    assert d["metric"] == "mer" and d["by_language"]["en"]["n_utterances"] == 1
+    assert "zh CER 17.65% (2 utterances), en WER 28.57% (1 utterances)" in r.summary()
+    # one language: the plain metric, no breakdown; a forced metric applies to all
+    assert score(refs[:1], hyps[:1], metric="auto", language="zh").metric == "cer"
+    forced = score(refs, hyps, metric="cer", language=None, languages=["zh", "en", "zh"])
+    assert forced.metric == "cer" and forced.by_language()["en"].metric == "cer"
+    assert "by_language" not in score(refs[:1], hyps[:1], metric="cer", language="zh").to_dict()

@@ -45,7 +45,7 @@ def _quiet_libraries() -> None:
 def eval_command(
     model_path: str = typer.Option(None, "--model_path", help=_MODEL_HELP),
     test_data: Path = typer.Option(None, "--test_data", help="Test manifest (JSONL). Default: dataset/test.jsonl."),
-    metric: str = typer.Option(None, "--metric", help="cer or wer. Default: cer for zh/ja/ko/..., else wer."),
+    metric: str = typer.Option(None, "--metric", help="cer, wer or auto. Default: cer for zh/ja/ko/..., wer for others; a manifest mixing both is scored per utterance by its language (auto) and reported per language and pooled (mer)."),
     language: str = typer.Option(None, "--language", help="Force a language (e.g. zh). Default: each utterance's, else detected."),
     task: str = typer.Option("transcribe", "--task", help="transcribe or translate."),
     batch_size: int = typer.Option(16, "--batch_size", min=1, help="Utterances per batch, longest first; when packing, about this many 30 s windows' worth of clips per batch."),

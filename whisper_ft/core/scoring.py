@@ -4,6 +4,12 @@
 corpus-level error rate (total edits / total reference length, not a mean of per-utterance
 rates) and one :class:`UtteranceScore` per pair, so mistakes can be inspected.
 
+``metric="auto"`` scores each pair by its own language's metric (CER for zh/ja/ko-like languages,
+WER otherwise): a test set that mixes both gets the pooled *mixed error rate* (``mer``: total edits
+over total reference units, characters for the CER utterances and words for the others, as
+code-switching ASR reports it), and every result with more than one language is also broken down
+per language (:meth:`ScoreResult.by_language`).
+
 Both sides go through one normaliser, named in the result (``ScoreResult.normalizer``, and so in
 report.json): ``whisper-ft/2`` by default (number formatting made comparable), ``whisper-ft/1``
 (numbers as written, like tools that only strip punctuation), or ``raw`` (``raw=True``:
@@ -16,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.languages import default_metric
 from whisper_ft.core.text import (
     BASIC_NORMALIZER_NAME,
     NORMALIZER_DESCRIPTIONS,
@@ -28,6 +35,9 @@ from whisper_ft.core.text import (
 )
 
 METRICS = ("cer", "wer")
+AUTO_METRIC = "auto"  # each utterance by its own language's metric
+MIXED_METRIC = "mer"  # the pooled rate of a set scored with both
+UNITS = {"cer": "chars", "wer": "words", MIXED_METRIC: "units"}
 NORMALIZERS = tuple(NORMALIZER_DESCRIPTIONS)
 
 
@@ -38,11 +48,13 @@ def validate_normalizer(name: str) -> str:
     return name
 
 
-def validate_metric(metric: str) -> str:
-    """``"CER"`` -> ``"cer"``; anything else raises :class:`WhisperFtError` listing the choices."""
+def validate_metric(metric: str, *, auto: bool = False) -> str:
+    """``"CER"`` -> ``"cer"`` (and ``"auto"`` where ``auto``); anything else raises
+    :class:`WhisperFtError` listing the choices."""
     m = (metric or "").strip().lower()
-    if m not in METRICS:
-        raise WhisperFtError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    choices = METRICS + ((AUTO_METRIC,) if auto else ())
+    if m not in choices:
+        raise WhisperFtError(f"unknown metric {metric!r}; choose one of: {', '.join(choices)}")
     return m
 
 
@@ -58,6 +70,8 @@ class UtteranceScore:
     deletions: int
     insertions: int
     hits: int
+    metric: str = "cer"
+    language: str | None = None
 
     @property
     def ref_len(self) -> int:
@@ -98,12 +112,27 @@ class ScoreResult:
         return self.substitutions + self.deletions + self.insertions
 
     def summary(self) -> str:
-        """``CER 12.34% (S 10, D 3, I 2; 121 chars, 8 utterances)``."""
-        unit = "chars" if self.metric == "cer" else "words"
-        return (
+        """``CER 12.34% (S 10, D 3, I 2; 121 chars, 8 utterances)``, then each language's rate
+        when there are several: ``; zh CER 9.80% (6 utterances), en WER 20.00% (2 utterances)``."""
+        line = (
             f"{self.metric.upper()} {100 * self.error_rate:.2f}% (S {self.substitutions}, D {self.deletions}, "
-            f"I {self.insertions}; {self.ref_len} {unit}, {self.n_utterances} utterances)"
+            f"I {self.insertions}; {self.ref_len} {UNITS[self.metric]}, {self.n_utterances} utterances)"
         )
+        if self.metric == MIXED_METRIC:
+            line += " [mixed: CER units for zh/ja/ko-like utterances, words for the others]"
+        parts = self.by_language()
+        if len(parts) > 1:
+            line += "; " + ", ".join(f"{lang} {r.metric.upper()} {100 * r.error_rate:.2f}% ({r.n_utterances} utterances)"
+                                     for lang, r in parts.items())
+        return line
+
+    def by_language(self) -> dict[str, ScoreResult]:
+        """One result per language of the utterances (``"unknown"`` where none was given), in order
+        of first appearance; empty when the utterances carry no scores."""
+        groups: dict[str, list[UtteranceScore]] = {}
+        for u in self.utterances:
+            groups.setdefault(u.language or "unknown", []).append(u)
+        return {lang: _pooled(us, self.normalizer) for lang, us in groups.items()}
 
     def to_dict(self, with_utterances: bool = False) -> dict[str, Any]:
         d = {
@@ -118,9 +147,25 @@ class ScoreResult:
             "normalizer": self.normalizer,
             "normalizer_description": NORMALIZER_DESCRIPTIONS[self.normalizer],
         }
+        parts = self.by_language()
+        if len(parts) > 1:
+            d["by_language"] = {lang: {k: v for k, v in r.to_dict().items() if not k.startswith("normalizer")}
+                                for lang, r in parts.items()}
         if with_utterances:
             d["utterances"] = [u.to_dict() for u in self.utterances]
         return d
+
+
+def _pooled(utterances: list[UtteranceScore], normalizer: str) -> ScoreResult:
+    """Total edits over total reference units; the metric is the utterances' own, or ``mer``
+    when they mix CER and WER."""
+    metrics = {u.metric for u in utterances}
+    total = {k: sum(getattr(u, k) for u in utterances) for k in ("substitutions", "deletions", "insertions", "hits")}
+    ref_len = total["substitutions"] + total["deletions"] + total["hits"]
+    errors = total["substitutions"] + total["deletions"] + total["insertions"]
+    return ScoreResult(metric=metrics.pop() if len(metrics) == 1 else MIXED_METRIC,
+                       error_rate=errors / max(ref_len, 1), ref_len=ref_len, n_utterances=len(utterances),
+                       utterances=utterances, normalizer=normalizer, **total)
 
 
 def _counts(alignment) -> tuple[int, int, int, int]:
@@ -164,7 +209,9 @@ def score(
     """Score hypotheses against references (both normalised first); see the module docstring.
 
     ``languages`` (optional, one per pair) normalises each pair by its own language (mixed test
-    sets); a ``None`` in it falls back to ``language``. ``raw=True`` scores the texts as written
+    sets); a ``None`` in it falls back to ``language``. ``metric="auto"`` scores each pair by its
+    language's metric (:func:`~whisper_ft.core.languages.default_metric`; the result's metric is
+    ``mer`` when both occur). ``raw=True`` scores the texts as written
     (whitespace collapsed only; the ``raw`` normaliser); ``normalizer`` picks one of
     :data:`NORMALIZERS` by name (default :data:`~whisper_ft.core.text.NORMALIZER_NAME`).
 
@@ -174,7 +221,7 @@ def score(
     """
     import jiwer
 
-    metric = validate_metric(metric)
+    metric = validate_metric(metric, auto=True)
     if raw and normalizer not in (None, RAW_NORMALIZER_NAME):
         raise WhisperFtError(f"raw=True scores without normalising; it cannot be combined with normalizer={normalizer!r}")
     normalizer = validate_normalizer(RAW_NORMALIZER_NAME if raw else normalizer or NORMALIZER_NAME)
@@ -189,29 +236,21 @@ def score(
         raise WhisperFtError(f"{len(languages)} languages for {len(refs)} references: give one per reference")
     else:
         langs = [lang or language for lang in languages]
-    ref_norm = [prepare_for_metric(r, metric=metric, language=lang, normalizer=normalizer) for r, lang in zip(refs, langs)]
-    hyp_norm = [prepare_for_metric(h, metric=metric, language=lang, normalizer=normalizer) for h, lang in zip(hyps, langs)]
-    if metric == "cer":
-        out = jiwer.process_characters(ref_norm, hyp_norm)
-    else:
-        out = jiwer.process_words(ref_norm, hyp_norm)
-    utterances = []
-    for r, h, rn, hn, alignment in zip(refs, hyps, ref_norm, hyp_norm, out.alignments):
-        s, d, i, hits = _counts(alignment)
-        utterances.append(UtteranceScore(r, h, rn, hn, s, d, i, hits))
-    total = {k: sum(getattr(u, k) for u in utterances) for k in ("substitutions", "deletions", "insertions", "hits")}
-    ref_len = total["substitutions"] + total["deletions"] + total["hits"]
-    if ref_len == 0:
+    metrics = [default_metric(lang) if metric == AUTO_METRIC else metric for lang in langs]
+    ref_norm = [prepare_for_metric(r, metric=m, language=lang, normalizer=normalizer) for r, m, lang in zip(refs, metrics, langs)]
+    hyp_norm = [prepare_for_metric(h, metric=m, language=lang, normalizer=normalizer) for h, m, lang in zip(hyps, metrics, langs)]
+    alignments: list = [None] * len(refs)
+    for m in set(metrics):  # one jiwer call per metric, alignments put back in order
+        idx = [k for k, mk in enumerate(metrics) if mk == m]
+        process = jiwer.process_characters if m == "cer" else jiwer.process_words
+        out = process([ref_norm[k] for k in idx], [hyp_norm[k] for k in idx])
+        for k, alignment in zip(idx, out.alignments):
+            alignments[k] = alignment
+    utterances = [UtteranceScore(r, h, rn, hn, *_counts(a), metric=m, language=lang)
+                  for r, h, rn, hn, a, m, lang in zip(refs, hyps, ref_norm, hyp_norm, alignments, metrics, langs)]
+    result = _pooled(utterances, normalizer)
+    if result.ref_len == 0:
         raise WhisperFtError(
             "nothing to score: every reference is empty after normalisation (check the manifest's \"sentence\" field)"
         )
-    errors = total["substitutions"] + total["deletions"] + total["insertions"]
-    return ScoreResult(
-        metric=metric,
-        error_rate=errors / ref_len,
-        ref_len=ref_len,
-        n_utterances=len(utterances),
-        utterances=utterances,
-        normalizer=normalizer,
-        **total,
-    )
+    return result

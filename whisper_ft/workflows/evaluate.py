@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ from whisper_ft.core.console import log, progress
 from whisper_ft.core.errors import DataError, WhisperFtError
 from whisper_ft.core.languages import default_metric, normalize_language
 from whisper_ft.core.manifest import Utterance, read_manifest
-from whisper_ft.core.scoring import ScoreResult, score, validate_metric
+from whisper_ft.core.scoring import AUTO_METRIC, ScoreResult, score, validate_metric
 from whisper_ft.core.writers import check_output_dir
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ BACKENDS = ("hf", "ct2")
 class EvalSettings:
     model: str
     test_data: str | Path
-    metric: str | None = None  # None: cer for zh/ja/ko/..., else wer
+    metric: str | None = None  # None: cer for zh/ja/ko/..., else wer; auto (mixed sets): each utterance by its language
     language: str | None = None  # None: each utterance's "language", else detected
     task: str = "transcribe"
     batch_size: int = 16
@@ -133,12 +132,15 @@ def validate_backend(backend: str) -> str:
 
 
 def choose_metric(metric: str | None, languages: list[str | None]) -> str:
-    """The given metric, else the usual one for the test set's most common language."""
+    """The given metric; else the usual one of the test set's languages (cer for zh/ja/ko/...,
+    wer otherwise), or ``auto`` (each utterance by its own language, pooled as ``mer``) when the
+    set mixes both kinds."""
     if metric:
-        return validate_metric(metric)
-    counts = Counter(lang for lang in languages if lang)
-    main = counts.most_common(1)[0][0] if counts else None
-    return default_metric(main) if main else "cer"
+        return validate_metric(metric, auto=True)
+    usual = {default_metric(lang) for lang in languages if lang}
+    if len(usual) > 1:
+        return AUTO_METRIC
+    return usual.pop() if usual else "cer"
 
 
 def load_test_data(path: str | Path) -> list[Utterance]:
