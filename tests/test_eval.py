@@ -303,3 +303,70 @@ def test_eval_of_a_mixed_manifest_scores_each_language_by_its_metric(make_wav, t
     # asked for one metric, it applies to every utterance (with the per-language breakdown)
     forced = evaluate(EvalSettings(model="scripted", test_data=data, metric="cer", show_progress=False), backend=backend)
     assert forced.score.metric == "cer" and forced.score.by_language()["en"].metric == "cer"
+
+
+def test_eval_prompt_and_hotwords_condition_both_backends_alike(tiny_model_dir, make_wav, tmp_path):
+    """--prompt/--hotwords reach the short-clip decoder of both backends: transformers
+    (generate's prompt_ids) and CTranslate2 (our <|startofprev|> prompt) give the same texts with a
+    prompt (which also costs no new tokens: a prompt longer than --max_new_tokens once left none)."""
+    from whisper_ft.models.ct2_export import convert_model
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
+
+    hf_model = text_only_copy(tiny_model_dir, tmp_path / "tiny-text")
+    ct2_model = convert_model(hf_model, tmp_path / "tiny-text-ct2", quantization="float32").output_dir
+
+    rows = [{"audio": {"path": str(make_wav(f"p/{i}.wav", 1.0 + i, seed=10 + i))}, "sentence": "测试一下",
+             "language": "zh", "duration": 1.0 + i} for i in range(3)]
+    data = _manifest(tmp_path / "p.jsonl", rows)
+
+    def hyps(model, backend, pack, **prompt):
+        report = evaluate(EvalSettings(model=str(model), test_data=data, backend=backend, compute_type="float32",
+                                       max_new_tokens=12, cpu_threads=1, pack=pack, show_progress=False, **prompt))
+        return [p["hyp"] for p in report.prediction_records()]
+
+    prompt = dict(prompt="会议记录", hotwords="宏观 频繁")
+    plain = hyps(ct2_model, "ct2", False)
+    prompted = hyps(ct2_model, "ct2", False, **prompt)
+    assert all(prompted) and prompted == hyps(hf_model, "hf", False, **prompt)
+    assert all(plain)  # (the random model is not steered by a prompt: the real-speech test below is)
+    # --hotwords alone is the same as that text as the prompt (folded into it, after --prompt)
+    assert hyps(ct2_model, "ct2", False, hotwords="会议记录 宏观 频繁") == prompted
+    # packed windows carry the prompt too (the same texts here: each clip splits back cleanly or
+    # is decoded alone with the same prompt)
+    assert hyps(ct2_model, "ct2", True, **prompt) == hyps(ct2_model, "ct2", True, hotwords="会议记录 宏观 频繁")
+
+
+def test_ct2_text_prompt_is_whispers_previous_text_prompt(tiny_ct2):
+    """The prompt the short-clip path builds is the one faster-whisper builds for previous text."""
+    from faster_whisper.tokenizer import Tokenizer
+
+    from whisper_ft.decoding.ct2 import _prompt, text_prompt_ids
+    from whisper_ft.decoding.ct2_loading import load_ct2_whisper
+
+    ct2 = load_ct2_whisper(tiny_ct2, device="cpu", compute_type="float32", cpu_threads=1)
+    ids = text_prompt_ids(ct2, "会议记录 宏观")
+    tok = Tokenizer(ct2.model.hf_tokenizer, True, task="transcribe", language="zh")
+    assert ids and _prompt(ct2, "zh", "transcribe", text=ids) == ct2.model.get_prompt(tok, list(ids), without_timestamps=True)
+    assert len(text_prompt_ids(ct2, "词 " * 400)) == 223  # Whisper keeps the last 223 tokens
+    assert text_prompt_ids(ct2, None) == () and _prompt(ct2, "zh", "transcribe") == ct2.vocabulary.prompt("zh", "transcribe")
+
+
+@pytest.mark.real
+@pytest.mark.shared_audio
+def test_eval_prompt_steers_the_bundled_base_on_real_speech(shared_audio_manifest, tmp_path):
+    """A punctuated prompt makes Whisper punctuate (its training conditioned on previous text): the
+    prompt reaches the decoder of the packed fast path."""
+    from tests.conftest import SHARED_AUDIO
+    from whisper_ft.workflows.evaluate import EvalSettings, evaluate
+
+    rows = [{"audio": {"path": str(SHARED_AUDIO / r["audio"])}, "sentence": r["text"], "language": "zh",
+             "duration": r["duration"]} for r in shared_audio_manifest if r["language"] == "zh" and r["duration"] < 6][:4]
+    data = _manifest(tmp_path / "zh.jsonl", rows)
+
+    def hyps(**prompt):
+        report = evaluate(EvalSettings(model="base", test_data=data, backend="ct2", show_progress=False, **prompt))
+        return [p["hyp"] for p in report.prediction_records()]
+
+    plain, prompted = hyps(), hyps(prompt="以下是會議記錄。你好，請問。")
+    marks = "。，？！,.?!"
+    assert sum(ch in marks for h in prompted for ch in h) >= len(rows) > sum(ch in marks for h in plain for ch in h)

@@ -28,6 +28,8 @@ def compare_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the generated non-speech clips."),
     timestamp_clips: int = typer.Option(3, "--timestamp_clips", help="Clips per test set decoded with timestamps and checked."),
+    prompt: str = typer.Option(None, "--prompt", help="Text every clip is conditioned on as the previous text (Whisper's initial prompt): names, spelling, style."),
+    hotwords: str = typer.Option(None, "--hotwords", help="Words to favour (names, jargon; faster-whisper's hotwords): given to the decoder as previous text, after --prompt."),
     num_beams: int = typer.Option(None, "--num_beams", hidden=True, help="Deprecated: --beam_size."),
 ) -> None:
     """Compare models on several test sets: CER/WER with bootstrap intervals, hallucinations, timestamps."""
@@ -46,7 +48,7 @@ def compare_command(
         models=tuple(parse_models(models)), test_sets=tuple(parse_test_data(test_data)), backend=backend,
         language=language, num_beams=beam_size, max_new_tokens=max_new_tokens, cpu_threads=cpu_threads,
         device=device, compute_type=compute_type, batch_size=batch_size, bootstrap=bootstrap, seed=seed,
-        timestamp_clips=timestamp_clips, pack=pack,
+        timestamp_clips=timestamp_clips, pack=pack, prompt=prompt, hotwords=hotwords,
     )
     check_report_files(output_dir)  # never replace a report.md (or .json, chart.png) someone else wrote
     with removed_if_failed(output_dir):  # a failed run leaves no empty folder behind

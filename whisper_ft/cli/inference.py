@@ -59,6 +59,8 @@ def eval_command(
     pack: bool = typer.Option(None, "--pack/--no_pack", help="Short same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone). Default: on with --backend ct2 (the fast path), off with hf; off for a model without timestamp tokens (said on stderr)."),
     raw: bool = typer.Option(False, "--raw", help="Score the texts as written (whitespace collapsed only) instead of through the normaliser (report.json names it)."),
     temperature_fallback: bool = typer.Option(False, "--temperature_fallback", help="Clips over 30 s: retry a doubtful 30 s window at higher temperatures (sampling: results vary from run to run). Default: temperature 0 only, the same on both backends."),
+    prompt: str = typer.Option(None, "--prompt", help="Text every clip is conditioned on as the previous text (Whisper's initial prompt): names, spelling, style."),
+    hotwords: str = typer.Option(None, "--hotwords", help="Words to favour (names, jargon; faster-whisper's hotwords): given to the decoder as previous text, after --prompt."),
     num_beams: int = typer.Option(None, "--num_beams", min=1, hidden=True, help="Deprecated: --beam_size."),
 ) -> None:
     """Score a model on a test manifest (CER/WER with S/D/I, report.json, per-utterance JSONL)."""
@@ -84,6 +86,7 @@ def eval_command(
         model=model_path, test_data=test_data, metric=metric, language=language, task=task, batch_size=batch_size,
         num_beams=beam_size, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
         max_new_tokens=max_new_tokens, pack=pack, temperature_fallback=temperature_fallback, raw=raw,
+        prompt=prompt, hotwords=hotwords,
     )
     output_dir = output_dir or default_output_dir(settings)
     with removed_if_failed(output_dir):  # a failed run leaves no empty folder behind

@@ -99,6 +99,7 @@ class TransformersBackend:
         self.device = device
         self.pack_stats: dict[str, int] = {}
         self._told_no_timestamps = False
+        self._told_prompt_unpacked = False
         self.info: dict[str, Any] = {
             "name": self.name, "path": str(self.loaded.source.path), "kind": self.loaded.source.kind,
             "backend": "hf", "device": device, "dtype": str(dtype).removeprefix("torch."), "packing": self.pack_stats}
@@ -116,6 +117,11 @@ class TransformersBackend:
         from whisper_ft.decoding.hf import decode_text, generate_packed_token_ids, generate_texts
 
         model, processor = self.loaded.model, self.loaded.processor
+        if options.pack and options.text_prompt:  # transformers' packed windows take no text prompt
+            if not self._told_prompt_unpacked:
+                self._told_prompt_unpacked = True
+                log("a text prompt (--prompt/--hotwords) with --backend hf: clips are decoded unpacked")
+            options = options.replace(pack=False)
         if options.pack and self._check_pack():
             ids = generate_packed_token_ids(model, processor, list(audios), language=list(languages),
                                             task=options.task, num_beams=options.beam_size,
@@ -123,7 +129,8 @@ class TransformersBackend:
             return [decode_text(processor.tokenizer, seq) for seq in ids]
         feats = processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         return generate_texts(model, processor, feats, language=list(languages), task=options.task,
-                              num_beams=options.beam_size, max_new_tokens=options.max_new_tokens)
+                              num_beams=options.beam_size, max_new_tokens=options.max_new_tokens,
+                              prompt=options.text_prompt)
 
     def _check_pack(self) -> bool:
         if self.can_pack:
@@ -187,7 +194,8 @@ class CTranslate2Backend:
 
         return generate_texts_ct2(self.ct2, list(audios), language=list(languages), task=options.task,
                                   num_beams=options.beam_size, max_new_tokens=options.max_new_tokens,
-                                  pack=options.pack, stats=self.pack_stats if options.pack else None)
+                                  pack=options.pack, stats=self.pack_stats if options.pack else None,
+                                  prompt=options.text_prompt)
 
     def transcribe_clips(self, clips: list, *, beam_size: int = 5, pack: bool = False) -> list:
         """Many requests' short clips (:class:`whisper_ft.decoding.batched.Clip`: at most 30 s, each

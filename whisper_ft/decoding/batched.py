@@ -23,7 +23,7 @@ from whisper_ft.core.audio import CHUNK_SECONDS, SAMPLE_RATE
 from whisper_ft.core.errors import WhisperFtError
 from whisper_ft.core.results import Segment, Transcription
 from whisper_ft.decoding.ct2_loading import CT2Whisper, ct2_features, detect_languages_ct2, model_suppress_tokens
-from whisper_ft.models.generation import MAX_TARGET_TOKENS
+from whisper_ft.models.generation import MAX_TARGET_TOKENS, ct2_max_length
 
 # faster-whisper's defaults (TranscriptionOptions), so both paths judge a decode the same way
 COMPRESSION_RATIO_THRESHOLD = 2.4
@@ -167,7 +167,7 @@ def transcribe_clips_ct2(
     suppress = model_suppress_tokens(ct2.path)
     queued = []
     for (plen, temperature, budget), idx in groups.items():
-        max_length = min(MAX_TARGET_TOKENS, plen + budget)
+        max_length = ct2_max_length(budget, plen)  # the budget in new tokens, whatever the prompt's length
         sampling = ({"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature > 0
                     else {"beam_size": beam_size})
         part = ct2.engine.generate(

@@ -36,7 +36,7 @@ from whisper_ft.decoding.packing import (
     plan_given_language_windows,
     take_packed_results,
 )
-from whisper_ft.models.generation import MAX_TARGET_TOKENS
+from whisper_ft.models.generation import MAX_TARGET_TOKENS, ct2_max_length
 
 AUTO_BATCH_FROM_SECONDS = 300.0  # infer-ct2: recordings from 5 min on use the batched VAD pipeline ...
 AUTO_BATCH_SIZE = 8  # ... with this many 30 s chunks per batch (measured: benchmarks/inference.py --long)
@@ -87,9 +87,20 @@ NO_TIMESTAMPS_MESSAGE = ("{model} has no timestamp tokens: packing is off, every
 _TOLD_NO_TIMESTAMPS: set[str] = set()
 
 
-def _prompt(ct2: CT2Whisper, language: str | None, task: str, *, timestamps: bool = False) -> list[int]:
-    """``<|startoftranscript|><|lang|><|task|>`` (+ ``<|notimestamps|>``), as transformers builds it."""
-    return ct2.vocabulary.prompt(language, task, timestamps, multilingual=ct2.is_multilingual)
+def _prompt(ct2: CT2Whisper, language: str | None, task: str, *, timestamps: bool = False,
+            text: list[int] | tuple[int, ...] = ()) -> list[int]:
+    """``<|startoftranscript|><|lang|><|task|>`` (+ ``<|notimestamps|>``), as transformers builds it;
+    with ``text`` (a text prompt's tokens) ``<|startofprev|> text`` before it, as Whisper's prompt."""
+    prompt = ct2.vocabulary.prompt(language, task, timestamps, multilingual=ct2.is_multilingual)
+    return [ct2.vocabulary.sot_prev, *text, *prompt] if text else prompt
+
+
+def text_prompt_ids(ct2: CT2Whisper, prompt: str | None) -> tuple[int, ...]:
+    """A text prompt's tokens (the last 223, as Whisper keeps them); empty for no prompt."""
+    from whisper_ft.decoding.batched import _tokenizer, prompt_tokens
+
+    # the language only changes special tokens, not how text encodes
+    return tuple(prompt_tokens(_tokenizer(ct2, "en", "transcribe"), prompt)) if prompt else ()
 
 
 def _generate(ct2: CT2Whisper, groups: list[tuple[np.ndarray, list[list[int]]]], **kwargs) -> list[list]:
@@ -120,11 +131,11 @@ def _generate(ct2: CT2Whisper, groups: list[tuple[np.ndarray, list[list[int]]]],
 
 
 def _max_length(max_new_tokens: int | None, prompts: list[list[int]]) -> int:
-    # CTranslate2's Whisper generates at most max_length // 2 new tokens (measured; OpenAI's
-    # sample_len = n_text_ctx // 2): 448 -> 224, the default of OpenAI and faster-whisper.
+    # 448 -> at most 224 new tokens, the default of OpenAI and faster-whisper (ct2_max_length)
     if max_new_tokens is None:
         return MAX_TARGET_TOKENS
-    return 2 * min(max_new_tokens, MAX_TARGET_TOKENS - max(len(p) for p in prompts))
+    longest = max(len(p) for p in prompts)
+    return ct2_max_length(min(max_new_tokens, MAX_TARGET_TOKENS - longest), longest)
 
 
 def generate_token_ids_ct2(
@@ -137,6 +148,7 @@ def generate_token_ids_ct2(
     max_new_tokens: int | None = None,
     pack: bool = False,
     stats: dict | None = None,
+    prompt: str | tuple[int, ...] | None = None,
 ) -> list[list[int]]:
     """Generated tokens (no prompt, no ``<|endoftext|>``) for each audio's first 30 s.
 
@@ -145,10 +157,12 @@ def generate_token_ids_ct2(
     :func:`generate_packed_token_ids_ct2`, which fills ``stats``); without it every clip gets a
     window of its own, decoded exactly like transformers decodes it. A model that cannot produce
     timestamps (:func:`can_pack_ct2`) is decoded unpacked even with ``pack=True`` (said once on
-    stderr; ``stats["no_timestamps"]``).
+    stderr; ``stats["no_timestamps"]``). ``prompt``: a text (or its tokens) every clip is
+    conditioned on as the previous text (``--prompt``/``--hotwords``), packed windows included.
     """
     import ctranslate2
 
+    text = prompt if isinstance(prompt, tuple) else text_prompt_ids(ct2, prompt)
     task = validate_task(task)
     if num_beams < 1:
         raise WhisperFtError(f"num_beams must be at least 1 (got {num_beams})")
@@ -164,13 +178,13 @@ def generate_token_ids_ct2(
             stats["no_timestamps"] = True
     if pack:
         return generate_packed_token_ids_ct2(ct2, audios, language=langs, task=task, num_beams=num_beams,
-                                             max_new_tokens=max_new_tokens, stats=stats)
+                                             max_new_tokens=max_new_tokens, stats=stats, prompt=text)
     features = ct2_features(ct2, audios)
     if any(lang is None for lang in langs):
         if ct2.is_multilingual:
             detected = detect_languages_ct2(ct2, ctranslate2.StorageView.from_array(features))
             langs = [lang or det[0] for lang, det in zip(langs, detected)]
-    prompts = [_prompt(ct2, lang, task) for lang in langs]
+    prompts = [_prompt(ct2, lang, task, text=text) for lang in langs]
     (results,) = _generate(ct2, [(features, prompts)], return_scores=False, beam_size=num_beams,
                            suppress_blank=True, suppress_tokens=[-1], max_length=_max_length(max_new_tokens, prompts))
     return [list(r.sequences_ids[0]) for r in results]
@@ -196,6 +210,7 @@ def generate_packed_token_ids_ct2(
     gap: float = PACK_GAP_SECONDS,
     window_seconds: float = PACK_WINDOW_SECONDS,
     stats: dict | None = None,
+    prompt: tuple[int, ...] = (),
 ) -> list[list[int]]:
     """:func:`generate_token_ids_ct2` with packing: clips of the same language share windows
     (decoded together in one batch, with timestamps, split back by timestamp); a clip with a window
@@ -221,9 +236,10 @@ def generate_packed_token_ids_ct2(
         # the packed windows (timestamped prompt) and the clips alone in a window (the unpacked
         # prompt, so their result is exactly the unpacked path's), queued together
         groups = [(ct2_features(ct2, [packed_audio(audios, w, gap) for w in packed]),
-                   [_prompt(ct2, w.language, task, timestamps=True) for w in packed])]
+                   [_prompt(ct2, w.language, task, timestamps=True, text=prompt) for w in packed])]
         if singles:
-            groups.append((ct2_features(ct2, [audios[i] for i in singles]), [_prompt(ct2, langs[i], task) for i in singles]))
+            groups.append((ct2_features(ct2, [audios[i] for i in singles]),
+                           [_prompt(ct2, langs[i], task, text=prompt) for i in singles]))
         out = _generate(ct2, groups, beam_size=num_beams, return_scores=False, suppress_blank=True,
                         suppress_tokens=[-1], max_length=MAX_TARGET_TOKENS)
         eot = ct2.vocabulary.eot
@@ -241,7 +257,7 @@ def generate_packed_token_ids_ct2(
     later = sorted(later + refused)
     if later:
         ids = generate_token_ids_ct2(ct2, [audios[i] for i in later], language=[langs[i] for i in later],
-                                     task=task, num_beams=num_beams, max_new_tokens=max_new_tokens)
+                                     task=task, num_beams=num_beams, max_new_tokens=max_new_tokens, prompt=prompt)
         for i, toks in zip(later, ids):
             results[i] = toks
     add_packing_stats(stats, len(audios), packed, len(refused))

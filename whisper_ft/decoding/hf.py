@@ -174,9 +174,11 @@ def generate_texts(
     num_beams: int = 1,
     max_new_tokens: int | None = None,
     return_timestamps: bool = False,
+    prompt: str | None = None,
 ) -> list[str]:
     """Transcribe (or translate) a batch of log-mel features ``[batch, n_mels, 3000]``; one text per
-    sample. ``language`` is one code for all, one per sample, or None (detected)."""
+    sample. ``language`` is one code for all, one per sample, or None (detected); ``prompt``: text
+    every sample is conditioned on as the previous text."""
     ids = generate_token_ids(
         model,
         processor,
@@ -186,6 +188,7 @@ def generate_texts(
         num_beams=num_beams,
         max_new_tokens=max_new_tokens,
         return_timestamps=return_timestamps,
+        prompt=prompt,
     )
     return [decode_text(processor.tokenizer, seq) for seq in ids]
 

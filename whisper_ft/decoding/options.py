@@ -87,6 +87,12 @@ class DecodingOptions:
             object.__setattr__(self, name, value.strip() if isinstance(value, str) and value.strip() else None)
 
     @property
+    def text_prompt(self) -> str | None:
+        """What a short clip is conditioned on as its previous text: ``initial_prompt`` then
+        ``hotwords`` (how the transformers long-form path folds them too); None for neither."""
+        return " ".join(p for p in (self.initial_prompt, self.hotwords) if p) or None
+
+    @property
     def vad_options(self) -> dict[str, float]:
         """``vad_parameters`` as keyword arguments of faster-whisper's ``VadOptions``."""
         return dict(self.vad_parameters)

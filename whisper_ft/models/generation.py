@@ -17,6 +17,15 @@ SPECIAL_TOKENS = {  # every Whisper vocabulary has these (models.vocabulary name
 }
 
 
+def ct2_max_length(new_tokens: int, prompt_length: int) -> int:
+    """CTranslate2 Whisper's ``max_length`` that lets ``new_tokens`` be generated after a prompt of
+    ``prompt_length`` tokens. It stops at ``max_length // 2`` new tokens (OpenAI's sample_len =
+    n_text_ctx // 2) and at ``max_length`` tokens counted from the prompt's first (a text prompt
+    ``<|startofprev|> ...`` counts), whichever comes first (measured on CTranslate2 4.x:
+    min(max_length // 2, max_length - prompt_length + 1))."""
+    return min(MAX_TARGET_TOKENS, max(2 * new_tokens, new_tokens + prompt_length - 1))
+
+
 def special_token_ids(tokenizer) -> dict[str, int]:
     """Ids of Whisper's special tokens (raises KeyError naming a missing one)."""
     vocab = tokenizer.get_vocab()

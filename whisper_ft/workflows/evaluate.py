@@ -60,6 +60,8 @@ class EvalSettings:
     pack: bool | None = None
     temperature_fallback: bool = False  # clips over 30 s: retry a doubtful window at higher temperatures (sampling)
     raw: bool = False  # score the texts as written (whitespace collapsed only), not through the normaliser
+    prompt: str | None = None  # text every clip is conditioned on as the previous text (Whisper's initial prompt)
+    hotwords: str | None = None  # words to favour (faster-whisper's hotwords; folded into the prompt of short clips)
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ def eval_options(settings: EvalSettings, backend: Backend | None = None):
             log(NO_TIMESTAMPS_MESSAGE.format(model=settings.model))
         pack = False
     options = DecodingOptions(language=normalize_language(settings.language), task=settings.task,
-                              beam_size=settings.num_beams, max_new_tokens=settings.max_new_tokens, pack=pack)
+                              beam_size=settings.num_beams, max_new_tokens=settings.max_new_tokens, pack=pack,
+                              initial_prompt=settings.prompt, hotwords=settings.hotwords)
     return options.with_fallback(settings.temperature_fallback)
 
 

@@ -58,6 +58,8 @@ class CompareSettings:
     nonspeech_seconds: float = DEFAULT_SECONDS
     show_progress: bool = True
     pack: bool | None = None  # as eval's --pack/--no_pack (None: on with ct2)
+    prompt: str | None = None  # as eval's --prompt, for every model
+    hotwords: str | None = None  # as eval's --hotwords, for every model
 
 
 @dataclass
@@ -283,6 +285,7 @@ def run_compare(settings: CompareSettings) -> CompareReport:
             num_beams=settings.num_beams, backend=backend, device=settings.device,
             compute_type=compute, cpu_threads=settings.cpu_threads, pack=settings.pack,
             max_new_tokens=settings.max_new_tokens, show_progress=settings.show_progress,
+            prompt=settings.prompt, hotwords=settings.hotwords,
         )
         log(f"[{mi + 1}/{len(models)}] loading {m.label} ({backend})")
         t0 = time.perf_counter()

@@ -89,6 +89,7 @@ def format_markdown(report: CompareReport, chart_name: str | None = "chart.png")
         "",
         f"Reference: `{ref}`; compared: {', '.join(f'`{m.shown}`' for m in report.models[1:])}. "
         f"Backend {s.backend}, beam {s.num_beams}, language {s.language or 'per utterance'}, "
+        + (f"prompt {s.prompt!r}, " if s.prompt else "") + (f"hotwords {s.hotwords!r}, " if s.hotwords else "") +
         f"{s.bootstrap} bootstrap resamples (seed {s.seed}); started {report.started}, took {report.seconds / 60:.1f} min.",
         "",
         "## Error rates",
