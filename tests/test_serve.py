@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(model_paths, *, engine=None, **settings):
+def running_server(model_paths, *, engine=None, compute_type="float32", cpu_threads=1, **settings):
     """The real app under uvicorn in a background thread; yields (port, app)."""
     import uvicorn
 
@@ -47,7 +47,7 @@ def running_server(model_paths, *, engine=None, **settings):
 
     engine_settings = (engine or {}) | {}
     engine_settings.setdefault("beam_size", 1)
-    models = load_models([str(p) for p in model_paths], compute_type="float32", cpu_threads=1)
+    models = load_models([str(p) for p in model_paths], compute_type=compute_type, cpu_threads=cpu_threads)
     app = create_app(Engine(models, EngineSettings(**engine_settings)), ServerSettings(**settings))
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, app.state.settings, port=port, log_level="warning"))

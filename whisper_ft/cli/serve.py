@@ -20,6 +20,8 @@ def serve_command(
     upload_timeout: float = typer.Option(120.0, "--upload_timeout", help="Seconds an upload may take in all (a body that sends nothing for 15 s is dropped sooner); then 408."),
     allowed_hosts: list[str] = typer.Option(None, "--allowed_hosts", help="Host names this server answers besides its address (repeatable or comma-separated; '*': any). A loopback server answers only localhost/127.0.0.1/[::1] by default, which stops DNS rebinding."),
     cors_origins: list[str] = typer.Option(None, "--cors_origins", help="Web origins (e.g. https://app.example.com) whose pages may call the API from a browser (repeatable or comma-separated). Default: none; the built-in page is same-origin."),
+    max_live_sessions: int = typer.Option(4, "--max_live_sessions", help="Live caption sessions (WebSockets on /v1/realtime) open at once; more are refused (error event, close code 4429). 0: no live captions."),
+    live_idle_timeout: float = typer.Option(30.0, "--live_idle_timeout", help="Close a live session that sends nothing for this many seconds (close code 4408)."),
     log_level: str = typer.Option("info", "--log_level", help="info: one access line per request on stderr (client, method, path, status, audio and decode seconds); warning: problems only; debug; error."),
     language: str = typer.Option(None, "--language", help="Language when a request gives none (default: detected)."),
     beam_size: int = typer.Option(5, "--beam_size", help="Beam size (temperature 0)."),
@@ -49,7 +51,8 @@ def serve_command(
     settings = ServerSettings(host=host, port=port, api_key=api_key or None, max_upload_mb=max_upload_mb,
                               max_concurrency=max_concurrency, max_audio_seconds=max_audio_seconds,
                               upload_timeout=upload_timeout, allowed_hosts=split(allowed_hosts),
-                              cors_origins=split(cors_origins),
+                              cors_origins=split(cors_origins), max_live_sessions=max_live_sessions,
+                              live_idle_timeout=live_idle_timeout,
                               log_level=(log_level or "").lower())  # checked before any model is loaded
     if not model_path:
         from whisper_ft.models.defaults import pick_ct2_model

@@ -49,6 +49,8 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()  # web origins allowed to call the API from a browser (none: same-origin only)
     shutdown_seconds: float = 3.0  # on SIGTERM: in-flight requests get this long, then are cancelled
     log_level: str = "info"  # info: one access line per request; warning: problems only
+    max_live_sessions: int = 4  # live caption WebSockets open at once (/v1/realtime); more are closed with 4429
+    live_idle_timeout: float = 30.0  # seconds a live session may send nothing (with nothing left to decode)
 
     def __post_init__(self):
         if self.api_key is not None and not self.api_key.isascii():
@@ -59,6 +61,9 @@ class ServerSettings:
         if self.max_concurrency < 1 or self.max_upload_mb <= 0 or self.max_audio_seconds <= 0 or self.upload_timeout <= 0:
             raise WhisperFtError("--max_concurrency must be at least 1, and --max_upload_mb, --max_audio_seconds "
                                  "and --upload_timeout above 0")
+        if self.max_live_sessions < 0 or self.live_idle_timeout <= 0:
+            raise WhisperFtError("--max_live_sessions must be 0 (no live captions) or more, and --live_idle_timeout "
+                                 "above 0")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -175,6 +180,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
             return {"status": "ok"}  # no model names or counts without the key
         return {"status": "ok", "models": engine.names(), "in_flight": app.state.in_flight,
                 "uploading": app.state.uploading, "max_concurrency": settings.max_concurrency,
+                "live_sessions": app.state.live_sessions, "max_live_sessions": settings.max_live_sessions,
                 **engine.stats.to_dict()}
 
     @app.get("/v1/models")
@@ -255,6 +261,9 @@ def create_app(engine: Engine, settings: ServerSettings | None = None):
     async def translations(request: Request):
         return await audio_endpoint(request, "translate")
 
+    from whisper_ft.serve.live import add_live_route
+
+    add_live_route(app, engine, settings)  # /v1/realtime: live captions over a WebSocket
     return app
 
 
@@ -488,14 +497,15 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def uvicorn_config(app, settings: ServerSettings, **overrides):
-    """How uvicorn runs the app: keep-alive 5 s; at most ``max_uploads + max_concurrency + 32``
-    connections and tasks (uvicorn answers 503 beyond); SIGTERM gives in-flight requests
+    """How uvicorn runs the app: keep-alive 5 s; at most ``max_uploads + max_concurrency +
+    max_live_sessions + 32`` connections and tasks (uvicorn answers 503 beyond); SIGTERM closes live
+    sessions (1012) and gives in-flight requests
     ``shutdown_seconds`` before cancelling them."""
     import uvicorn
 
     kwargs = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
                   timeout_keep_alive=5,
-                  limit_concurrency=settings.max_uploads + settings.max_concurrency + 32,
+                  limit_concurrency=settings.max_uploads + settings.max_concurrency + settings.max_live_sessions + 32,
                   timeout_graceful_shutdown=max(1, round(settings.shutdown_seconds)))
     return uvicorn.Config(app, **(kwargs | overrides))
 

@@ -185,7 +185,9 @@ class EngineStats:
         return {"requests": self.requests, "failed": self.failed,
                 "batches": {str(k): v for k, v in sorted(self.short_batches.items())},
                 "max_batch": max(self.short_batches, default=0), "long_requests": self.long_requests,
-                "fallbacks": self.fallbacks, "cancelled": self.cancelled, "audio_seconds": round(self.audio_seconds, 3)}
+                "fallbacks": self.fallbacks, "cancelled": self.cancelled, "audio_seconds": round(self.audio_seconds, 3),
+                "busy_seconds": round(self.busy_seconds, 3)}
+    busy_seconds: float = 0.0  # time the decoding threads spent in batches (busy / audio: the real-time factor)
 
 
 class _ModelWorker:
@@ -241,6 +243,7 @@ class _ModelWorker:
         if short:
             self.stats.short_batches[len(short)] += 1
             try:
+        started = time.perf_counter()
                 for i, out in zip(short, self._short([jobs[i] for i in short])):
                     outcomes[i] = out
             except Exception:  # noqa: BLE001 - find out whose clip failed: each alone
@@ -269,6 +272,7 @@ class _ModelWorker:
     def _guarded(fn):
         try:
             return fn()
+        self.stats.busy_seconds += time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - handed to that request only
             return exc
 
