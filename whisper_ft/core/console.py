@@ -6,12 +6,13 @@ import sys
 
 
 def log(message: str) -> None:
-    """One informational line on stderr."""
-    print(message, file=sys.stderr, flush=True)
+    """One informational line on stderr (written at once: a Ctrl-C never leaves it without its newline)."""
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    log(f"warning: {message}")
 
 
 def progress(iterable, total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False):

@@ -1,24 +1,29 @@
-"""What to transcribe, cut into shards.
+"""What to transcribe: inputs -> items (each with its identity) -> shards.
 
 Inputs are audio files, folders (searched recursively for audio, as ``infer-ct2`` does), glob
 patterns (``'data/**/*.flac'``, quoted so the shell leaves them alone), whisper-ft manifests
-(``.jsonl``: each record's audio, slice and language) and lists of paths (``.txt``/``.lst``, one per
-line, relative to the list's folder). Every input becomes :class:`Item` s with a unique key (a
-manifest record's id, else the path below the folder given, else the file's stem; a repeated key
-gets ``-2``, ``-3``...).
+(``.jsonl``/``.json``: each record's audio, slice and language; the text is ignored) and lists of
+paths (``.txt``/``.lst``/``.list``, one per line, relative to the list's folder). Every input
+becomes :class:`Item` s; the same file (or slice) named twice is one item.
 
-A shard holds at most ``shard_files`` items and about ``shard_minutes`` of audio (durations from
-the manifest, else the file's header; a file whose header does not tell counts as one file only).
-The shard is the unit of work, of retry and of resume; :func:`fingerprint` identifies a plan so a
-rerun into the same output folder only resumes the same work.
+An item's **identity** is where it is (resolved path, slice) and which version of it (size and
+modification time, or with ``verify`` its content's SHA-256): an item already recorded in the
+output folder under the same identity is not decoded again.
+
+**Shards** are consecutive items (in input order) of at most ``shard_files`` files and about
+``shard_minutes`` of audio (durations from manifests or file headers: nothing is decoded to plan).
+The plan is made over *every* input, recorded or not, and only then are recorded items left out:
+an interrupted run resumed on the same inputs decodes its remaining shards exactly as the
+uninterrupted run would have (same neighbours in the same packed batches, so the same text).
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
-import json
-from dataclasses import asdict, dataclass
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from whisper_ft.core.errors import WhisperFtError
@@ -26,21 +31,45 @@ from whisper_ft.core.errors import WhisperFtError
 MANIFEST_SUFFIXES = (".jsonl", ".json")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 GLOB_CHARS = "*?["
+IO_THREADS = 8  # stat, header probes and hashes wait on the disk (or a network filesystem), not the CPU
+
+Where = tuple[str, float | None, float | None]  # (resolved path, start, end): one input's place
 
 
 @dataclass(slots=True)
 class Item:
     """One audio file (or a slice of one) to transcribe."""
 
-    key: str
-    path: str  # absolute
+    key: str  # a name for its subtitle files and training ids (a manifest id, else the path below the folder)
+    path: str  # absolute, resolved
     start: float | None = None
     end: float | None = None
-    language: str | None = None
-    duration: float | None = None  # seconds, when known before decoding
+    language: str | None = None  # the input's own (a manifest record's)
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    planned: float | None = None  # seconds, from the manifest or the header (None: unknown)
+
+    @property
+    def where(self) -> Where:
+        return (self.path, self.start, self.end)
+
+    def identity(self) -> dict:
+        """The ``audio`` fields a record of this item carries (and errors.jsonl lines)."""
+        d: dict = {"path": self.path}
+        if self.start is not None:
+            d["start_time"] = self.start
+        if self.end is not None:
+            d["end_time"] = self.end
+        if self.size is not None:
+            d["size"] = self.size
+            d["mtime_ns"] = self.mtime_ns
+        if self.sha256 is not None:
+            d["sha256"] = self.sha256
+        return d
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
 
     @classmethod
     def from_dict(cls, d: dict) -> Item:
@@ -53,17 +82,27 @@ class Missing:
 
     path: str
     message: str
+    reason: str = "missing"
+
+
+def where_of(audio: dict) -> Where:
+    """The place a record's (or an errors.jsonl line's) ``audio`` fields name."""
+    return (audio["path"], audio.get("start_time"), audio.get("end_time"))
+
+
+def same_version(recorded: dict, item: Item) -> bool:
+    """Whether a record's ``audio`` fields are this item's version: the same content hash when
+    both have one, else the same size and modification time."""
+    if item.sha256 is not None and recorded.get("sha256") is not None:
+        return recorded["sha256"] == item.sha256
+    return recorded.get("size") == item.size and recorded.get("mtime_ns") == item.mtime_ns
 
 
 def _manifest_items(path: Path) -> list[Item]:
     from whisper_ft.core.manifest import read_manifest
 
-    items = []
-    for utt in read_manifest(path):
-        duration = utt.duration or None
-        items.append(Item(utt.key, str(utt.audio_file.resolve()), utt.start_time, utt.end_time, utt.language,
-                          duration))
-    return items
+    return [Item(utt.key, str(utt.audio_file.resolve()), utt.start_time, utt.end_time, utt.language,
+                 planned=utt.duration or None) for utt in read_manifest(path)]
 
 
 def _list_items(path: Path) -> tuple[list[Item], list[Missing]]:
@@ -82,15 +121,15 @@ def _list_items(path: Path) -> tuple[list[Item], list[Missing]]:
 
 
 def _folder_items(folder: Path) -> list[Item]:
-    from whisper_ft.workflows.inference import collect_audio_files
+    from whisper_ft.core.audio import AUDIO_EXTENSIONS
 
-    files, _ = collect_audio_files([folder])
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
     return [Item(f.relative_to(folder).with_suffix("").as_posix(), str(f.resolve())) for f in files]
 
 
 def collect_items(inputs: list[str | Path]) -> tuple[list[Item], list[Missing]]:
-    """Every input's items, in the order given (folders and globs sorted), and the inputs that
-    name nothing; keys made unique."""
+    """Every input's items in the order given (folders and globs sorted), the same place once, and
+    the inputs that name nothing."""
     items: list[Item] = []
     missing: list[Missing] = []
     for raw in inputs:
@@ -119,38 +158,58 @@ def collect_items(inputs: list[str | Path]) -> tuple[list[Item], list[Missing]]:
             items += [Item(f.stem, str(f.resolve())) for f in files]
         else:
             missing.append(Missing(text, "not found (give audio files, folders, globs, manifests or lists)"))
-    _unique_keys(items)
-    return items, missing
-
-
-def _unique_keys(items: list[Item]) -> None:
-    seen: dict[str, int] = {}
-    taken = {it.key for it in items}
+    unique: dict[Where, Item] = {}
     for it in items:
-        n = seen.get(it.key, 0)
-        seen[it.key] = n + 1
-        if n:
-            key = f"{it.key}-{n + 1}"
-            while key in taken:
-                n += 1
-                key = f"{it.key}-{n + 1}"
-            taken.add(key)
-            it.key = key
+        unique.setdefault(it.where, it)
+    return list(unique.values()), missing
 
 
-def fill_durations(items: list[Item]) -> None:
-    """Durations from the audio headers where the inputs did not give them (no decoding)."""
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def identify(items: list[Item], *, verify: bool) -> list[Missing]:
+    """Fill in each item's size and modification time (and with ``verify`` its SHA-256); returns
+    the items whose file went missing meanwhile (and drops them from ``items``)."""
+    def one(it: Item) -> Missing | None:
+        try:
+            st = os.stat(it.path)
+            it.size, it.mtime_ns = st.st_size, st.st_mtime_ns
+            if verify:
+                it.sha256 = _sha256(it.path)
+        except OSError as exc:
+            return Missing(it.path, f"cannot read it: {exc.strerror or exc}")
+        return None
+
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        gone = [m for m in pool.map(one, items) if m is not None]
+    if gone:
+        lost = {m.path for m in gone}
+        items[:] = [it for it in items if it.path not in lost]
+    return gone
+
+
+def fill_planned(items: list[Item]) -> None:
+    """Durations from the audio headers where nothing told them (no decoding); a file whose header
+    does not tell stays None (its worker reports any problem with it)."""
     from whisper_ft.core.audio import probe_audio
-    from whisper_ft.core.errors import DataError
 
-    for it in items:
-        if it.duration is None:
-            try:
-                info = probe_audio(it.path)
-            except (DataError, OSError):  # the worker reports it, with the same error
-                info = None
-            if info is not None:
-                it.duration = info.duration
+    def one(it: Item) -> None:
+        try:
+            info = probe_audio(it.path)
+        except Exception:  # an unreadable header: the worker says why
+            info = None
+        if info is not None:
+            end = info.duration if it.end is None else min(it.end, info.duration)
+            it.planned = max(0.0, end - (it.start or 0.0))
+
+    todo = [it for it in items if it.planned is None]
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        list(pool.map(one, todo))
 
 
 def make_shards(items: list[Item], *, shard_files: int, shard_minutes: float) -> list[list[Item]]:
@@ -162,7 +221,7 @@ def make_shards(items: list[Item], *, shard_files: int, shard_minutes: float) ->
     current: list[Item] = []
     seconds = 0.0
     for it in items:
-        d = it.duration or 0.0
+        d = it.planned or 0.0
         if current and (len(current) >= shard_files or seconds + d > limit):
             shards.append(current)
             current, seconds = [], 0.0
@@ -171,12 +230,3 @@ def make_shards(items: list[Item], *, shard_files: int, shard_minutes: float) ->
     if current:
         shards.append(current)
     return shards
-
-
-def fingerprint(shards: list[list[Item]]) -> str:
-    """A digest of the plan: which files (and slices) go in which shard."""
-    h = hashlib.sha256()
-    for i, shard in enumerate(shards):
-        for it in shard:
-            h.update(json.dumps([i, it.key, it.path, it.start, it.end, it.language]).encode())
-    return h.hexdigest()[:16]

@@ -1,37 +1,49 @@
-"""One worker: a model opened once, and the decoding of one shard at a time.
+"""One shard's audio loading, and one worker's decoding of it.
 
-Short files (at most 30 s) are decoded ``batch_size`` at a time in one CTranslate2 call, packed
-into shared 30 s windows (:func:`whisper_ft.decoding.batched.transcribe_clips_ct2`, the fast path
-of ``eval`` and ``serve``); longer files one at a time through faster-whisper's batched VAD
-pipeline (:func:`whisper_ft.decoding.ct2_transcribe.transcribe_ct2`, as ``infer-ct2``). Decoding is at
-temperature 0 only, so the same shard gives the same text on any engine and in any worker.
+:func:`load_shard` reads a shard's files (what a Ray task does apart from the model actors, so
+that a GPU never waits on ffmpeg); :class:`ShardWorker` holds a model opened once and decodes a
+loaded shard into records, one per input file:
 
-Each file's transcript becomes training records of at most 30 s: a short file is one record with
-its timed ``sentences``; a long file's segments are grouped into slices (``audio.start_time`` /
-``end_time``) of at most 30 s. A record with no text, or whose decode looks unreliable (average
-log-probability under ``min_avg_logprob``, compression ratio over ``max_compression_ratio``: a
-loop), is rejected, with the reason. A file that cannot be read or decoded is a failure and never
-stops the shard.
+- files of at most 30 s, ``batch_size`` at a time in one CTranslate2 call, packed into shared
+  30 s windows (``CTranslate2Backend.transcribe_clips(pack=True)``, the fast path of ``eval`` and
+  ``serve``); a clip without a language has it detected first (with its probability), so it can
+  be packed with the others of its language;
+- longer files one at a time through the backend's long-form ``transcribe`` (as ``infer-ct2``:
+  sequential below 5 minutes, faster-whisper's batched VAD pipeline from 5 minutes), with
+  timestamps, so segments are sentences of a few seconds.
+
+Decoding is at temperature 0 only: the same shard gives the same records on any engine and in
+any worker (doubtful decodes are left to the filters of :mod:`whisper_ft.scale.labels` rather
+than re-sampled). A file that cannot be read or decoded becomes an error with its reason, never
+the end of the shard. With an agreement model, each training slice of each record is decoded
+again by it (short-clip path, the record's language) for the agreement filter.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from whisper_ft.core.audio import CHUNK_SECONDS, SAMPLE_RATE
 from whisper_ft.core.errors import WhisperFtError
-from whisper_ft.core.results import Segment, Transcription
+from whisper_ft.core.results import Transcription
 from whisper_ft.scale.plan import Item
+
+TEMPERATURE = 0.0
+SHIP_SECONDS = 600.0  # longer files are read by the model's worker itself: 10 min is 38 MB of samples
 
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """How every worker decodes; all but ``device`` and ``cpu_threads`` decide the output."""
+    """How every worker decodes. ``model``/``agreement_model`` are resolved CTranslate2 folders."""
 
-    model: str  # a CTranslate2 folder (resolved once by the driver)
+    model: str
+    model_name: str = ""
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int | None = None
@@ -39,85 +51,104 @@ class DecodeSettings:
     language: str | None = None  # overrides the inputs' own
     task: str = "transcribe"
     batch_size: int = 16  # short clips per packed CTranslate2 call
-    long_batch_size: int = 8  # faster-whisper's batched pipeline for files over 30 s
+    long_batch_size: int | None = None  # None: infer-ct2's choice by length
     pack: bool = True
     max_audio_seconds: float | None = 4 * 3600.0
-    min_avg_logprob: float | None = -1.0
-    max_compression_ratio: float | None = 2.4
     formats: tuple[str, ...] = ()
+    agreement_model: str | None = None
+    agreement_name: str | None = None
 
-    def output_defining(self) -> dict:
+    def text_defining(self) -> dict:
+        """What decides a record's text: the marker of the output folder, and every record's
+        ``model``/``decoding`` fields (device and threads do not change the text)."""
+        model = {"name": self.model_name or self.model, "path": self.model, "compute_type": self.compute_type}
+        decoding = {"language": self.language, "task": self.task, "beam_size": self.beam_size,
+                    "temperature": TEMPERATURE, "timestamps": True, "pack": self.pack, "batch_size": self.batch_size,
+                    "long_batch_size": self.long_batch_size or "infer-ct2"}
+        out = {"model": model, "decoding": decoding}
+        if self.agreement_model:
+            out["agreement_model"] = {"name": self.agreement_name or self.agreement_model, "path": self.agreement_model}
+        return out
+
+    def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("device", "cpu_threads"):
-            d.pop(k)
         d["formats"] = list(self.formats)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DecodeSettings:
+        return cls(**{**d, "formats": tuple(d.get("formats") or ())})
 
-def group_segments(segments: list[Segment], limit: float = CHUNK_SECONDS) -> list[list[Segment]]:
-    """Consecutive segments in groups spanning at most ``limit`` seconds (a longer segment alone)."""
-    groups: list[list[Segment]] = []
-    for seg in segments:
-        if groups and seg.end - groups[-1][0].start <= limit:
-            groups[-1].append(seg)
+
+# --- loading ------------------------------------------------------------------------------------
+
+def error_reason(exc: BaseException) -> tuple[str, str]:
+    """``(reason, message)`` of a file that could not be transcribed: ``missing``, ``empty``,
+    ``unreadable`` (not audio, or corrupt), ``too_long`` or ``decode_failed``."""
+    from whisper_ft.core.audio import (
+        AudioDecodeError,
+        AudioEmptyError,
+        AudioInvalidError,
+        AudioMissingError,
+        AudioTooLongError,
+    )
+
+    reason = ("missing" if isinstance(exc, AudioMissingError) else "empty" if isinstance(exc, AudioEmptyError)
+              else "too_long" if isinstance(exc, AudioTooLongError)
+              else "unreadable" if isinstance(exc, (AudioDecodeError, AudioInvalidError)) else "decode_failed")
+    if isinstance(exc, WhisperFtError):
+        return reason, str(exc)
+    if isinstance(exc, OSError):
+        return "unreadable", f"{exc.strerror or exc}"
+    return reason, f"{type(exc).__name__}: {exc}"
+
+
+def load_item(item: Item, max_seconds: float | None) -> np.ndarray:
+    from whisper_ft.core.audio import load_audio
+
+    return load_audio(item.path, item.start, item.end, max_seconds=max_seconds)
+
+
+def load_shard(items: list[Item], settings: DecodeSettings, *, ship_seconds: float | None = None) -> dict:
+    """Each item's samples (all in one float32 buffer) or its error; with ``ship_seconds`` a file
+    planned longer is left for the decoding worker to read (``"later"``), so what travels between
+    processes stays small. The result is plain data (bytes, JSON) for Ray's object store."""
+    entries, buffers, offset = [], [], 0
+    for item in items:
+        if ship_seconds is not None and item.planned is not None and item.planned > ship_seconds:
+            entries.append({"later": True})
+            continue
+        try:
+            audio = load_item(item, settings.max_audio_seconds)
+        except Exception as exc:
+            reason, message = error_reason(exc)
+            entries.append({"reason": reason, "message": message})
+            continue
+        if ship_seconds is not None and len(audio) > ship_seconds * SAMPLE_RATE:  # its header did not tell
+            entries.append({"later": True})
+            continue
+        entries.append({"offset": offset, "samples": len(audio)})
+        buffers.append(audio.tobytes())
+        offset += len(audio)
+    return {"entries": json.dumps(entries), "audio": b"".join(buffers)}
+
+
+def unpack_shard(loaded: dict) -> list[np.ndarray | dict | None]:
+    """:func:`load_shard`'s result as one array (or error dict, or None: read it here) per item."""
+    audio = np.frombuffer(loaded["audio"], dtype=np.float32)
+    out: list[np.ndarray | dict | None] = []
+    for e in json.loads(loaded["entries"]):
+        if "offset" in e:
+            out.append(audio[e["offset"]:e["offset"] + e["samples"]])
         else:
-            groups.append([seg])
-    return groups
+            out.append(None if e.get("later") else e)
+    return out
 
 
-def _quality(segments: list[Segment], text: str) -> dict:
-    from whisper_ft.decoding.batched import compression_ratio
-
-    weighted = [(s.avg_logprob, max(1, len(s.tokens))) for s in segments if s.avg_logprob is not None]
-    total = sum(w for _, w in weighted)
-    avg = sum(a * w for a, w in weighted) / total if total else None
-    return {"avg_logprob": None if avg is None else round(avg, 4), "compression_ratio": round(compression_ratio(text), 3)}
-
-
-def _rejection(record: dict, settings: DecodeSettings) -> str | None:
-    if not record["sentence"]:
-        return "no text (silence or no speech)"
-    avg, ratio = record["avg_logprob"], record["compression_ratio"]
-    if settings.min_avg_logprob is not None and avg is not None and avg < settings.min_avg_logprob:
-        return f"average log-probability {avg:.2f} under {settings.min_avg_logprob:g}"
-    if settings.max_compression_ratio is not None and ratio > settings.max_compression_ratio:
-        return f"compression ratio {ratio:.2f} over {settings.max_compression_ratio:g} (a loop)"
-    return None
-
-
-def transcription_records(item: Item, t: Transcription, *, long_form: bool) -> list[dict]:
-    """Training records (whisper-ft manifest dicts, absolute audio paths) of one file's transcript,
-    with their quality fields."""
-    from whisper_ft.core.results import join_texts
-
-    offset = item.start or 0.0
-    segments = [s for s in t.segments if s.text.strip()]
-    if long_form and segments:
-        groups = [(g[0].start, g[-1].end, g) for g in group_segments(segments)]
-    else:  # a short file, or a long one without text: one record (rejected when it has no text)
-        groups = [(0.0, t.duration, segments)]
-    records = []
-    for n, (start, end, group) in enumerate(groups):
-        text = join_texts(s.text for s in group)
-        audio: dict = {"path": item.path}
-        if long_form or item.start is not None:
-            audio["start_time"] = round(offset + start, 3)
-        if long_form or item.end is not None:
-            audio["end_time"] = round(offset + end, 3)
-        record = {
-            "audio": audio, "sentence": text,
-            "sentences": [{"start": round(max(0.0, s.start - start), 3), "end": round(max(0.0, s.end - start), 3),
-                           "text": s.text.strip()} for s in group],
-            "language": t.language, "duration": round(end - start, 3),
-            "id": f"{item.key}_{n:05d}" if long_form else item.key,
-        }
-        record.update(_quality(group, text))
-        records.append(record)
-    return records
-
+# --- decoding -----------------------------------------------------------------------------------
 
 class ShardWorker:
-    """A model opened once (``load_backend(kind="ctranslate2")``); call it with a shard's items."""
+    """A model (and the agreement model) opened once; ``worker(items, loaded)`` decodes a shard."""
 
     def __init__(self, settings: DecodeSettings):
         from whisper_ft.decoding.backend import load_backend
@@ -125,87 +156,159 @@ class ShardWorker:
         self.settings = settings
         self.backend = load_backend(settings.model, kind="ctranslate2", device=settings.device,
                                     compute_type=settings.compute_type, threads=settings.cpu_threads)
-        self.ct2 = self.backend.ct2
+        self.agreement = None
+        if settings.agreement_model:
+            self.agreement = load_backend(settings.agreement_model, kind="ctranslate2", device=settings.device,
+                                          compute_type=settings.compute_type, threads=settings.cpu_threads)
+        self.defining = settings.text_defining()  # the compute type "auto" became on this worker's device:
+        self.defining["model"]["compute_type"] = self.backend.info["compute_type"]
         self.where = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, items: list[Item], loaded: dict | None = None) -> dict:
+        """Decode one shard; returns its records, errors, per-file subtitles and timings."""
+        s = self.settings
+        t0 = time.perf_counter()
+        audios = unpack_shard(loaded) if loaded is not None else [None] * len(items)
+        records: dict[int, dict] = {}
+        errors: dict[int, tuple[str, str]] = {}
+        pending: list[tuple[int, np.ndarray]] = []
+        audio_seconds = 0.0
+        for i, (item, audio) in enumerate(zip(items, audios)):
+            if isinstance(audio, dict):
+                errors[i] = (audio["reason"], audio["message"])
+                continue
+            try:
+                if audio is None:
+                    audio = load_item(item, s.max_audio_seconds)
+                audio_seconds += len(audio) / SAMPLE_RATE
+                if len(audio) > CHUNK_SECONDS * SAMPLE_RATE:
+                    records[i] = self._long(item, audio)
+                    self._agree([(records[i], audio)])
+                    continue
+            except Exception as exc:
+                errors[i] = error_reason(exc)
+                continue
+            pending.append((i, audio))
+            if len(pending) >= s.batch_size:
+                self._short(items, pending, records, errors)
+                pending = []
+        if pending:
+            self._short(items, pending, records, errors)
+        return self._result(items, records, errors, audio_seconds, time.perf_counter() - t0)
 
     def _language(self, item: Item) -> str | None:
         from whisper_ft.core.languages import normalize_language
 
         return normalize_language(self.settings.language or item.language)
 
-    def _short(self, batch: list[tuple[int, str | None, object]], done: dict, failed: dict) -> None:
-        from whisper_ft.decoding.batched import Clip, transcribe_clips_ct2
+    def _detect(self, audios: list[np.ndarray]) -> list[tuple[str, float | None]]:
+        """(language, probability) of each clip, as the short-clip decoder would detect it."""
+        import ctranslate2
+
+        from whisper_ft.decoding.ct2_loading import ct2_features, detect_languages_ct2
+
+        ct2 = self.backend.ct2
+        if not ct2.is_multilingual:
+            return [("en", None)] * len(audios)
+        features = ct2_features(ct2, audios)
+        return [(code, round(p, 4)) for code, p in detect_languages_ct2(ct2, ctranslate2.StorageView.from_array(features))]
+
+    def _long(self, item: Item, audio: np.ndarray) -> dict:
+        from whisper_ft.decoding.ct2 import default_batch_size
+        from whisper_ft.decoding.options import DecodingOptions
 
         s = self.settings
-        clips = [Clip(audio, language, s.task) for _, language, audio in batch]
+        language = self._language(item)
+        batch = s.long_batch_size or default_batch_size(len(audio) / SAMPLE_RATE)
+        options = DecodingOptions(language=language, task=s.task, beam_size=s.beam_size, temperature=TEMPERATURE,
+                                  timestamps=True, batch_size=batch)
+        t = self.backend.transcribe(audio, options, source=item.path)
+        probability = None if language else t.language_probability
+        return self._record(item, t, round(probability, 4) if probability is not None else None)
+
+    def _short(self, items: list[Item], batch: list[tuple[int, np.ndarray]], records: dict, errors: dict) -> None:
+        from whisper_ft.decoding.batched import Clip
+
+        s = self.settings
         try:
-            results = transcribe_clips_ct2(self.ct2, clips, beam_size=s.beam_size, pack=s.pack)
-        except Exception:  # one bad clip must not fail its batch: decode each alone
-            results = []
-            for (i, _, _), clip in zip(batch, clips):
-                try:
-                    results += transcribe_clips_ct2(self.ct2, [clip], beam_size=s.beam_size, pack=False)
-                except Exception as exc:
-                    failed[i] = _message(exc)
-                    results.append(None)
-        for (i, _, _), r in zip(batch, results):
-            if r is not None:
-                done[i] = (r.transcription, False)
+            langs = [self._language(items[i]) for i, _ in batch]
+            unknown = [k for k, lang in enumerate(langs) if lang is None]
+            probs: list[float | None] = [None] * len(batch)
+            if unknown:
+                for k, (code, p) in zip(unknown, self._detect([batch[k][1] for k in unknown])):
+                    langs[k], probs[k] = code, p
+            clips = [Clip(audio, lang, s.task) for (_, audio), lang in zip(batch, langs)]
+            results = self.backend.transcribe_clips(clips, beam_size=s.beam_size, pack=s.pack)
+        except Exception as exc:  # one bad clip must not fail its batch: each alone, its error its own
+            if len(batch) == 1:
+                errors[batch[0][0]] = error_reason(exc)
+                return
+            for one in batch:
+                self._short(items, [one], records, errors)
+            return
+        done = []
+        for (i, audio), r, p in zip(batch, results, probs):
+            records[i] = self._record(items[i], r.transcription, p)
+            done.append((records[i], audio))
+        self._agree(done)
 
-    def __call__(self, items: list[Item]) -> dict:
-        """Decode one shard; returns its records, rejections, failures, per-file outputs and timings."""
-        from whisper_ft.core.audio import load_audio
-        from whisper_ft.decoding.ct2_transcribe import transcribe_ct2
+    def _record(self, item: Item, t: Transcription, probability: float | None) -> dict:
+        segments = [{"start": round(seg.start, 3), "end": round(seg.end, 3), "text": seg.text.strip(),
+                     "avg_logprob": None if seg.avg_logprob is None else round(float(seg.avg_logprob), 4),
+                     "no_speech_prob": None if seg.no_speech_prob is None else round(float(seg.no_speech_prob), 4),
+                     "compression_ratio": round(float(getattr(seg, "compression_ratio", 0.0)), 3)}
+                    for seg in t.segments if seg.text.strip()]
+        from whisper_ft.core.results import join_texts
+
+        record = {"audio": item.identity(), "id": item.key, "duration": round(t.duration, 3),
+                  "language": t.language, "language_probability": probability,
+                  "text": join_texts(seg["text"] for seg in segments), "segments": segments}
+        record.update(self.defining)
+        if self.settings.formats:  # rendered now, written by the driver beside the records
+            from whisper_ft.core.writers import render
+
+            t.source = item.path
+            record["_outputs"] = {fmt: render(t, fmt) for fmt in self.settings.formats}
+        return record
+
+    def _agree(self, done: list[tuple[dict, np.ndarray]]) -> None:
+        """The agreement model's text of every training slice with text (its own short clips)."""
+        if self.agreement is None:
+            return
+        from whisper_ft.decoding.batched import Clip
+        from whisper_ft.scale.labels import training_slices
 
         s = self.settings
-        t0 = time.perf_counter()
-        done: dict[int, tuple[Transcription, bool]] = {}
-        failed: dict[int, str] = {}
-        pending: list[tuple[int, str | None, object]] = []
-        audio_seconds = 0.0
+        jobs = []
+        for record, audio in done:
+            record["agreement"] = []
+            for piece in training_slices(record):
+                if piece.text.strip():
+                    cut = audio[int(round(piece.start * SAMPLE_RATE)):int(round(piece.end * SAMPLE_RATE))]
+                    jobs.append((record, piece, Clip(cut[:CHUNK_SECONDS * SAMPLE_RATE], record["language"], s.task)))
+        for k in range(0, len(jobs), s.batch_size):
+            self._agree_batch(jobs[k:k + s.batch_size])
+
+    def _agree_batch(self, jobs: list) -> None:
+        try:
+            results = self.agreement.transcribe_clips([c for _, _, c in jobs], beam_size=self.settings.beam_size,
+                                                      pack=self.settings.pack)
+        except Exception:  # each alone; a slice the agreement model cannot decode has no agreement (dropped)
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._agree_batch([job])
+            return
+        for (record, piece, _), r in zip(jobs, results):
+            record["agreement"].append({"start": piece.start, "end": piece.end, "text": r.transcription.text})
+
+    def _result(self, items, records: dict, errors: dict, audio_seconds: float, seconds: float) -> dict:
+        rows, failed = [], []
         for i, item in enumerate(items):
-            try:
-                language = self._language(item)
-                audio = load_audio(item.path, item.start, item.end, max_seconds=s.max_audio_seconds)
-                seconds = len(audio) / SAMPLE_RATE
-                audio_seconds += seconds
-                if seconds > CHUNK_SECONDS:  # one at a time through faster-whisper's batched VAD pipeline
-                    done[i] = (transcribe_ct2(self.ct2, audio, language=language, task=s.task, temperature=0.0,
-                                              beam_size=s.beam_size, batch_size=s.long_batch_size), True)
-                    continue
-                pending.append((i, language, audio))
-                if len(pending) >= s.batch_size:
-                    batch, pending = pending, []
-                    self._short(batch, done, failed)
-            except Exception as exc:
-                failed[i] = _message(exc)
-        if pending:
-            self._short(pending, done, failed)
-        return self._result(items, done, failed, audio_seconds, time.perf_counter() - t0)
+            if i in errors:
+                reason, message = errors[i]
+                failed.append({"audio": item.identity(), "id": item.key, "reason": reason, "message": message})
+            else:
+                rows.append(records[i])
+        return {"records": rows, "errors": failed, "audio_seconds": round(audio_seconds, 3),
+                "decode_seconds": round(seconds, 3), "worker": self.where}
 
-    def _result(self, items, done, failed, audio_seconds, seconds) -> dict:
-        from whisper_ft.core.writers import render
-
-        records, rejected, failures, outputs = [], [], [], {}
-        for i, item in enumerate(items):
-            if i in failed:
-                failures.append({"id": item.key, "audio": item.path, "error": failed[i]})
-                continue
-            t, long_form = done[i]
-            for record in transcription_records(item, t, long_form=long_form):
-                why = _rejection(record, self.settings)
-                if why:
-                    rejected.append(dict(record, rejected=why))
-                else:
-                    records.append(record)
-            if self.settings.formats:
-                t.source = item.path
-                outputs[item.key] = {fmt: render(t, fmt) for fmt in self.settings.formats}
-        return {"records": records, "rejected": rejected, "failures": failures, "outputs": outputs,
-                "audio_seconds": audio_seconds, "decode_seconds": seconds, "worker": self.where}
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, WhisperFtError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
