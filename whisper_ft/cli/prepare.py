@@ -180,3 +180,19 @@ def pack(
     from whisper_ft.data.pack import pack_manifest
 
     _finish(pack_manifest(manifest, output, window_seconds=window_seconds, gap=gap, seed=seed))
+
+
+@prepare_app.command("terms")
+def terms(
+    manifest: list[Path] = typer.Option(..., "--manifest", help="Training manifest(s) to mine (repeatable)."),
+    output: Path = typer.Option(Path("terms.txt"), "--output", help="Where the list goes: one term per line."),
+    top: int = typer.Option(50, "--top", min=1, help="Keep this many terms (Whisper reads at most 223 prompt tokens)."),
+    min_count: int = typer.Option(3, "--min_count", min=1, help="A term must occur in at least this many utterances."),
+    max_n: int = typer.Option(4, "--max_n", min=2, help="Longest term in characters (languages written without spaces)."),
+) -> None:
+    """Mine a term list from transcripts, for --hotwords (eval, compare, infer, infer-ct2) and --prompt_terms."""
+    from whisper_ft.data.terms import prepare_terms
+
+    found = prepare_terms(manifest, output, top=top, min_count=min_count, max_n=max_n)
+    typer.echo(f"{len(found)} terms in {output}: {' '.join(t.text for t in found[:12])}{' ...' if len(found) > 12 else ''}")
+    typer.echo(f"use them: --hotwords \"$(cut -f1 {output} | tr '\\n' ' ')\"")
