@@ -518,15 +518,27 @@ def test_cli_finetune_then_merge(trainable_tiny_dir, four_utterances, tmp_path, 
           "--test_data", str(four_utterances / "test.jsonl"), "--output_dir", str(tmp_path / "models"),
           "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "2",
           "--num_workers", "1", "--num_threads", "1", "--metric_for_best", "cer", "--timestamps",
-          "--use_adalora", "--lora_r", "4"])
+          "--method", "adalora", "--lora_r", "4"])
     out = capsys.readouterr()
     result = json.loads(out.out)
     assert result["global_step"] == 2 and result["best_metrics"]["metric"] == "cer"
     assert "training" in out.err and "best checkpoint chosen by cer" in out.err
+    assert "method adalora, learning rate 0.001 (the default for this method" in out.err
+    best = Path(result["best_dir"])
+    assert json.loads((best / "adapter_config.json").read_text())["peft_type"] == "ADALORA"
     main(["merge", "--lora_model", result["best_dir"], "--output_dir", str(tmp_path / "models"),
           "--dtype", "float16"])
     out = capsys.readouterr()
-    assert out.out.strip() == str(tmp_path / "models" / "tiny-trainable-finetune")
+    merged = tmp_path / "models" / "tiny-trainable-finetune"
+    assert out.out.strip() == str(merged)
+    # Both folders carry a model card: the adapter's, and the merged one's with the merge step added.
+    from huggingface_hub import ModelCard
+
+    adapter_card, merged_card = ModelCard.load(best / "README.md"), ModelCard.load(merged / "README.md")
+    assert adapter_card.data.library_name == "peft" and "adalora" in adapter_card.data.tags
+    assert merged_card.data.library_name == "transformers" and merged_card.data.language == ["en"]
+    assert "with whisper-ft (--method adalora" in merged_card.text
+    assert "adapter merged into the base (float16)" in merged_card.text and "| 4 | 0.01 | en (4) |" in merged_card.text
 
 
 def test_latest_checkpoint_skips_incomplete_saves(tmp_path, capsys):

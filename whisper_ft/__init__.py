@@ -7,13 +7,13 @@ The Python API (imported lazily: ``import whisper_ft`` loads nothing heavy)::
     print(model.transcribe("a.wav", language="zh").text)
 
 ``load_model``, ``transcribe``, ``finetune`` (with ``FinetuneConfig``), ``evaluate``, ``compare``,
-``convert``, ``merge``; see :mod:`whisper_ft.api`. The command line (``whisper-ft``) is
+``convert``, ``merge``, ``push``; see :mod:`whisper_ft.api`. The command line (``whisper-ft``) is
 :mod:`whisper_ft.cli`, which only parses options and calls the same functions.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model", "transcribe", "finetune", "evaluate", "compare", "convert", "merge", "Model",
+__all__ = ["load_model", "transcribe", "finetune", "evaluate", "compare", "convert", "merge", "push", "Model",
            "FinetuneConfig", "DecodingOptions", "WhisperFtError"]
 
 

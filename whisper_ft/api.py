@@ -9,6 +9,7 @@
     run = whisper_ft.finetune(whisper_ft.FinetuneConfig(base_model="base"))   # dataset/train.jsonl ...
     merged = whisper_ft.merge(run.best_dir)
     export = whisper_ft.convert(merged.output_dir, "models/my-model-ct2", quantization="int8")
+    whisper_ft.push(export.output_dir, "me/my-model-ct2")       # to the Hugging Face hub, with its model card
     report = whisper_ft.evaluate(export.output_dir, "dataset/test.jsonl", backend="ct2")
     print(report.summary())
 
@@ -149,6 +150,14 @@ def merge(lora_model: str | Path, output_dir: str | Path = "models/", **options)
     from whisper_ft.workflows.merge import merge_lora
 
     return merge_lora(lora_model, output_dir, **options)
+
+
+def push(model: str | Path, repo_id: str, **options):
+    """Upload a model folder with its model card to the Hugging Face hub (``whisper-ft push``):
+    ``private``, ``token``, ``commit_message``, ``eval_reports``, ``compare_report``; returns a PushResult."""
+    from whisper_ft.workflows.publish import push_folder
+
+    return push_folder(model, repo_id, **options)
 
 
 def __getattr__(name: str):  # the config classes, imported when first used

@@ -97,6 +97,7 @@ from whisper_ft.cli import models as _models  # noqa: E402,F401
 from whisper_ft.cli import doctor as _doctor  # noqa: E402,F401
 from whisper_ft.cli import prepare as _prepare  # noqa: E402,F401
 from whisper_ft.cli import train as _train  # noqa: E402,F401
+from whisper_ft.cli import publish as _publish  # noqa: E402,F401
 from whisper_ft.cli import llm as _llm  # noqa: E402,F401
 from whisper_ft.cli import serve as _serve  # noqa: E402,F401
 

@@ -22,7 +22,7 @@ NOT_OPTIONS = ("weight_decay", "max_grad_norm", "timestamp_fraction")  # setting
 @app.command("finetune", cls=OptionalValueCommand)
 @options_from(FinetuneConfig, DataSettings, LoraSettings, TrainSettings, skip=NOT_OPTIONS)
 def finetune_cmd(options: ParsedOptions) -> None:
-    """LoRA/AdaLoRA fine-tune a Whisper model on manifests; the best adapter lands in OUTPUT_DIR/<model>/best."""
+    """Fine-tune a Whisper model on manifests (LoRA, AdaLoRA or every weight: --method); the best adapter or model lands in OUTPUT_DIR/<model>/best."""
     from whisper_ft.core.console import log
     from whisper_ft.training.trainer import finetune
 
@@ -39,8 +39,9 @@ def finetune_cmd(options: ParsedOptions) -> None:
         raise typer.Exit(130)
     if result.best_dir is not None:
         m = result.best_metrics or {}
-        log(f"done: best {m.get('metric')} {m.get('value', float('nan')):.4f} at step {m.get('step')}; "
-            f"merge with: whisper-ft merge --lora_model {result.best_dir}")
+        then = (f"a whole model: use it directly, e.g. whisper-ft convert --model {result.best_dir}"
+                if config.method == "full" else f"merge with: whisper-ft merge --lora_model {result.best_dir}")
+        log(f"done: best {m.get('metric')} {m.get('value', float('nan')):.4f} at step {m.get('step')}; {then}")
     print(json.dumps(result.to_dict(), ensure_ascii=False))
 
 
@@ -56,6 +57,8 @@ def merge_cmd(
         1.0, "--scale", help="Multiply the adapter's update (0 < scale <= 2): below 1 interpolates toward the base "
         "model (less forgetting, less of the new domain; WiSE-FT)."
     ),
+    push_to_hub: str = typer.Option(None, "--push_to_hub", metavar="REPO_ID", help="Then upload the merged model "
+                                    "to this hub repository (token: HF_TOKEN or `hf auth login`; see `whisper-ft push`)."),
 ) -> None:
     """Merge a LoRA adapter into its base model: a standalone transformers Whisper folder."""
     from whisper_ft.core.console import log
@@ -64,6 +67,16 @@ def merge_cmd(
     if lora_model is None:
         lora_model = str(newest_adapter())
         log(f"no --lora_model given: using the newest adapter, {lora_model}")
+    if push_to_hub is not None:  # before the merge: a bad name or a missing token fails first
+        from whisper_ft.workflows.publish import check_repo_id, resolve_token
+
+        check_repo_id(push_to_hub)
+        resolve_token(None)
     result = merge_lora(lora_model, output_dir, dtype=dtype, force=force, scale=scale)
     log(f"merged model written to {result.output_dir}")
     print(result.output_dir)
+    if push_to_hub is not None:
+        from whisper_ft.workflows.publish import push_folder
+
+        pushed = push_folder(result.output_dir, push_to_hub)
+        log(f"pushed {pushed.files} files to {pushed.url}")

@@ -3,7 +3,8 @@
 :func:`convert_model` runs CTranslate2's ``TransformersConverter`` and completes the folder so
 faster-whisper runs it with no network: ``tokenizer.json`` and a ``preprocessor_config.json``
 whose ``feature_size`` is the model's ``num_mel_bins`` (80, or 128 for large-v3), plus
-``whisper_ft_conversion.json`` (source, quantization, time). The folder is written aside and
+``whisper_ft_conversion.json`` (source, quantization, time) and a ``README.md`` model card
+(:mod:`whisper_ft.models.card`: the source's facts, this step added). The folder is written aside and
 renamed into place. Any model whisper-ft can name converts: a CTranslate2 source (a folder, the
 bundled whisper-base) goes through the exact CTranslate2 -> transformers import first
 (:mod:`whisper_ft.models.ct2_import`). LoRA adapters are refused unless ``merge=True`` (merged on
@@ -179,6 +180,7 @@ def _convert(source: ModelSource, output_dir: Path, quantization: str) -> Conver
             "n_mels": n_mels,
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+        _write_card(tmp, source, output_dir, quantization)
         write_export_marker(tmp, "ctranslate2")
         replace_dir(tmp, output_dir)
         tmp = None
@@ -187,6 +189,24 @@ def _convert(source: ModelSource, output_dir: Path, quantization: str) -> Conver
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
     return ConversionResult(output_dir, str(source.path), quantization, n_mels, time.time() - started)
+
+
+def _write_card(folder: Path, source: ModelSource, output_dir: Path, quantization: str) -> None:
+    """The export's model card: the source's facts (its card, or a run's best/ files) + this step."""
+    from whisper_ft.models.card import derived_facts, place_card, read_facts
+    from whisper_ft.models.registry import bundled_for, looks_like_hub_id
+
+    facts = read_facts(source.path) if source.origin == "local" else None
+    steps = []
+    if source.kind == "adapter":
+        steps.append("adapter merged into the base (on the fly, float32)")
+    steps.append(f"converted to CTranslate2 ({quantization})")
+    bundled = bundled_for(str(source.name))
+    hub_id = bundled.hub_id if bundled else (str(source.name) if looks_like_hub_id(str(source.name)) else None)
+    for i, step in enumerate(steps):
+        facts = derived_facts(facts, kind="ctranslate2" if i == len(steps) - 1 else "merged", name=output_dir.name,
+                              step=step, base_model=hub_id, source=str(source.name))
+    place_card(folder, facts, previous=output_dir if output_dir.is_dir() else None)
 
 
 def _fingerprint(path: Path) -> str:

@@ -88,12 +88,14 @@ def staging_dir(out_dir: str | Path) -> Path:
 
 def save_whisper_folder(
     out_dir: str | Path, model, processor, *, extra_json: dict[str, Any] | None = None, dtype=None,
-    kind: str = "transformers",
+    kind: str = "transformers", card: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete transformers Whisper folder atomically; returns its path.
 
     ``extra_json`` maps file names to JSON-able objects written beside the model (run config,
-    metrics, provenance); ``kind`` is recorded in the export marker (merged, imported, ...).
+    metrics, provenance); ``kind`` is recorded in the export marker (merged, imported, ...);
+    ``card``: the facts of its ``README.md`` model card (:mod:`whisper_ft.models.card`; a README the
+    user wrote in the folder being replaced is kept instead).
     """
     out_dir = Path(out_dir)
     tmp = staging_dir(out_dir)
@@ -106,6 +108,10 @@ def save_whisper_folder(
         write_processor_files(processor, tmp)
         for name, data in (extra_json or {}).items():
             write_json(tmp / name, data)
+        if card is not None:
+            from whisper_ft.models.card import place_card
+
+            place_card(tmp, card, previous=out_dir if out_dir.is_dir() else None)
         write_export_marker(tmp, kind)
         replace_dir(tmp, out_dir)
     except BaseException:

@@ -2,7 +2,8 @@
 
 - :class:`AdaLoraCallback` calls ``update_and_allocate`` after every optimizer step (while the
   gradients are still there) with ``total_step`` equal to the Trainer's real number of steps.
-- :class:`BestModelCallback` writes ``best/`` (adapter + processor files + run config + metrics)
+- :class:`BestModelCallback` writes ``best/`` (adapter, or a whole model for ``--method full``, +
+  processor files + run config + metrics + a ``README.md`` model card, :mod:`whisper_ft.models.card`)
   whenever an evaluation beats the best so far: written aside, then renamed into place. It also
   puts the processor files into every ``checkpoint-N/`` so a checkpoint is a usable adapter.
   With several evaluation sets it decides once all of them are scored, by the first set's metric,
@@ -54,7 +55,8 @@ class AdaLoraCallback(TrainerCallback):
 
 def _adapter_ranks(model) -> dict[str, int] | None:
     """AdaLoRA: the number of non-zero singular values per adapted module (for metrics.json)."""
-    pattern = getattr(model.peft_config["default"], "rank_pattern", None)
+    config = getattr(model, "peft_config", {}).get("default")  # None: a full fine-tune
+    pattern = getattr(config, "rank_pattern", None)
     if not pattern:
         return None
     return {name: int(sum(bool(x) for x in mask)) for name, mask in pattern.items()}
@@ -64,7 +66,7 @@ BASE_METRICS_FILE = "base_metrics.json"  # in the run folder: the step-0 scores 
 
 
 class BestModelCallback(KeepBest):
-    """Keeps ``run_dir/best`` = the adapter with the best evaluation metric so far.
+    """Keeps ``run_dir/best`` = the adapter (or whole model) with the best evaluation metric so far.
 
     ``metric`` is a key without ``eval_`` (``cer``, or ``domain_cer`` with named sets);
     ``set_prefixes`` the metric prefixes of all evaluation sets (the Trainer evaluates them one
@@ -130,21 +132,36 @@ class BestModelCallback(KeepBest):
         return {**extra, "adalora_ranks": ranks} if ranks else extra
 
     def save(self, model) -> None:
-        """Write the adapter, processor, run config and metrics aside, then rename into place."""
+        """Write the adapter (or, for a full fine-tune, the whole model), processor, run config,
+        metrics and model card aside, then rename into place."""
         import shutil
 
+        from whisper_ft.models.card import place_card, run_facts
         from whisper_ft.models.io import replace_dir, staging_dir, write_processor_files
         from whisper_ft.models.output_dir import write_json
 
+        full = not hasattr(model, "peft_config")
         tmp = staging_dir(self.best_dir)
         try:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            config = getattr(model, "config", None) if full else None
+            use_cache = getattr(config, "use_cache", None)
+            if config is not None:
+                config.use_cache = True  # off while training; a model to decode with wants its KV cache
+            try:
+                model.save_pretrained(str(tmp), safe_serialization=True)
+            finally:
+                if config is not None:
+                    config.use_cache = use_cache
             # The run's decoding settings travel with the adapter (e.g. an empty transcript allowed).
             if getattr(model, "generation_config", None) is not None:
                 model.generation_config.save_pretrained(str(tmp))
             write_processor_files(self.processor, tmp)
             write_json(tmp / CONFIG_FILE, self.run_config)
             write_json(tmp / METRICS_FILE, self.best_metrics)
+            name = f"{self.best_dir.resolve().parent.name}-{self.best_dir.name}"
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's empty template card: ours replaces it
+            place_card(tmp, run_facts(self.run_config, self.best_metrics, kind="model" if full else "adapter",
+                                      name=name), previous=self.best_dir)
             replace_dir(tmp, self.best_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,7 @@ from whisper_ft.models.generation import TASKS as TASKS
 from whisper_ft.trainkit.settings import METRICS_FILE as METRICS_FILE
 from whisper_ft.trainkit.settings import METRICS_FOR_BEST as METRICS_FOR_BEST
 from whisper_ft.trainkit.settings import TRAIN_DATA_HELP, RunConfig, split_names
-from whisper_ft.trainkit.settings import TrainSettings as TrainSettings
+from whisper_ft.trainkit.settings import TrainSettings as SharedTrainSettings
 from whisper_ft.trainkit.settings import default_of as default_of
 from whisper_ft.trainkit.settings import help_of as help_of
 from whisper_ft.trainkit.settings import positive as _positive
@@ -31,6 +31,21 @@ from whisper_ft.trainkit.settings import setting as setting
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 CONFIG_FILE = "finetune_config.json"  # the run config, beside every best/ adapter and in the run folder
+METHODS = ("lora", "adalora", "full")
+# The peak learning rate when none is given: adapters learn fast from zero; a full fine-tune moves
+# pretrained weights, for which the Hugging Face Whisper fine-tuning guide uses 1e-5.
+DEFAULT_LEARNING_RATES = {"lora": 1e-3, "adalora": 1e-3, "full": 1e-5}
+
+
+@dataclass
+class TrainSettings(SharedTrainSettings):
+    """The shared schedule (:class:`whisper_ft.trainkit.settings.TrainSettings`) with a learning rate
+    that defaults by ``--method`` (resolved by :class:`FinetuneConfig`)."""
+
+    learning_rate: float | None = setting(
+        None, "Peak learning rate (linear warm-up, then linear decay to 0). Default by --method: "
+        f"{DEFAULT_LEARNING_RATES['lora']:g} for lora and adalora, {DEFAULT_LEARNING_RATES['full']:g} for full "
+        "(the Hugging Face Whisper fine-tuning guide's).")
 
 
 @dataclass
@@ -215,6 +230,14 @@ class FinetuneConfig(RunConfig):
         "models/", "Runs go to OUTPUT_DIR/<model-name>/ (checkpoint-N/, best/, runs/); a folder that already holds "
         "a run is refused unless --resume_from_checkpoint or --overwrite_output_dir (without --output_dir the new "
         "run goes to <model-name>-2, -3, ...).", cli_default=None, cli_note=" Default: {default}")
+    method: str | None = setting(
+        None, "What is trained: lora (low-rank adapters; best/ is an adapter to merge), adalora (adapters whose "
+        "ranks are reallocated during training; = --use_adalora) or full (every weight; best/ is a whole model that "
+        "convert, eval, compare, serve and infer take directly). Default: lora (adalora with --use_adalora).",
+        metavar="full|lora|adalora")
+    freeze_encoder: bool = setting(
+        False, "Train the decoder only: with --method full the encoder's weights stay frozen (no backward through "
+        "it); with lora/adalora only the decoder gets adapters (= --lora_encoder_layers 0).")
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -222,9 +245,34 @@ class FinetuneConfig(RunConfig):
     def __post_init__(self) -> None:
         _require(bool(self.base_model and self.base_model.strip()), "--base_model is empty: name a Whisper model")
         _require(bool(self.output_dir), "--output_dir is empty")
+        self._resolve_method()
         _require(self.train.max_general_regression is None or len(self.data.test_sets()) > 1,
                  "--max_general_regression needs a general set to bound: give --test_data twice, e.g. "
                  "--test_data domain=dataset/test.jsonl --test_data general=general.jsonl")
+
+    def _resolve_method(self) -> None:
+        """``method`` from ``--method``/``--use_adalora``, what it excludes, and the learning rate it defaults to."""
+        method = (self.method or ("adalora" if self.lora.use_adalora else "lora")).strip().lower()
+        _require(method in METHODS, f"unknown --method {self.method!r}; choose one of: full, lora, adalora")
+        _require(not (self.lora.use_adalora and method != "adalora"),
+                 f"--use_adalora is --method adalora: it excludes --method {method}; give one of them")
+        self.method = method
+        self.lora.use_adalora = method == "adalora"
+        if method == "full":
+            _require(not self.train.use_8bit, "--use_8bit loads frozen weights in 8 bits, but --method full trains "
+                     "every weight: use --method lora with --use_8bit, or --bf16/--fp16 for a full fine-tune")
+            changed = [f"--{name}" for name, value in _lora_options(self.lora).items()
+                       if value != _lora_options(LoraSettings()).get(name)]
+            _require(not changed, f"{', '.join(changed)} set(s) the LoRA adapters, which --method full has none of: "
+                     "drop them (decoder-only full fine-tuning is --freeze_encoder)")
+        elif self.freeze_encoder:
+            _require(self.lora.encoder_layers in (None, 0), f"--freeze_encoder puts adapters in the decoder only: it "
+                     f"excludes --lora_encoder_layers {self.lora.encoder_layers}")
+            self.lora.encoder_layers = 0
+        # Not a field: whether the rate is this method's default (the run says so in its log).
+        self.learning_rate_defaulted = self.train.learning_rate is None
+        if self.train.learning_rate is None:
+            self.train.learning_rate = DEFAULT_LEARNING_RATES[method]
 
     @property
     def run_name(self) -> str:
@@ -235,3 +283,11 @@ class FinetuneConfig(RunConfig):
         if bundled is not None:
             return bundled.name
         return Path(self.base_model.rstrip("/\\")).name or "whisper"
+
+
+def _lora_options(lora: LoraSettings) -> dict[str, object]:
+    """The LoRA settings by their option names (``--lora_r``: 32, ...), AdaLoRA's own left out."""
+    from dataclasses import fields
+
+    return {(f.metadata.get("option") or f"--{f.name}")[2:]: getattr(lora, f.name) for f in fields(lora)
+            if f.name not in ("use_adalora", "adalora_target_r")}

@@ -2,7 +2,9 @@
 
 - :func:`kl_to_base` (``--kl_to_base W``): KL(base || tuned) of the next-token distributions over
   the label positions. The base is the same peft network with its adapters switched off
-  (``disable_adapter()``) under ``no_grad``: no second model in memory, one more forward pass.
+  (``disable_adapter()``) under ``no_grad``: no second model in memory, one more forward pass. A full
+  fine-tune has no adapters to switch off: a frozen copy of the base gives the base's logits
+  (``training.model.frozen_reference``: one model's memory more).
 - :func:`training_mix` (``--replay_data/--replay_ratio``, ``--empty_audio_ratio``): the training
   samples followed by the replay pool and the non-speech samples, and the sampler's draw of the pool.
 - :class:`EvalSet`, :func:`check_eval_sets`, :func:`build_eval_sets` (``--test_data NAME=MANIFEST``, repeatable): the sets
@@ -18,14 +20,16 @@ from whisper_ft.training.data import IGNORE_INDEX, epoch_shares
 from whisper_ft.trainkit.sampler import Draw
 
 
-def kl_to_base(peft_model, inputs: dict, tuned_logits):
+def kl_to_base(peft_model, inputs: dict, tuned_logits, base_logits=None):
     """Mean over label positions of KL(p_base || p_tuned), the base being ``peft_model`` with its
-    adapters disabled. 0 (exactly) while the adapters are still zero, as at step 0 of LoRA."""
+    adapters disabled. 0 (exactly) while the adapters are still zero, as at step 0 of LoRA.
+    ``base_logits``: the base's logits computed elsewhere (a full fine-tune's frozen reference copy)."""
     import torch
     import torch.nn.functional as F
 
-    with torch.no_grad(), peft_model.disable_adapter():
-        base_logits = peft_model(**inputs).logits
+    if base_logits is None:
+        with torch.no_grad(), peft_model.disable_adapter():
+            base_logits = peft_model(**inputs).logits
     mask = inputs["labels"] != IGNORE_INDEX
     log_tuned = F.log_softmax(tuned_logits[mask].float(), dim=-1)
     log_base = F.log_softmax(base_logits[mask].float(), dim=-1)

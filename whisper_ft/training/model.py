@@ -1,10 +1,14 @@
-"""The model side of fine-tuning: resolve the base model, load it lean, add (Ada)LoRA adapters.
+"""The model side of fine-tuning: resolve the base model, load it lean, add (Ada)LoRA adapters
+or make every weight trainable (``--method full``).
 
 - The base model name is resolved (local folder, bundled model, hub) before any data is read, so
   a typo fails at once; a CTranslate2 base is imported to transformers format once and cached.
-- Weights load with SDPA attention. Everything but the adapters is frozen (peft); on CUDA with
+- Weights load with SDPA attention. With adapters everything else is frozen (peft); on CUDA with
   ``--fp16``/``--bf16`` the frozen weights are loaded in half precision (no fp32 copy is needed
-  for weights that are never updated), the adapters stay in fp32.
+  for weights that are never updated), the adapters stay in fp32. A full fine-tune keeps fp32
+  weights (mixed precision autocasts the compute); ``--freeze_encoder`` freezes the encoder.
+- ``--kl_to_base`` with a full fine-tune needs the base as it was: :func:`frozen_reference` is a
+  copy on the training device (adapters get it for free by switching themselves off).
 - The adapter records the base model as the user named it (a bundled name or hub id as given, a
   folder as an absolute path), so ``whisper-ft merge`` and ``load_whisper`` can find it again.
 """
@@ -45,6 +49,18 @@ def resolve_base_model(name: str) -> BaseModel:
     return BaseModel(source=source, hf_path=ensure_hf_folder(source), recorded_name=recorded)
 
 
+def base_hub_id(base: BaseModel) -> str | None:
+    """The hub id the base model is (a model card's ``base_model``): the hub id as named, the one a
+    bundled model copies, or None for a local folder."""
+    from whisper_ft.models.registry import bundled_for, looks_like_hub_id
+
+    bundled = bundled_for(base.source.name)
+    if bundled is not None:
+        return bundled.hub_id
+    name = str(base.source.name)
+    return name if looks_like_hub_id(name) and not base.source.origin == "local" else None
+
+
 def load_processor(base: BaseModel):
     from whisper_ft.models.loading import load_processor as load_whisper_processor
 
@@ -70,13 +86,14 @@ def check_hardware(train: TrainSettings) -> None:
         raise WhisperFtError("--deepspeed needs DeepSpeed: pip install deepspeed")
 
 
-def load_base_for_training(base: BaseModel, train: TrainSettings, *, device_index: int = 0):
-    """The frozen-to-be base model: SDPA attention, half-precision weights on CUDA with AMP, or 8-bit."""
+def load_base_for_training(base: BaseModel, train: TrainSettings, *, device_index: int = 0, full: bool = False):
+    """The base model: SDPA attention; for adapters (frozen-to-be) half-precision weights on CUDA with
+    AMP, or 8-bit; for a full fine-tune (``full``) float32 weights, the optimizer's master copy."""
     import torch
     from transformers import WhisperForConditionalGeneration
 
     kwargs = {"attn_implementation": "sdpa", "dtype": torch.float32}
-    if torch.cuda.is_available() and (train.fp16 or train.bf16):
+    if torch.cuda.is_available() and (train.fp16 or train.bf16) and not full:
         kwargs["dtype"] = torch.float16 if train.fp16 else torch.bfloat16
     if train.use_8bit:
         from transformers import BitsAndBytesConfig
@@ -203,3 +220,41 @@ def set_adalora_total_steps(peft_model, total_steps: int) -> bool:
     for key, value in adalora_schedule(total_steps).items():
         setattr(config, key, value)  # the rank allocator reads this same config object
     return True
+
+
+def _n_params(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def prepare_full_model(model, *, freeze_encoder: bool):
+    """``--method full``: every weight trains (Whisper's fixed sinusoidal encoder positions excepted),
+    or with ``freeze_encoder`` the decoder's only (the encoder then keeps no activations for backward)."""
+    if freeze_encoder:
+        model.model.encoder.requires_grad_(False)
+    trainable, total = _n_params(model, trainable_only=True), _n_params(model)
+    where = "the decoder (--freeze_encoder)" if freeze_encoder else "encoder and decoder"
+    log_main(f"full fine-tuning of {where}: {trainable:,} trainable of {total:,} parameters "
+             f"({100 * trainable / total:.1f}%)")
+    return model
+
+
+def frozen_reference(model, train: TrainSettings):
+    """A frozen copy of ``model`` as loaded, for ``--kl_to_base`` with a full fine-tune (the adapters'
+    base is the same network with the adapters off; a full fine-tune changes the network itself).
+
+    It lives on the training device (the Trainer moves it there); with ``--fp16``/``--bf16`` on CUDA
+    it is kept in that precision (it only runs under autocast). Says what it costs."""
+    import copy
+
+    import torch
+
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    if torch.cuda.is_available() and (train.fp16 or train.bf16):
+        reference = reference.to(torch.float16 if train.fp16 else torch.bfloat16)
+    n = _n_params(reference)
+    size = sum(p.numel() * p.element_size() for p in reference.parameters())
+    where = "GPU" if torch.cuda.is_available() else "CPU"
+    log_main(f"--kl_to_base with --method full: a frozen copy of the base model stays on the training device "
+             f"({where}) for the reference pass: {n:,} parameters, {size / 2**20:,.0f} MiB more memory, one more "
+             "forward pass per step")
+    return reference

@@ -1,4 +1,4 @@
-"""Fine-tune Whisper with LoRA/AdaLoRA: :func:`finetune` goes from manifests to ``best/``.
+"""Fine-tune Whisper (LoRA, AdaLoRA or every weight): :func:`finetune` goes from manifests to ``best/``.
 
 Read :func:`finetune` top to bottom; every step is one call:
 
@@ -10,7 +10,9 @@ Read :func:`finetune` top to bottom; every step is one call:
    samples are joined by the replay pool and the non-speech samples (``training_mix``: each a
    share of every epoch), and the evaluation sets get their metrics (the first ranks ``best/``,
    the others may bound it: ``--max_general_regression``);
-4. the base model loaded (SDPA, frozen), LoRA/AdaLoRA adapters added;
+4. the base model loaded (SDPA), LoRA/AdaLoRA adapters added (base frozen), or with
+   ``--method full`` every weight trainable (``--freeze_encoder``: the decoder's) and, for
+   ``--kl_to_base``, a frozen copy of the base beside it;
 5. a Hugging Face ``Seq2SeqTrainer`` (subclassed for the length-grouped sampler with the replay
    draw, the ``--kl_to_base`` term of the loss, and the decoding evaluation of each set) with
    callbacks for AdaLoRA, ``best/`` (bounded by the general sets), Ctrl-C and the progress bar;
@@ -18,9 +20,10 @@ Read :func:`finetune` top to bottom; every step is one call:
 
 Run folder ``output_dir/<model-name>/`` (a new run never goes into one that holds a run: refused,
 or ``<model-name>-2`` ... when no output folder was named; see ``trainkit.run.claim_run_dir``):
-``checkpoint-N/`` (resumable once marked complete; also a loadable adapter),
-``best/`` (adapter + processor + ``finetune_config.json`` + ``metrics.json`` with every set's
-scores), ``runs/`` (TensorBoard), ``finetune_config.json`` and, with ``--max_general_regression``,
+``checkpoint-N/`` (resumable once marked complete; also a loadable adapter or model),
+``best/`` (adapter, or with ``--method full`` a whole model, + processor + ``finetune_config.json`` +
+``metrics.json`` with every set's scores + a ``README.md`` model card), ``runs/`` (TensorBoard, or
+``--report_to``), ``finetune_config.json`` and, with ``--max_general_regression``,
 ``base_metrics.json`` (the base model's step-0 scores the bound refers to).
 """
 
@@ -40,6 +43,7 @@ from whisper_ft.trainkit.run import claim_run_dir
 from whisper_ft.trainkit.run import configure_threads as configure_threads
 from whisper_ft.trainkit.run import resolve_checkpoint as resolve_checkpoint
 from whisper_ft.trainkit.sampler import DurationGroupedSampler
+from whisper_ft.trainkit.settings import check_reporter
 from whisper_ft.trainkit.skeleton import run_training
 from whisper_ft.trainkit.skeleton import training_arguments as shared_training_arguments
 from whisper_ft.trainkit.workers import WorkersIgnoreJobSignals
@@ -55,13 +59,15 @@ class WhisperLoraTrainer(WorkersIgnoreJobSignals, Seq2SeqTrainer):
     """
 
     def __init__(self, *args, processor, task: str, eval_num_beams: int, max_eval_samples: int | None,
-                 kl_to_base: float = 0.0, **kwargs):
+                 kl_to_base: float = 0.0, reference_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.processor = processor
         self.task = task
         self.eval_num_beams = eval_num_beams
         self.max_eval_samples = max_eval_samples
         self.kl_to_base = kl_to_base
+        # A full fine-tune's --kl_to_base reference: the frozen base, on the training device.
+        self.reference_model = reference_model.to(self.args.device) if reference_model is not None else None
         self._loss_parts: list[tuple] = []  # (cross-entropy, KL) of the training batches since the last log
         # Whisper's forward takes **kwargs, so the Trainer would assume it normalises the loss by
         # `num_items_in_batch` itself and skip dividing by the accumulation steps. It does not (mean
@@ -74,7 +80,7 @@ class WhisperLoraTrainer(WorkersIgnoreJobSignals, Seq2SeqTrainer):
 
         (peft would cut the tensors to the current ranks, which a resumed run cannot load.)
         """
-        config = self.model.peft_config["default"]
+        config = getattr(self.model, "peft_config", {}).get("default")  # None: a full fine-tune
         pattern = getattr(config, "rank_pattern", None)
         if not pattern:
             return super().save_model(output_dir, _internal_call)
@@ -100,7 +106,13 @@ class WhisperLoraTrainer(WorkersIgnoreJobSignals, Seq2SeqTrainer):
         from whisper_ft.training.forgetting import kl_to_base
 
         outputs = model(**inputs)
-        kl = kl_to_base(self.accelerator.unwrap_model(model), inputs, outputs.logits)
+        base_logits = None
+        if self.reference_model is not None:
+            import torch
+
+            with torch.no_grad(), self.accelerator.autocast():
+                base_logits = self.reference_model(**inputs).logits
+        kl = kl_to_base(self.accelerator.unwrap_model(model), inputs, outputs.logits, base_logits)
         loss = outputs.loss + self.kl_to_base * kl
         self._loss_parts.append((outputs.loss.detach(), kl.detach()))
         return (loss, outputs) if return_outputs else loss
@@ -146,9 +158,16 @@ def planned_optimizer_steps(n_samples: int, train: TrainSettings, n_processes: i
 
 
 def check_checkpoint_matches(checkpoint: Path, config: FinetuneConfig) -> None:
-    """A checkpoint must have the adapter type and rank the run asks for."""
+    """A checkpoint must hold what the run trains: the adapter type and rank, or a whole model."""
     import json
 
+    has_adapter = (checkpoint / "adapter_config.json").is_file()
+    if config.method == "full" or not has_adapter:
+        if config.method != "full" or has_adapter:
+            held = "a LoRA adapter" if has_adapter else "a fully fine-tuned model (--method full)"
+            raise WhisperFtError(f"--resume_from_checkpoint {checkpoint}: it holds {held}, this run is --method "
+                                 f"{config.method}; resume with the run's own --method")
+        return
     cfg = json.loads((checkpoint / "adapter_config.json").read_text())
     want = "ADALORA" if config.lora.use_adalora else "LORA"
     rank = cfg.get("init_r") if want == "ADALORA" else cfg.get("r")
@@ -185,9 +204,12 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
     from whisper_ft.training.labels import LabelBuilder
     from whisper_ft.training.model import (
         add_adapters,
+        base_hub_id,
         check_hardware,
+        frozen_reference,
         load_base_for_training,
         load_processor,
+        prepare_full_model,
         resolve_base_model,
     )
     from whisper_ft.trainkit.manifest import check_manifest
@@ -201,6 +223,10 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
     threads = configure_threads(train.num_threads)
     set_seed(train.seed)
     check_hardware(train)
+    check_reporter(train.report_to)
+    log_main(f"method {config.method}, learning rate {train.learning_rate:g}"
+             + (" (the default for this method; --learning_rate sets another)"
+                if getattr(config, "learning_rate_defaulted", False) else ""))
     use_cpu = not torch.cuda.is_available()
     n_procs = world_size()
 
@@ -249,14 +275,20 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
              + (f", among those within {train.max_general_regression:g} points of the base model on "
                 f"{', '.join(bounds)} (scored at step 0)" if bounds else ""))
 
-    # 4. Model: frozen base + adapters.
+    # 4. Model: frozen base + adapters, or every weight (a frozen copy beside it for --kl_to_base).
+    full = config.method == "full"
     total_steps = _planned_steps(mix.per_epoch, train, n_procs, checkpoint)
-    model = load_base_for_training(base, train, device_index=local_rank())
+    model = load_base_for_training(base, train, device_index=local_rank(), full=full)
     if mix.n_empty and allow_empty_transcript(model.generation_config, processor.tokenizer):
         # Saved with every best/ adapter (and so with merged and converted models): see the helper.
         log_main("--empty_audio_ratio: the model may answer non-speech with an empty transcript "
                  "(<|endoftext|> allowed as its first token)")
-    model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
+    reference = None
+    if full:
+        reference = frozen_reference(model, train) if train.kl_to_base else None
+        model = prepare_full_model(model, freeze_encoder=config.freeze_encoder)
+    else:
+        model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
 
     # 5. Datasets and the Trainer.
     train_ds = SpeechDataset(mix.samples, builder, processor.feature_extractor, training=True, seed=train.seed,
@@ -266,7 +298,9 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
     run_config = {
         **config.to_dict(),
         "resolved": {"base_model": base.recorded_name, "hf_path": str(base.hf_path), "metric_for_best": metric,
-                     "train_utterances": len(train_samples), "replay_per_epoch": mix.n_replay,
+                     "train_utterances": len(train_samples), "train_hours": round(train_report.hours, 4),
+                     "train_languages": dict(train_report.languages.most_common()),
+                     "base_hub_id": base_hub_id(base), "replay_per_epoch": mix.n_replay,
                      "empty_audio_per_epoch": mix.n_empty,
                      "test_utterances": {s.name or "test": len(s.samples) for s in eval_sets},
                      "num_threads": threads, "world_size": n_procs},
@@ -287,6 +321,7 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
         eval_num_beams=train.eval_num_beams,
         max_eval_samples=data.max_eval_samples,
         kl_to_base=train.kl_to_base,
+        reference_model=reference,
     )
 
     # 6. Train (trainkit.run: callbacks, run config, Ctrl-C). AdaLoRA modules whose rank was cut to 0
@@ -294,7 +329,8 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
     recipe_callbacks = [AdaLoraCallback(resumed_from=checkpoint)] if config.lora.use_adalora else []
     return run_training(trainer, run_dir=run_dir, config_file=CONFIG_FILE, run_config=run_config, train=train,
                         checkpoint=checkpoint, best=best_cb, callbacks=[*recipe_callbacks, *callbacks],
-                        n_utterances=len(train_samples), threads=threads, best_marker="adapter_config.json",
+                        n_utterances=len(train_samples), threads=threads,
+                        best_marker="config.json" if full else "adapter_config.json",
                         ignore_warnings=(".*LoRA tensor.*have invalid shape.*",))
 
 

@@ -18,6 +18,8 @@ from whisper_ft.core.errors import WhisperFtError
 
 METRICS_FOR_BEST = ("cer", "wer", "loss")
 METRICS_FILE = "metrics.json"  # the evaluation that made best/ the best
+# --report_to: where the Trainer's logs go, and the package each needs (None: nothing to install)
+REPORTERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "none": None}
 TRAIN_DATA_HELP = ("Training manifest (JSON Lines, see `whisper-ft prepare`); several are read as one set: repeat the "
                    "option, separate them with commas, or give a glob or a folder of *.jsonl shards.")
 
@@ -169,6 +171,10 @@ class TrainSettings:
         "first (without it such a run is refused, or gets a fresh -2, -3 ... folder when --output_dir is not given)."
     )
     deepspeed: str | None = setting(None, "DeepSpeed JSON config (e.g. scripts/deepspeed_zero2.json).")
+    report_to: str = setting(
+        "tensorboard", "Where the training logs go: tensorboard (OUTPUT_DIR/<model>/runs/), wandb, mlflow (each "
+        "configured by its own environment variables, e.g. WANDB_MODE=offline, MLFLOW_TRACKING_URI) or none.",
+        metavar="tensorboard|wandb|mlflow|none")
 
     def __post_init__(self) -> None:
         if self.max_steps == -1:
@@ -177,7 +183,8 @@ class TrainSettings:
                  f"--max_steps must be at least 1 (got {self.max_steps}); omit it to train --num_train_epochs epochs")
         if self.max_steps is None:
             positive(self, "num_train_epochs")
-        positive(self, "learning_rate")
+        if self.learning_rate is not None:  # None: the recipe's default (the Whisper recipe's depends on --method)
+            positive(self, "learning_rate")
         for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
             positive(self, name, allow_zero=True)
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -202,3 +209,16 @@ class TrainSettings:
             positive(self, "max_general_regression", allow_zero=True)
         if self.deepspeed:
             require(Path(self.deepspeed).is_file(), f"--deepspeed config not found: {self.deepspeed}")
+        self.report_to = (self.report_to or "none").strip().lower()
+        require(self.report_to in REPORTERS,
+                f"unknown --report_to {self.report_to!r}; choose one of: {', '.join(REPORTERS)}")
+
+
+def check_reporter(report_to: str) -> None:
+    """A --report_to whose package is not installed: one line naming the pip install (before any model loads)."""
+    import importlib.util
+
+    package = REPORTERS.get(report_to)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise WhisperFtError(f"--report_to {report_to} needs the {package} package: pip install {package} "
+                             "(or --report_to tensorboard|none)")

@@ -18,6 +18,9 @@ def training_arguments(train, run_dir: Path, metric: str, *, use_cpu: bool, num_
     ``overrides``: what a recipe sets differently."""
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
+    from whisper_ft.trainkit.settings import check_reporter
+
+    check_reporter(train.report_to)
     values = dict(
         output_dir=str(run_dir), num_train_epochs=train.num_train_epochs, max_steps=train.max_steps or -1,
         learning_rate=train.learning_rate, lr_scheduler_type="linear", warmup_steps=train.warmup_steps,
@@ -28,7 +31,7 @@ def training_arguments(train, run_dir: Path, metric: str, *, use_cpu: bool, num_
         use_cpu=use_cpu, eval_strategy="steps", eval_steps=train.eval_steps, eval_on_start=train.eval_on_start,
         save_strategy="steps", save_steps=train.save_steps, save_total_limit=train.save_total_limit,
         metric_for_best_model=metric, greater_is_better=False, logging_steps=train.logging_steps,
-        logging_first_step=True, report_to=["tensorboard"], seed=train.seed,
+        logging_first_step=True, report_to=[] if train.report_to == "none" else [train.report_to], seed=train.seed,
         dataloader_num_workers=num_workers, dataloader_pin_memory=not use_cpu,
         remove_unused_columns=False,  # the items carry a key (and language) the collators drop
         label_names=["labels"],

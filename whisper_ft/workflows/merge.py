@@ -3,7 +3,7 @@
 ``merge_lora("models/whisper-base/best", "models/")`` writes ``models/whisper-base-finetune/``
 (Whisper-Finetune's naming): the merged weights (float32 by default, or float16/bfloat16),
 ``config.json``, ``generation_config.json``, the tokenizer (``tokenizer.json`` included) and
-``preprocessor_config.json``, loadable by ``WhisperForConditionalGeneration`` /
+``preprocessor_config.json`` and a ``README.md`` model card (the adapter's, this step added), loadable by ``WhisperForConditionalGeneration`` /
 ``WhisperProcessor`` and convertible with CTranslate2's converter (``whisper-ft`` serves it).
 The folder is written aside and renamed into place; an existing non-empty folder is only
 replaced with ``force=True``, and only when it is an export whisper-ft wrote
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from whisper_ft.core.console import log
 from whisper_ft.core.errors import ModelNotFoundError, WhisperFtError
-from whisper_ft.models.io import is_adapter_folder
+from whisper_ft.models.io import is_adapter_folder, is_hf_whisper_folder
 from whisper_ft.models.output_dir import check_output_dir
 from whisper_ft.models.registry import MODELS_DIR, bundled_for
 
@@ -76,6 +76,12 @@ def _check_adapter_dir(path: Path) -> Path:
         return path
     if is_adapter_folder(path / "best"):  # a run folder: use its best/
         return path / "best"
+    for model in (path, path / "best"):
+        if is_hf_whisper_folder(model):  # a full fine-tune's best/ (or any whole model): no adapter
+            raise WhisperFtError(
+                f"--lora_model {path} is a whole model (a full fine-tune's best/ or a merged model), not a LoRA "
+                f"adapter: there is nothing to merge; use {model} directly (whisper-ft convert --model {model}; "
+                f"eval/infer/serve --model_path {model}; compare --models ... {model})")
     raise WhisperFtError(f"--lora_model {path} is not a LoRA adapter folder (no adapter_config.json)")
 
 
@@ -92,6 +98,7 @@ def merge_lora(
     from peft import PeftModel
     from transformers import WhisperForConditionalGeneration
 
+    from whisper_ft.models.card import derived_facts, read_facts
     from whisper_ft.models.io import save_whisper_folder
     from whisper_ft.models.loading import (
         adapter_base,
@@ -136,8 +143,12 @@ def merge_lora(
     # The adapter folder carries the processor it was trained with; fall back to the base's.
     processor = load_processor(adapter_dir if (adapter_dir / "preprocessor_config.json").is_file() else hf_path)
     info = {"adapter": str(adapter_dir.resolve()), "base_model": base_name, "dtype": dtype, "scale": scale}
+    card = derived_facts(read_facts(adapter_dir), kind="merged", name=out.name,
+                         step=f"adapter merged into the base ({dtype}" + (f", update scaled by {scale:g}" if scale != 1
+                                                                          else "") + ")",
+                         base_model=None, source=base_name)
     save_whisper_folder(out, merged, processor, extra_json={MERGE_INFO_FILE: info}, dtype=getattr(torch, dtype),
-                        kind="merged")
+                        kind="merged", card=card)
     return MergeResult(output_dir=out, adapter_dir=adapter_dir, base_model=base_name, dtype=dtype, scale=scale)
 
 
