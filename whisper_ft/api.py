@@ -75,14 +75,19 @@ def decoding_options(**options):
 
 
 def load_model(name: str = "base", *, backend: str = "auto", device: str = "auto", compute_type: str = "auto",
-               threads: int | None = None) -> Model:
+               threads: int | None = None, calibrate: bool = False) -> Model:
     """Open a model for decoding: a CTranslate2 folder, a merged or transformers folder, a LoRA
     adapter, a hub id, ``base`` (bundled, offline) or a speech-LLM run. ``backend``: auto (CTranslate2
-    for a CTranslate2 folder, else transformers), ``transformers``/``hf`` or ``ctranslate2``/``ct2``."""
+    for a CTranslate2 folder, else transformers), ``transformers``/``hf`` or ``ctranslate2``/``ct2``.
+    CTranslate2's ``compute_type="auto"``: measured once per model on this machine and cached (on
+    synthesized speech here; ``whisper-ft calibrate --model_path M AUDIO ...`` measures on yours);
+    ``calibrate=True`` measures again."""
     import whisper_ft.workflows  # noqa: F401  (the recipes' model folders: a speech-LLM run too)
+    from whisper_ft.data.calibration_speech import synthesized_clips
     from whisper_ft.decoding.backend import load_backend
 
-    return Model(load_backend(name, kind=backend, device=device, compute_type=compute_type, threads=threads), name)
+    return Model(load_backend(name, kind=backend, device=device, compute_type=compute_type, threads=threads,
+                              calibration_clips=synthesized_clips, calibrate=calibrate), name)
 
 
 def transcribe(audio: str | Path | np.ndarray, model: str | Model = "base", **options):

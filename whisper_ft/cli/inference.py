@@ -14,6 +14,11 @@ import typer
 
 from whisper_ft.cli import app
 
+_COMPUTE_TYPE_HELP = ("auto (the fastest on this CPU/GPU that keeps float32's accuracy: measured once per model and "
+                      "machine, cached; `whisper-ft doctor` shows it), int8, int8_float32, float32, float16, ...")
+_CALIBRATE_HELP = "Measure the choice of --compute_type auto again now (after a driver or hardware change, say)."
+
+
 _MODEL_HELP = ("Model name or folder: transformers folder, LoRA adapter, CTranslate2 folder, 'base' "
                "(bundled), a hub id, or a speech-LLM run folder. Default: the newest model under models/.")
 
@@ -53,7 +58,8 @@ def eval_command(
     backend: str = typer.Option("hf", "--backend", help="hf (transformers) or ct2 (CTranslate2)."),
     output_dir: Path = typer.Option(None, "--output_dir", help="Where report.json and predictions.jsonl go. Default: reports/<model>_<data>_<backend>/."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only: auto (cuda float16, cpu int8), int8, float32, ..."),
+    compute_type: str = typer.Option("auto", "--compute_type", help="ct2 only: " + _COMPUTE_TYPE_HELP + " (auto: measured on the test set's first clips)."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="ct2 only: " + _CALIBRATE_HELP),
     cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads (default: up to 4)."),
     max_new_tokens: int = typer.Option(None, "--max_new_tokens", min=1, help="Cap on generated tokens per utterance."),
     pack: bool = typer.Option(None, "--pack/--no_pack", help="Short same-language clips share 30 s windows, split back by timestamps (a clip that does not split cleanly is decoded alone). Default: on with --backend ct2 (the fast path), off with hf; off for a model without timestamp tokens (said on stderr)."),
@@ -86,7 +92,7 @@ def eval_command(
         model=model_path, test_data=test_data, metric=metric, language=language, task=task, batch_size=batch_size,
         num_beams=beam_size, backend=backend, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
         max_new_tokens=max_new_tokens, pack=pack, temperature_fallback=temperature_fallback, raw=raw,
-        prompt=prompt, hotwords=hotwords,
+        prompt=prompt, hotwords=hotwords, calibrate=calibrate,
     )
     output_dir = output_dir or default_output_dir(settings)
     with removed_if_failed(output_dir):  # a failed run leaves no empty folder behind
@@ -285,7 +291,8 @@ def infer_ct2_command(
     output_dir: Path = typer.Option(None, "--output_dir", help="Write <name>.<format> per input here."),
     to_simplified: bool = typer.Option(False, "--to_simplified", help="Convert traditional Chinese to simplified."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu or cuda."),
-    compute_type: str = typer.Option("auto", "--compute_type", help="auto (cuda float16, cpu int8), int8, int8_float16, float16, float32, ..."),
+    compute_type: str = typer.Option("auto", "--compute_type", help=_COMPUTE_TYPE_HELP + " (auto: measured on the first seconds of the first files)."),
+    calibrate: bool = typer.Option(False, "--calibrate", help=_CALIBRATE_HELP),
     cpu_threads: int = typer.Option(None, "--cpu_threads", min=1, help="CPU threads (default: up to 4)."),
 ) -> None:
     """Transcribe audio with faster-whisper (CTranslate2): fast, any length, optional VAD."""
@@ -310,8 +317,17 @@ def infer_ct2_command(
         picked = pick_ct2_model()
         log(picked.message())
         model_path = picked.name
+    files = _expand_globs(audio)
+
+    def calibration_clips():  # --compute_type auto, first use: the start of the user's own files
+        from whisper_ft.decoding.calibration import clips_from_files
+        from whisper_ft.workflows.inference import collect_audio_files
+
+        first = collect_audio_files(files)[0][:8]
+        return clips_from_files(first, [options.language] * len(first))
+
     backend = load_backend(model_path, kind="ctranslate2", device=device, compute_type=compute_type,
-                           threads=cpu_threads)
+                           threads=cpu_threads, calibration_clips=calibration_clips, calibrate=calibrate)
     log(f"model: {backend.describe()}")
 
     def transcribe(audio_array, path, on_segment):
@@ -323,6 +339,6 @@ def infer_ct2_command(
                     f"batch {batch} (--batch_size 1: sequential decoding)")
         return backend.transcribe(audio_array, options.replace(batch_size=batch), source=path, on_segment=on_segment)
 
-    run = run_inference(_expand_globs(audio), transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
+    run = run_inference(files, transcribe, fmt=fmt, output_dir=output_dir, to_simplified=to_simplified,
                         vad_hint=not vad and batch_size == 1)
     run.raise_for_failures()

@@ -31,7 +31,8 @@ def serve_command(
     pack: bool = typer.Option(False, "--pack", help="CPU fast path: short clips of one language from concurrent requests share 30 s windows (split back by timestamps; a clip that does not split cleanly is decoded alone). Raises throughput under load; see the README for its accuracy cost."),
     temperature_fallback: bool = typer.Option(True, "--temperature_fallback/--no_temperature_fallback", help="At temperature 0, decode a clip again at rising temperatures when its output loops (OpenAI's and faster-whisper's behaviour)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu or cuda."),
-    compute_type: str = typer.Option("auto", "--compute_type", help="auto (cuda float16, cpu int8), int8, float16, float32, ..."),
+    compute_type: str = typer.Option("auto", "--compute_type", help="auto (the fastest on this CPU/GPU that keeps float32's accuracy: measured once per model and machine on synthesized speech unless `whisper-ft calibrate` measured it on yours; cached), int8, int8_float32, float32, float16, ..."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Measure the choice of --compute_type auto again before serving."),
     cpu_threads: int = typer.Option(None, "--cpu_threads", help="CPU threads per model (default: up to 4)."),
 ) -> None:
     """Serve models over OpenAI's audio API (/v1/audio/transcriptions, /v1/audio/translations) with a web page at /."""
@@ -63,4 +64,5 @@ def serve_command(
     engine_settings = EngineSettings(beam_size=beam_size, batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
                                      long_batch_size=long_batch_size, temperature_fallback=temperature_fallback,
                                      pack=pack, default_language=normalize_language(language))
-    run_server(model_path, settings, engine_settings, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    run_server(model_path, settings, engine_settings, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
+               calibrate=calibrate)

@@ -10,7 +10,8 @@ model here and decode through two methods that take one :class:`DecodingOptions`
 
 Device, compute type and thread choice live here (not in the CLI): ``device="auto"`` takes CUDA
 when present; transformers then runs in float16, CTranslate2 in its ``compute_type``
-(auto: CUDA float16, CPU int8). ``kind="auto"``: CTranslate2 for a CTranslate2 folder,
+(auto: measured on this machine, :mod:`whisper_ft.decoding.calibration`; CUDA float16, CPU int8
+until it is). ``kind="auto"``: CTranslate2 for a CTranslate2 folder,
 transformers for anything else; a speech-LLM run folder (``whisper-ft llm finetune``) always
 opens as its own backend (:class:`whisper_ft.speech_llm.decoding.SpeechLLMBackend`).
 """
@@ -163,11 +164,20 @@ class CTranslate2Backend:
     thread (measured fastest for packed batches in benchmarks/inference.py; same tokens as one)."""
 
     def __init__(self, name, *, device: str = "auto", compute_type: str = "auto", threads: int | None = None,
-                 parallel_batches: bool = False):
-        from whisper_ft.decoding.ct2_loading import load_ct2_whisper, resolve_device
+                 parallel_batches: bool = False, calibration_clips=None, calibrate: bool = False):
+        from whisper_ft.decoding.ct2_loading import ensure_ct2_folder, load_ct2_whisper, resolve_device
 
         threads = threads or default_cpu_threads()
+        auto = (compute_type or "auto").lower() == "auto"
+        if calibrate and not auto:
+            raise WhisperFtError(f"--calibrate measures what --compute_type auto picks; drop --compute_type "
+                                 f"{compute_type} (or --calibrate)")
         device, compute_type = resolve_device(device, compute_type)
+        if auto:  # measured on this machine once per model, cached (whisper_ft.decoding.calibration)
+            from whisper_ft.decoding.calibration import resolve_compute_type
+
+            compute_type = resolve_compute_type(ensure_ct2_folder(name), device, threads, clips=calibration_clips,
+                                                recalibrate=calibrate, fallback=compute_type)
         inter = threads if parallel_batches and device != "cuda" else 1
         self.ct2 = load_ct2_whisper(name, device=device, compute_type=compute_type, cpu_threads=threads,
                                     inter_threads=inter)
@@ -229,11 +239,15 @@ def load_backend(
     parallel_batches: bool = False,
     max_new_tokens: int | None = None,
     beam_size: int | None = None,
+    calibration_clips=None,
+    calibrate: bool = False,
 ) -> Backend:
     """Open a model for decoding (see the module docstring). ``model_name_or_source`` is a model
     name or a resolved :class:`~whisper_ft.models.registry.ModelSource` (resolved once per command).
     ``beam_size``/``max_new_tokens`` matter to a speech-LLM run only (its decode settings are fixed
-    when it is loaded; None: the run's own)."""
+    when it is loaded; None: the run's own). CTranslate2's ``compute_type="auto"`` is the
+    calibrated choice (:func:`whisper_ft.decoding.calibration.resolve_compute_type`: cached, or
+    measured now on ``calibration_clips()`` when given; ``calibrate=True`` measures again)."""
     from whisper_ft.models.registry import ModelSource
 
     kind = validate_kind(kind)
@@ -249,7 +263,10 @@ def load_backend(
 
         source = source or resolve_model(name)
         kind = "ctranslate2" if source.kind == "ct2" else "transformers"
+    if calibrate and kind != "ctranslate2":
+        raise WhisperFtError("--calibrate measures CTranslate2's compute type: use it with --backend ct2")
     if kind == "ctranslate2":
         return CTranslate2Backend(name, device=device, compute_type=compute_type, threads=threads,
-                                  parallel_batches=parallel_batches)
+                                  parallel_batches=parallel_batches, calibration_clips=calibration_clips,
+                                  calibrate=calibrate)
     return TransformersBackend(name, device=device, threads=threads, source=source)

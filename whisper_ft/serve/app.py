@@ -526,7 +526,8 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def run_server(model_paths: list[str], settings: ServerSettings, engine_settings: EngineSettings, *,
-               device: str = "auto", compute_type: str = "auto", cpu_threads: int | None = None) -> None:
+               device: str = "auto", compute_type: str = "auto", cpu_threads: int | None = None,
+               calibrate: bool = False) -> None:
     """Load the models and serve until interrupted (what ``whisper-ft serve`` runs)."""
     import uvicorn
 
@@ -542,7 +543,8 @@ def run_server(model_paths: list[str], settings: ServerSettings, engine_settings
         logger.addHandler(handler)
     logger.setLevel(settings.log_level.upper())
     logger.propagate = False
-    models = load_models(model_paths, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    models = load_models(model_paths, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
+                         calibrate=calibrate)
     engine = Engine(models, engine_settings)
     app = create_app(engine, settings)
     log(f"whisper-ft serve: http://{settings.host}:{settings.port}/ (OpenAI API under /v1)")

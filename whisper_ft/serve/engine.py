@@ -142,10 +142,16 @@ def model_names(name: str) -> tuple[str, frozenset[str]]:
 
 
 def load_models(names: list[str], *, device: str = "auto", compute_type: str = "auto",
-                cpu_threads: int | None = None) -> list[ServedModel]:
+                cpu_threads: int | None = None, calibrate: bool = False) -> list[ServedModel]:
     """Open every model (any name whisper-ft can resolve; non-CTranslate2 models are converted once
-    into the cache); raises when two share a name."""
+    into the cache); raises when two share a name. ``compute_type="auto"``: the calibrated choice,
+    measured on synthesized speech when a model was never calibrated here (``calibrate``: again)."""
     from whisper_ft.decoding.backend import load_backend
+
+    def synthesized_clips():  # imported only when a model is calibrated (not on the fast path)
+        from whisper_ft.data.calibration_speech import synthesized_clips as speech
+
+        return speech()
 
     served: list[ServedModel] = []
     for name in names:
@@ -154,7 +160,7 @@ def load_models(names: list[str], *, device: str = "auto", compute_type: str = "
             if other.names & aliases:
                 raise WhisperFtError(f"two --model_path values are both called {ident!r}: give each model its own folder name")
         backend = load_backend(name, kind="ctranslate2", device=device, compute_type=compute_type,
-                               threads=cpu_threads)
+                               threads=cpu_threads, calibration_clips=synthesized_clips, calibrate=calibrate)
         if not hasattr(backend, "transcribe_clips"):
             raise WhisperFtError(f"{name} is a speech-LLM run: the server decodes Whisper models with CTranslate2 "
                                  "only; transcribe it with `whisper-ft infer --model_path RUN`")
@@ -180,6 +186,7 @@ class EngineStats:
     fallbacks: int = 0
     cancelled: int = 0  # stopped mid-decode: the client left or the server stopped
     audio_seconds: float = 0.0
+    busy_seconds: float = 0.0  # time the decoding threads spent in batches (busy / audio: the real-time factor)
 
     def to_dict(self) -> dict:
         return {"requests": self.requests, "failed": self.failed,
@@ -187,7 +194,6 @@ class EngineStats:
                 "max_batch": max(self.short_batches, default=0), "long_requests": self.long_requests,
                 "fallbacks": self.fallbacks, "cancelled": self.cancelled, "audio_seconds": round(self.audio_seconds, 3),
                 "busy_seconds": round(self.busy_seconds, 3)}
-    busy_seconds: float = 0.0  # time the decoding threads spent in batches (busy / audio: the real-time factor)
 
 
 class _ModelWorker:
@@ -237,13 +243,13 @@ class _ModelWorker:
     # --- in the worker thread ---------------------------------------------------------------
 
     def decode(self, jobs: list[DecodeJob]) -> list[Transcription | BaseException]:
+        started = time.perf_counter()
         outcomes: list[Transcription | BaseException | None] = [None] * len(jobs)
         short = [i for i, j in enumerate(jobs)
                  if j.audio is not None and j.duration <= CHUNK_SECONDS and not j.word_timestamps]
         if short:
             self.stats.short_batches[len(short)] += 1
             try:
-        started = time.perf_counter()
                 for i, out in zip(short, self._short([jobs[i] for i in short])):
                     outcomes[i] = out
             except Exception:  # noqa: BLE001 - find out whose clip failed: each alone
@@ -266,13 +272,13 @@ class _ModelWorker:
             elif isinstance(out, Transcription):
                 self.stats.audio_seconds += out.duration
         _return_freed_memory()
+        self.stats.busy_seconds += time.perf_counter() - started
         return outcomes  # type: ignore[return-value]
 
     @staticmethod
     def _guarded(fn):
         try:
             return fn()
-        self.stats.busy_seconds += time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - handed to that request only
             return exc
 

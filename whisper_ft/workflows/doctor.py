@@ -245,6 +245,44 @@ def check_cache() -> Check:
     return Check("cache", "ok", detail)
 
 
+def check_cpu(info=None) -> Check:
+    """The CPU's instruction sets and what they mean for CTranslate2's speed (:mod:`whisper_ft.core.cpu`)."""
+    from whisper_ft.core.cpu import cpu_info
+
+    info = info or cpu_info()
+    sets = ", ".join(info.instruction_sets) or "none of AVX2, AVX-512F, AVX-512 VNNI, AVX-VNNI, AMX"
+    where = "" if info.source == "/proc/cpuinfo" else f" (from {info.source})"
+    return Check("cpu", "ok", f"{info.model}: {sets}{where}; {info.speed_note()}")
+
+
+def check_calibrations() -> list[Check]:
+    """One line per model whose ``--compute_type auto`` was measured here: the choice and the
+    alternatives (:mod:`whisper_ft.decoding.calibration`); stale entries say they will be measured again."""
+    from whisper_ft.decoding.calibration import cache_file, calibration_key, read_entries
+
+    entries = read_entries()
+    if not entries:
+        return [Check("compute type", "ok", "auto not measured yet: the first CTranslate2 use of a model measures "
+                      f"it (or `whisper-ft calibrate`); kept in {cache_file()}")]
+    checks = []
+    for slot, e in entries.items():
+        folder, _, device = slot.rpartition("|")
+        threads = e.key.get("machine", {}).get("threads", 0)
+        head = f"{Path(folder).name} on {device}, {threads} threads: auto = {e.chosen} ({e.alternatives()}; " \
+               f"{e.describe_clips()}, {e.created[:10]})"
+        try:
+            current = calibration_key(Path(folder), device, threads)
+        except OSError:
+            current = None
+        if current != e.key:
+            changed = [part for part in ("model", "machine", "versions") if (current or {}).get(part) != e.key.get(part)]
+            checks.append(Check("compute type", "warn", f"{head}: stale ({', '.join(changed)} changed)",
+                                "nothing to do: the next use measures again (or `whisper-ft calibrate`)"))
+        else:
+            checks.append(Check("compute type", "ok", head))
+    return checks
+
+
 def _guarded(name: str, check: Callable[[], Check]) -> Check:
     """A check that crashes is a reported problem, not a doctor that crashes."""
     try:
@@ -273,6 +311,11 @@ def run_checks() -> list[Check]:
     checks += [ct2_check, cuda_check]
     checks.append(_guarded("faster-whisper", lambda: check_module("faster_whisper", REQUIRED_MODULES["faster_whisper"],
                                                                   "fail")))
+    checks.append(_guarded("cpu", check_cpu))
+    try:
+        checks += check_calibrations()
+    except Exception as exc:  # noqa: BLE001 - a broken cache file is a reported problem, not a crash
+        checks.append(Check("compute type", "warn", f"check failed: {type(exc).__name__}: {exc}"))
     bundled: list[bool] = [False]
 
     def models() -> Check:

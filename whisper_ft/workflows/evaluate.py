@@ -62,6 +62,7 @@ class EvalSettings:
     raw: bool = False  # score the texts as written (whitespace collapsed only), not through the normaliser
     prompt: str | None = None  # text every clip is conditioned on as the previous text (Whisper's initial prompt)
     hotwords: str | None = None  # words to favour (faster-whisper's hotwords; folded into the prompt of short clips)
+    calibrate: bool = False  # ct2, compute_type auto: measure the choice again (whisper_ft.decoding.calibration)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,25 @@ def load_eval_backend(settings: EvalSettings) -> Backend:
     return load_backend(settings.model, kind=validate_backend(settings.backend), device=settings.device,
                         compute_type=settings.compute_type, threads=settings.cpu_threads,
                         parallel_batches=settings.backend == "ct2" and settings.pack is not False,
-                        max_new_tokens=settings.max_new_tokens, beam_size=settings.num_beams)
+                        max_new_tokens=settings.max_new_tokens, beam_size=settings.num_beams,
+                        calibration_clips=lambda: calibration_clips(settings), calibrate=settings.calibrate)
+
+
+def calibration_clips(settings: EvalSettings, max_clips: int = 40) -> list:
+    """``--compute_type auto`` on first use: the test set's first clips (real speech, the user's own)."""
+    from whisper_ft.decoding.calibration import MAX_SECONDS_PER_LANGUAGE, CalibrationClip, take_clips
+
+    clips, seconds = [], 0.0
+    for u in read_manifest(settings.test_data)[:max_clips]:
+        if seconds >= MAX_SECONDS_PER_LANGUAGE:
+            break
+        try:
+            audio = u.load_audio()
+        except WhisperFtError:
+            continue
+        clips.append(CalibrationClip(audio, normalize_language(settings.language or u.language), u.key))
+        seconds += len(audio) / SAMPLE_RATE
+    return take_clips(clips)
 
 
 def eval_options(settings: EvalSettings, backend: Backend | None = None):
