@@ -539,6 +539,9 @@ def test_cli_finetune_then_merge(trainable_tiny_dir, four_utterances, tmp_path, 
     assert merged_card.data.library_name == "transformers" and merged_card.data.language == ["en"]
     assert "with whisper-ft (--method adalora" in merged_card.text
     assert "adapter merged into the base (float16)" in merged_card.text and "| 4 | 0.01 | en (4) |" in merged_card.text
+    # the adapter's evaluation is in the adapter's model-index; the merged card shows it as the source's
+    assert {r.metric_type for r in adapter_card.data.eval_results} == {"cer", "wer"}
+    assert merged_card.data.eval_results is None and "### Measured on" in merged_card.text
 
 
 def test_latest_checkpoint_skips_incomplete_saves(tmp_path, capsys):

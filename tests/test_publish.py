@@ -157,7 +157,16 @@ def test_card_adds_eval_and_compare_results_and_keeps_a_users_readme(tiny_model_
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     row = next(r for r in card.data.eval_results if r.dataset_name == "set")
     assert row.metric_value == round(100 * report["error_rate"], 2)
-    assert "## Comparison (whisper-ft compare, reference base)" in card.text and "| greetings | mine (this model)" in card.text
+    assert "## Comparison (whisper-ft compare)\n\nReference: base." in card.text
+    assert "| greetings | mine (this model)" in card.text
+    # A conversion of it starts from its card: the results move to "made from", out of its model-index.
+    code, _, err = run_cli(["convert", "--model", model, "--output_dir", tmp_path / "mine-ct2", "--quantization",
+                            "float32"], capsys)
+    assert code == 0, err
+    converted = card_of(tmp_path / "mine-ct2")
+    assert converted.data.eval_results is None
+    assert "### Measured on my-model" in converted.text and "| greetings | mine (this model)" in converted.text
+    assert "converted to CTranslate2 (float32)" in converted.text
     code, _, err = run_cli(["card", "--model", model, "--compare_report", tmp_path / "cmp", "--compare_model", "nope"],
                            capsys)
     assert code == 1 and "--compare_model 'nope' is not a model of that compare report; choose one of: base, mine" in err
