@@ -361,3 +361,37 @@ def test_drift_is_counted_in_characters_for_chinese_and_words_otherwise():
     assert drift_points([SENTENCE], [SENTENCE.upper() + "!"], ["en"]) == 0.0
     assert drift_points([SENTENCE], [SENTENCE.replace("the week", "the weak")], ["en"]) == pytest.approx(100 / 31)
     assert drift_points(["short"], ["other"], ["en"]) is None  # too little speech to judge
+
+
+def test_with_the_clips_own_texts_drift_is_the_change_of_error_rate():
+    """eval's clips come with what is said: a candidate that makes other mistakes than float32, but
+    not more, is not drifting; one that makes more is."""
+    truth = SENTENCE
+    f32 = SENTENCE.replace("prices", "prizes")  # float32 gets one word wrong
+    other = SENTENCE.replace("report", "rapport")  # another word wrong: the same error rate
+    worse = other.replace("prices", "prizes")
+    clips = [CalibrationClip(make_tone(2.0), "en", "a", truth)]
+    clock = FakeClock()
+    cost = {"int8": 0.5, "int8_float32": 0.9, "float32": 1.3}
+    chosen, measured = measure(CPU_TYPES, clips, fake_opener(clock, cost, {"float32": f32, "int8": other,
+                                                                          "int8_float32": other}), clock=clock)
+    assert chosen == "int8" and measured[0].drift_points == 0.0
+    chosen, measured = measure(CPU_TYPES, clips, fake_opener(clock, cost, {"float32": f32, "int8": worse,
+                                                                          "int8_float32": other}), clock=clock)
+    assert chosen == "int8_float32" and measured[0].drift_points == pytest.approx(100 / 31, abs=0.01)
+    # without the texts, the same transcripts drift: any difference from float32 counts
+    clips = [CalibrationClip(make_tone(2.0), "en", "a")]
+    chosen, _ = measure(CPU_TYPES, clips, fake_opener(clock, cost, {"float32": f32, "int8": other,
+                                                                   "int8_float32": other}), clock=clock)
+    assert chosen == "float32"
+
+
+def test_eval_calibrates_on_its_own_test_clips_with_their_texts(tmp_path, make_wav):
+    from whisper_ft.workflows.evaluate import EvalSettings, calibration_clips
+
+    lines = [{"audio": {"path": str(make_wav(f"c{i}.wav", 8.0, seed=i))}, "sentence": f"text {i}", "language": "zh",
+              "duration": 8.0} for i in range(5)]
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    clips = calibration_clips(EvalSettings(model="m", test_data=manifest))
+    assert [c.text for c in clips] == ["text 0", "text 1", "text 2"] and {c.language for c in clips} == {"zh"}

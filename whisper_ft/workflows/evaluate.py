@@ -179,7 +179,8 @@ def load_eval_backend(settings: EvalSettings) -> Backend:
 
 
 def calibration_clips(settings: EvalSettings, max_clips: int = 40) -> list:
-    """``--compute_type auto`` on first use: the test set's first clips (real speech, the user's own)."""
+    """``--compute_type auto`` on first use: the test set's first clips (real speech, the user's own,
+    with their transcripts: drift is measured as the change of CER/WER)."""
     from whisper_ft.decoding.calibration import MAX_SECONDS_PER_LANGUAGE, CalibrationClip, take_clips
 
     clips, seconds = [], 0.0
@@ -190,7 +191,7 @@ def calibration_clips(settings: EvalSettings, max_clips: int = 40) -> list:
             audio = u.load_audio()
         except WhisperFtError:
             continue
-        clips.append(CalibrationClip(audio, normalize_language(settings.language or u.language), u.key))
+        clips.append(CalibrationClip(audio, normalize_language(settings.language or u.language), u.key, u.sentence))
         seconds += len(audio) / SAMPLE_RATE
     return take_clips(clips)
 
