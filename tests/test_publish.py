@@ -59,6 +59,7 @@ def test_convert_writes_a_card_in_the_hubs_format(ct2_copy):
     assert "converted to CTranslate2 (float32)" in card.text and "from faster_whisper import WhisperModel" in card.text
 
 
+@pytest.mark.slow
 def test_push_uploads_every_file_through_huggingface_hub(ct2_copy, tmp_path):
     with FakeHub(token=TOKEN) as hub:
         code, out, err = push_cli("push", "--model", ct2_copy, "--repo_id", "me/tiny-ct2", "--private",
@@ -78,6 +79,7 @@ def test_push_uploads_every_file_through_huggingface_hub(ct2_copy, tmp_path):
         assert ("POST", "/api/models/me/tiny-ct2/preupload/main") in hub.calls
 
 
+@pytest.mark.slow
 def test_push_errors_are_one_line(ct2_copy, tmp_path):
     with FakeHub(token=TOKEN) as hub:
         cases = [
@@ -133,6 +135,7 @@ def test_merge_push_to_hub(tiny_model_dir, tmp_path):
     assert "adapter merged into the base (float32)" in card.text
 
 
+@pytest.mark.slow
 def test_card_adds_eval_and_compare_results_and_keeps_a_users_readme(tiny_model_dir, tmp_path, make_wav, capsys):
     model = Path(shutil.copytree(tiny_model_dir, tmp_path / "my-model"))
     make_wav("a.wav", 1.0)
@@ -178,6 +181,7 @@ def test_card_adds_eval_and_compare_results_and_keeps_a_users_readme(tiny_model_
     assert (model / "README.md").read_text() == "# my own notes\n"
 
 
+@pytest.mark.slow
 def test_convert_force_replaces_only_a_generated_card(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "x-ct2"
     args = ["convert", "--model", tiny_model_dir, "--output_dir", out, "--quantization", "int8"]
