@@ -1,14 +1,16 @@
 """Measure `whisper-ft transcribe` on one machine: --engine local against --engine ray with 1 and 2
-workers, on the same set (the AISHELL test speaker's clips repeated to --minutes of audio, as a
-manifest that references the same files again; no audio is copied).
+workers, on the same hour of real speech (the AISHELL test speaker's clips, round after round, as
+a list of symbolic links: each round's links are inputs of their own, no audio is copied).
 
-Each configuration is the real CLI in a process of its own, started when the load average is under
---max_load (waiting at most --wait_minutes), one at a time. While it runs, the RSS of every process
-of its tree (driver, Ray's own processes, the workers) is sampled every 0.5 s. Reported: wall time,
-hours of audio per hour, start-up (to the first shard), Ray's start, peak RSS per process kind and
-of the whole tree, and whether every configuration wrote the same training manifest.
+Each configuration is the real CLI in a process of its own (its own session), started when the
+load average is under --max_load (waiting at most --wait_minutes), one at a time, OMP_NUM_THREADS=1
+(CTranslate2's threads are set by the command). While it runs, the RSS of every process of its
+tree (driver, Ray's services, Ray Data's actors and tasks, the model workers) is sampled every
+0.5 s. Reported: wall time of the whole process, hours of audio per hour, Ray's start
+(``ray.init``) and the time to the first worker ready, peak RSS per process, and whether every
+configuration wrote the same text for every file. Run it alone (`flock /tmp/team/heavy.lock`).
 
-    .venv/bin/python benchmarks/transcribe_scale.py --minutes 60 --out /tmp/scale_bench
+    flock /tmp/team/heavy.lock .venv/bin/python benchmarks/transcribe_scale.py --minutes 60 --out /tmp/scale_bench
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import argparse
 import itertools
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -31,22 +35,25 @@ CONFIGS = {
 }
 
 
-def build_set(out: Path, minutes: float) -> Path:
-    """The test speaker's clips, round after round, until ``minutes`` of audio (absolute paths)."""
+def build_set(out: Path, minutes: float) -> tuple[Path, int, float]:
+    """A list of links to the test speaker's clips, round after round, until ``minutes`` of audio."""
     rows = [json.loads(line) for line in (SHARED / "test.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    manifest, total = out / f"aishell_test_{minutes:g}min.jsonl", 0.0
-    lines = []
+    links = out / "set"
+    shutil.rmtree(links, ignore_errors=True)
+    paths, total = [], 0.0
     for n, row in enumerate(itertools.cycle(rows)):
         if total >= minutes * 60:
             break
-        rec = dict(row, id=f"{row['id']}-r{n // len(rows)}")
-        rec["audio"] = {"path": str((SHARED / row["audio"]["path"]).resolve())}
-        lines.append(json.dumps(rec, ensure_ascii=False))
+        source = (SHARED / row["audio"]["path"]).resolve()
+        link = links / f"r{n // len(rows)}" / source.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+        paths.append(str(link))
         total += row["duration"]
-    out.mkdir(parents=True, exist_ok=True)
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"set: {manifest}: {len(lines)} clips, {total / 60:.1f} min", file=sys.stderr)
-    return manifest
+    listing = out / f"aishell_test_{minutes:g}min.txt"
+    listing.write_text("\n".join(paths) + "\n", encoding="utf-8")
+    print(f"set: {listing}: {len(paths)} clips, {total / 60:.1f} min", file=sys.stderr)
+    return listing, len(paths), total
 
 
 def wait_for_quiet(max_load: float, wait_minutes: float) -> float:
@@ -61,75 +68,112 @@ def wait_for_quiet(max_load: float, wait_minutes: float) -> float:
 def kind(proc) -> str:
     title = " ".join(proc.cmdline())
     if title.startswith("ray::MapWorker"):
-        return "worker"
-    if title.startswith("ray::") and any(x in title for x in ("StatsActor", "ActorLocationTracker", "Autoscaling")):
+        return "model worker"
+    if title.startswith("ray::") and any(x in title for x in ("StatsActor", "ActorLocationTracker", "Autoscal")):
         return "Ray Data's own actors"
+    if title.startswith("ray::"):
+        return "Ray task workers (audio reading; idle workers)"
     if "whisper_ft" in title and "transcribe" in title:
         return "driver"
-    return "Ray services (gcs, raylet, dashboard/runtime-env agents, monitors, idle workers)"
+    return "Ray services (gcs, raylet, agents, monitors)"
 
 
-def run_one(name: str, args: list[str], manifest: Path, out: Path, max_load: float, wait_minutes: float) -> dict:
+def run_one(name: str, args: list[str], listing: Path, out: Path, max_load: float, wait_minutes: float) -> dict:
     import psutil
 
     load = wait_for_quiet(max_load, wait_minutes)
     target = out / name
-    cmd = [sys.executable, "-m", "whisper_ft", "transcribe", str(manifest), "--output_dir", str(target), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("OMP_NUM_THREADS", None)
+    shutil.rmtree(target, ignore_errors=True)
+    cmd = [sys.executable, "-m", "whisper_ft", "transcribe", str(listing), "--output_dir", str(target),
+           "--language", "zh", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(out / f"{name}.log", "w"),
-                            start_new_session=True)
-    peak: dict[int, tuple[str, int]] = {}
-    peak_total = 0
-    root = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        total = 0
-        try:
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            break
-        for p in procs:
+    with open(out / f"{name}.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        peak: dict[int, tuple[str, int]] = {}
+        peak_total = 0
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            total = 0
             try:
-                rss = p.memory_info().rss
-                k = kind(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            total += rss
-            if rss > peak.get(p.pid, ("", 0))[1]:
-                peak[p.pid] = (k, rss)
-        peak_total = max(peak_total, total)
-        time.sleep(0.5)
-    stdout = proc.communicate()[0].decode()
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                    k = kind(p)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                total += rss
+                if rss > peak.get(p.pid, ("", 0))[1]:
+                    peak[p.pid] = (k, rss)
+            peak_total = max(peak_total, total)
+            time.sleep(0.5)
+        stdout = proc.communicate()[0].decode()
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed ({proc.returncode}): see {out / f'{name}.log'}")
     summary = json.loads((target / "summary.json").read_text())
+    run = summary["this_run"]
     by_kind: dict[str, list[int]] = {}
     for k, rss in peak.values():
         by_kind.setdefault(k, []).append(rss)
     return {
         "config": name, "command": " ".join(["whisper-ft", *cmd[3:]]), "load_at_start": round(load, 2),
         "load_at_end": round(os.getloadavg()[0], 2), "process_wall_seconds": round(wall, 1),
-        "run_wall_seconds": summary["this_run"]["wall_seconds"], "audio_hours": summary["audio_hours"],
+        "run_wall_seconds": run["wall_seconds"], "audio_hours": summary["audio_hours"],
         "audio_hours_per_hour": round(summary["audio_hours"] * 3600 / wall, 2),
-        "audio_hours_per_hour_run": summary["this_run"]["audio_hours_per_hour"],
-        "startup_seconds": summary["this_run"]["startup_seconds"],
-        "ray_init_seconds": summary["this_run"]["ray_init_seconds"],
+        "audio_hours_per_hour_decoding": run["audio_hours_per_hour"], "workers": run["workers"],
+        "cpus_per_worker": run["cpus_per_worker"], "startup_seconds": run["startup_seconds"],
+        "ray_init_seconds": run["ray_init_seconds"],
         "peak_rss_mb": {k: [round(v / 2**20) for v in sorted(vs, reverse=True)] for k, vs in by_kind.items()},
-        "peak_tree_rss_mb": round(peak_total / 2**20), "summary": summary, "stdout": stdout,
+        "peak_tree_rss_mb": round(peak_total / 2**20), "files": summary["files"],
+        "failures": summary["failures"]["files"], "stdout": stdout,
     }
 
 
-def same_text(out: Path, names: list[str]) -> dict:
-    texts = {}
+def texts(folder: Path) -> dict[str, str]:
+    out = {}
+    for part in sorted(folder.glob("part-*.jsonl")):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            out[r["audio"]["path"]] = r["text"]
+    return out
+
+
+def compare_texts(out: Path, names: list[str]) -> dict:
+    first = texts(out / names[0])
+    result = {}
     for name in names:
-        rows = [json.loads(line) for line in (out / name / "train.jsonl").read_text(encoding="utf-8").splitlines()]
-        texts[name] = {r["id"]: r["sentence"] for r in rows}
-    first = texts[names[0]]
-    return {name: {"records": len(t), "differ": sum(1 for k in set(first) | set(t) if first.get(k) != t.get(k)),
-                   "bytes_identical": (out / name / "train.jsonl").read_bytes() == (out / names[0] / "train.jsonl").read_bytes()}
-            for name, t in texts.items()}
+        mine = texts(out / name)
+        result[name] = {"files": len(mine), "differ_from_" + names[0]: sum(
+            1 for k in set(first) | set(mine) if first.get(k) != mine.get(k))}
+    return result
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count()
+    mem = next((int(line.split()[1]) // 2**20 for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), None)
+    return {"cpu": model, "cores": cores, "memory_gb": mem, "gpu": None,
+            "avx512": "avx512f" in flags, "amx": "amx_tile" in flags}
+
+
+def versions() -> dict:
+    out = {}
+    for name in ("ray", "ctranslate2", "faster_whisper"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            out[name] = None
+    return out
 
 
 def main() -> None:
@@ -138,23 +182,35 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/scale_bench"))
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--max_load", type=float, default=1.5)
-    ap.add_argument("--wait_minutes", type=float, default=15.0)
+    ap.add_argument("--wait_minutes", type=float, default=10.0)
     a = ap.parse_args()
-    manifest = build_set(a.out, a.minutes)
+    a.out.mkdir(parents=True, exist_ok=True)
+    listing, n_clips, seconds = build_set(a.out, a.minutes)
     names = a.configs.split(",")
     results = []
     for name in names:
-        r = run_one(name, CONFIGS[name], manifest, a.out, a.max_load, a.wait_minutes)
-        print(json.dumps({k: v for k, v in r.items() if k not in ("summary", "stdout")}), file=sys.stderr)
+        r = run_one(name, CONFIGS[name], listing, a.out, a.max_load, a.wait_minutes)
+        print(json.dumps({k: v for k, v in r.items() if k != "stdout"}), file=sys.stderr)
         results.append(r)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "cpus": os.cpu_count(), "results": results, "same_text": same_text(a.out, names)}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    report = {"benchmark": "benchmarks/transcribe_scale.py", "command": " ".join(sys.argv), "commit": commit,
+              "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "versions": versions(),
+              "set": {"list": str(listing), "clips": n_clips, "minutes": round(seconds / 60, 2)},
+              "results": results, "same_text": compare_texts(a.out, names)}
     (a.out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps(report["same_text"], indent=2))
+    base = next((r for r in results if r["config"] == "local"), results[0])
+    print(f"# {report['date']}, commit {commit}, {report['machine']['cpu']} ({report['machine']['cores']} cores); "
+          f"{n_clips} clips, {seconds / 60:.1f} min; report: {a.out / 'report.json'}")
+    print("| configuration | load start -> end | wall s | audio h per hour | x local | ray.init s | "
+          "to first worker s | peak RSS MB: tree (per process) | text differs |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['config']} | {r['load_at_start']} | {r['process_wall_seconds']} | {r['audio_hours_per_hour']} | "
-              f"{r['startup_seconds']} | {r['ray_init_seconds']} | {r['peak_rss_mb']} | {r['peak_tree_rss_mb']} |")
+        per = "; ".join(f"{k} {'+'.join(map(str, v))}" for k, v in r["peak_rss_mb"].items())
+        differ = report["same_text"][r["config"]][f"differ_from_{names[0]}"]
+        print(f"| {r['config']} ({r['workers']} x {r['cpus_per_worker']} threads) | {r['load_at_start']} -> "
+              f"{r['load_at_end']} | {r['process_wall_seconds']} | {r['audio_hours_per_hour']} | "
+              f"{r['audio_hours_per_hour'] / base['audio_hours_per_hour']:.2f} | {r['ray_init_seconds'] or '-'} | "
+              f"{r['startup_seconds']} | {r['peak_tree_rss_mb']} ({per}) | {differ} of {r['files']} |")
 
 
 if __name__ == "__main__":

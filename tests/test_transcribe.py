@@ -83,6 +83,9 @@ def test_inputs_of_every_kind_each_place_once(tmp_path, corpus):
     assert (sliced.start, sliced.end, sliced.language, sliced.planned) == (1.0, 9.0, "zh", 8.0)
     assert sliced.path == str((corpus / "long.wav").resolve())
     assert [m.path for m in missing] == [str(tmp_path / "corpus" / "nowhere.wav"), str(tmp_path / "gone")]
+    (tmp_path / "link.wav").symlink_to(corpus / "clip0.wav")  # a path of its own (a farm of links is a corpus)
+    linked, _ = collect_items([tmp_path / "link.wav", corpus / "clip0.wav"])
+    assert [it.path for it in linked] == [str(tmp_path / "link.wav"), str(corpus / "clip0.wav")]
 
     for it, minutes in zip(items, (1, 1, 1, 50, 1, 1)):
         it.planned = minutes * 60
@@ -451,7 +454,7 @@ def test_ctrl_c_mid_ray_run_then_rerun_gives_the_uninterrupted_records(tmp_path,
     assert not stopped.stragglers and _ray_processes(ray_tmpdir, within=20.0) == []
     assert_clean_parts(out)
     done = len(all_records(out))
-    assert 2 <= done < 22 and not (out / "summary.json").exists()
+    assert 1 <= done < 22 and not (out / "summary.json").exists()
     # the rerun (here on the local engine: the same records either way) decodes only the rest
     proc = start_cli([str(corpus), "--output_dir", str(out), "--shard_files", "2", *common_args(tiny_ct2)])
     _, stderr = proc.communicate(timeout=300)
@@ -467,14 +470,18 @@ def test_real_speech_language_detected_with_its_probability_short_and_long(tmp_p
     from tests.conftest import SHARED_AUDIO
     from whisper_ft.core.audio import load_audio
 
-    zh = [r for r in shared_audio_manifest if r["language"] == "zh"][:6]
+    zh = []
+    for r in (r for r in shared_audio_manifest if r["language"] == "zh"):  # just over 30 s in all
+        if sum(z["duration"] for z in zh) < 33:
+            zh.append(r)
     en = next(r for r in shared_audio_manifest if r["language"] == "en")
     joined = np.concatenate([load_audio(SHARED_AUDIO / r["audio"]) for r in zh])
     assert len(joined) > 30 * 16_000
     sf.write(str(tmp_path / "joined.wav"), joined, 16_000)
     listing = tmp_path / "inputs.txt"
     listing.write_text("".join(f"{SHARED_AUDIO / r['audio']}\n" for r in (zh[0], en)) + f"{tmp_path / 'joined.wav'}\n")
-    result = transcribe_corpus([listing], tmp_path / "out", model="base", shard_files=8)
+    result = transcribe_corpus([listing], tmp_path / "out", model="base", shard_files=8, beam_size=1,
+                               compute_type="int8")
     records = {Path(p).name: r for p, r in by_path(tmp_path / "out").items()}
     assert result.summary["files"] == 3
     for name, lang in ((Path(zh[0]["audio"]).name, "zh"), (Path(en["audio"]).name, "en"), ("joined.wav", "zh")):
@@ -498,7 +505,7 @@ def test_real_speech_a_resumed_run_packs_each_clip_with_the_neighbours_it_had(tm
     (tmp_path / "0broken.wav").write_bytes(b"RIFF....WAVE" * 4)  # first: shard 0 records one clip, not two
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"{tmp_path / '0broken.wav'}\n" + "".join(f"{aishell / r['audio']['path']}\n" for r in rows))
-    kw = {"model": "base", "language": "zh", "shard_files": 2, "cpus_per_worker": 2}
+    kw = {"model": "base", "language": "zh", "shard_files": 2, "cpus_per_worker": 2, "compute_type": "int8"}
     transcribe_corpus([listing], tmp_path / "full", **kw)
     out = tmp_path / "out"
     out.mkdir()

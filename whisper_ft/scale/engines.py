@@ -54,9 +54,19 @@ class EngineRun:
     lost_shards: list[int] = field(default_factory=list)
 
 
-def run_local(settings: DecodeSettings, shards: list[tuple[int, list[Item]]], on_result: OnResult) -> EngineRun:
-    from whisper_ft.decoding.ct2_loading import default_cpu_threads
+def concrete_compute_type(compute_type: str, on_gpu: bool) -> str:
+    """``auto`` made one value for every worker: CTranslate2's defaults (CUDA float16, CPU int8).
+    Decided once by the driver, not by each worker (a per-process choice, e.g. one calibrated per
+    thread count, could make two workers of one run decode differently)."""
+    ct = (compute_type or "auto").strip().lower()
+    return ("float16" if on_gpu else "int8") if ct == "auto" else ct
 
+
+def run_local(settings: DecodeSettings, shards: list[tuple[int, list[Item]]], on_result: OnResult) -> EngineRun:
+    from whisper_ft.decoding.ct2_loading import default_cpu_threads, resolve_device
+
+    device, _ = resolve_device(settings.device, "auto")
+    settings = replace(settings, device=device, compute_type=concrete_compute_type(settings.compute_type, device == "cuda"))
     t0 = time.perf_counter()
     worker = ShardWorker(settings)
     run = EngineRun("local", 1, settings.cpu_threads or default_cpu_threads(), startup_seconds=time.perf_counter() - t0)
@@ -174,7 +184,8 @@ def run_ray(settings: DecodeSettings, shards: list[tuple[int, list[Item]]], on_r
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         workers, per_cpu, per_gpu = ray_layout(workers, cpus_per_worker, gpus_per_worker, settings.device, cpus, gpus)
-        settings = replace(settings, cpu_threads=per_cpu, device="cuda" if per_gpu else settings.device)
+        settings = replace(settings, cpu_threads=per_cpu, device="cuda" if per_gpu else "cpu",
+                           compute_type=concrete_compute_type(settings.compute_type, bool(per_gpu)))
         run = EngineRun("ray", workers, per_cpu, per_gpu, ray_init_seconds=init_seconds)
         log(f"ray: {'a local Ray' if started else f'the cluster at {address}'} ({cpus} CPUs, {gpus} GPUs), "
             f"{workers} worker(s) of {per_cpu} CPU(s){f' and {per_gpu:g} GPU' if per_gpu else ''}, "

@@ -6,7 +6,7 @@ patterns (``'data/**/*.flac'``, quoted so the shell leaves them alone), whisper-
 paths (``.txt``/``.lst``/``.list``, one per line, relative to the list's folder). Every input
 becomes :class:`Item` s; the same file (or slice) named twice is one item.
 
-An item's **identity** is where it is (resolved path, slice) and which version of it (size and
+An item's **identity** is where it is (absolute path, slice) and which version of it (size and
 modification time, or with ``verify`` its content's SHA-256): an item already recorded in the
 output folder under the same identity is not decoded again.
 
@@ -33,7 +33,7 @@ LIST_SUFFIXES = (".txt", ".lst", ".list")
 GLOB_CHARS = "*?["
 IO_THREADS = 8  # stat, header probes and hashes wait on the disk (or a network filesystem), not the CPU
 
-Where = tuple[str, float | None, float | None]  # (resolved path, start, end): one input's place
+Where = tuple[str, float | None, float | None]  # (absolute path, start, end): one input's place
 
 
 @dataclass(slots=True)
@@ -41,7 +41,7 @@ class Item:
     """One audio file (or a slice of one) to transcribe."""
 
     key: str  # a name for its subtitle files and training ids (a manifest id, else the path below the folder)
-    path: str  # absolute, resolved
+    path: str  # absolute (symbolic links kept: the path as the user names it)
     start: float | None = None
     end: float | None = None
     language: str | None = None  # the input's own (a manifest record's)
@@ -98,10 +98,15 @@ def same_version(recorded: dict, item: Item) -> bool:
     return recorded.get("size") == item.size and recorded.get("mtime_ns") == item.mtime_ns
 
 
+def _absolute(path: Path) -> str:
+    """The path made absolute and normal (``a/../b`` -> ``b``), its symbolic links kept."""
+    return os.path.abspath(path)
+
+
 def _manifest_items(path: Path) -> list[Item]:
     from whisper_ft.core.manifest import read_manifest
 
-    return [Item(utt.key, str(utt.audio_file.resolve()), utt.start_time, utt.end_time, utt.language,
+    return [Item(utt.key, _absolute(utt.audio_file), utt.start_time, utt.end_time, utt.language,
                  planned=utt.duration or None) for utt in read_manifest(path)]
 
 
@@ -114,7 +119,7 @@ def _list_items(path: Path) -> tuple[list[Item], list[Missing]]:
         p = Path(line).expanduser()
         p = p if p.is_absolute() else path.parent / p
         if p.is_file():
-            items.append(Item(p.stem, str(p.resolve())))
+            items.append(Item(p.stem, _absolute(p)))
         else:
             missing.append(Missing(str(p), f"audio file not found (listed in {path})"))
     return items, missing
@@ -124,7 +129,7 @@ def _folder_items(folder: Path) -> list[Item]:
     from whisper_ft.core.audio import AUDIO_EXTENSIONS
 
     files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
-    return [Item(f.relative_to(folder).with_suffix("").as_posix(), str(f.resolve())) for f in files]
+    return [Item(f.relative_to(folder).with_suffix("").as_posix(), _absolute(f)) for f in files]
 
 
 def collect_items(inputs: list[str | Path]) -> tuple[list[Item], list[Missing]]:
@@ -147,7 +152,7 @@ def collect_items(inputs: list[str | Path]) -> tuple[list[Item], list[Missing]]:
             items += found
             missing += gone
         elif p.is_file():
-            items.append(Item(p.stem, str(p.resolve())))
+            items.append(Item(p.stem, _absolute(p)))
         elif any(c in text for c in GLOB_CHARS):
             from whisper_ft.core.audio import AUDIO_EXTENSIONS
 
@@ -155,7 +160,7 @@ def collect_items(inputs: list[str | Path]) -> tuple[list[Item], list[Missing]]:
             files = [m for m in matched if m.is_file() and m.suffix.lower() in AUDIO_EXTENSIONS]
             if not files:
                 missing.append(Missing(text, "the pattern matches no audio file"))
-            items += [Item(f.stem, str(f.resolve())) for f in files]
+            items += [Item(f.stem, _absolute(f)) for f in files]
         else:
             missing.append(Missing(text, "not found (give audio files, folders, globs, manifests or lists)"))
     unique: dict[Where, Item] = {}
