@@ -4,8 +4,8 @@ For each concurrency level (default 1, 4, 16, 64) it measures requests/s, p50/p9
 audio-seconds per second, errors (must be 0), the server's peak RSS and the mean batch size the
 server formed, for
 
-- ``packed``: ``whisper-ft serve --pack`` (batched, and short clips of one language share 30 s windows);
-- ``batched``: ``whisper-ft serve`` as shipped (requests within --batch_window_ms decoded together);
+- ``packed``: ``whisper-ft serve`` as shipped (batched, and short clips of one language share 30 s windows);
+- ``batched``: ``whisper-ft serve --no_pack`` (requests within --batch_window_ms decoded together, a window each);
 - ``sequential``: the same server decoding one request at a time (``--batch_window_ms 0 --max_batch_size 1``);
 - ``faster-whisper``: ``WhisperModel.transcribe`` called directly, one clip at a time, no server.
 
@@ -112,13 +112,14 @@ def summarize(mode: str, concurrency: int, results: list[tuple[bool, float, str]
 def run_server_mode(mode: str, args, clips: list[dict], levels: list[int]) -> list[dict]:
     port = free_port()
     cmd = [sys.executable, "-m", "whisper_ft", "serve", "--model_path", args.model, "--port", str(port),
-           "--beam_size", str(args.beam_size), "--cpu_threads", str(args.threads), "--max_concurrency", "256"]
+           "--beam_size", str(args.beam_size), "--cpu_threads", str(args.threads), "--max_concurrency", "256",
+           "--compute_type", args.compute_type]
     if mode == "sequential":
         cmd += ["--batch_window_ms", "0", "--max_batch_size", "1"]
     else:
         cmd += ["--batch_window_ms", str(args.batch_window_ms), "--max_batch_size", str(args.max_batch_size)]
-        if mode == "packed":
-            cmd += ["--pack"]
+        if mode == "batched":
+            cmd += ["--no_pack"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rows = []
     try:
@@ -177,7 +178,8 @@ def run_direct(args, clips: list[dict]) -> dict:
     from whisper_ft.core.audio import load_audio
     from whisper_ft.decoding.ct2_loading import ensure_ct2_folder
 
-    model = WhisperModel(str(ensure_ct2_folder(args.model)), device="cpu", compute_type="int8", cpu_threads=args.threads)
+    model = WhisperModel(str(ensure_ct2_folder(args.model)), device="cpu", compute_type=args.compute_type,
+                         cpu_threads=args.threads)
     n = max(args.requests, 1)
     batch = [clips[i % len(clips)] for i in range(n)]
     audios = [load_audio(c["path"]) for c in batch]
@@ -217,6 +219,7 @@ def main() -> None:
     p.add_argument("--beam_size", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch_window_ms", type=float, default=30.0)
+    p.add_argument("--compute_type", default="int8", help="every row's (default int8; auto: the server's calibrated choice)")
     p.add_argument("--max_batch_size", type=int, default=16)
     p.add_argument("--aishell", type=int, default=40, help="clips taken from aishell_sample/test.jsonl")
     p.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "serve.json")
