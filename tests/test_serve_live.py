@@ -219,6 +219,13 @@ def test_too_many_sessions_are_refused_and_a_closed_one_frees_its_place(live):
     assert _wait_for(lambda: app.state.live_sessions == 0)
 
 
+def test_live_captions_can_be_turned_off(tiny_ct2):
+    with running_server([tiny_ct2], max_live_sessions=0) as (port, _):
+        s = Session(port)
+        assert s.run.done.wait(10) and s.run.close_code == 4403
+        assert "--max_live_sessions 0" in s.run.of("error")[0]["error"]["message"]
+
+
 def test_an_idle_session_is_closed(live):
     s = Session(live[0], key=API_KEY)
     assert s.run.done.wait(15)

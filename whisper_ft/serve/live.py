@@ -56,7 +56,7 @@ MAX_UTTERANCE_SECONDS = 25.0  # Whisper sees 30 s; the cut goes at the quietest 
 MAX_BACKLOG_SECONDS = 120.0  # undecoded audio a session holds before it stops reading its client
 KEY_SUBPROTOCOL = "openai-insecure-api-key."  # how a browser sends a key (it cannot set headers)
 # close codes: 4000 + the HTTP status the same refusal gets over HTTP
-CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, CLOSE_IDLE, CLOSE_BUSY = 4400, 4401, 4408, 4429
+CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, CLOSE_OFF, CLOSE_IDLE, CLOSE_BUSY = 4400, 4401, 4403, 4408, 4429
 
 
 class _Pcm16:
@@ -351,6 +351,9 @@ def _refusal(websocket, app, engine, settings) -> tuple[int, LiveError] | None:
         return CLOSE_BAD_REQUEST, LiveError(f"model {model!r} is not served here; choose one of: "
                                             f"{', '.join(engine.names())} (or whisper-1 for the first)",
                                             code="model_not_found", param="model")
+    if settings.max_live_sessions == 0:
+        return CLOSE_OFF, LiveError("live captions are off on this server (--max_live_sessions 0): send files to "
+                                    "POST /v1/audio/transcriptions instead", code="live_captions_off")
     if app.state.live_sessions >= settings.max_live_sessions:
         return CLOSE_BUSY, LiveError(f"the server is busy: {settings.max_live_sessions} live sessions are open "
                                      "(--max_live_sessions); retry shortly", code="rate_limit_exceeded",
