@@ -137,6 +137,15 @@ class DataSettings:
         0.0, "Share of each epoch's training samples that are non-speech (silence, white/pink noise, hum) with an "
         "empty transcript, against hallucinating on silence (0 = off)."
     )
+    prompt_ratio: float = setting(
+        0.0, "Share of training samples decoded after a text prompt (<|startofprev|> TEXT, as --prompt and --hotwords "
+        "give one): the previous utterance of the same speaker or recording (same folder), or a few terms of "
+        "--prompt_terms; the loss covers the transcript only. Teaches the model to keep using prompts (0 = off)."
+    )
+    prompt_terms: str | None = setting(
+        None, "Term list (one per line; `whisper-ft prepare terms`): prompted samples draw a few of them as their "
+        "prompt (half of them when a previous utterance exists too); needs --prompt_ratio."
+    )
     empty_audio_dir: str | None = setting(
         None, "Folder of non-speech audio (noise, music beds, room tone) used for the --empty_audio_ratio samples "
         "instead of generated noise."
@@ -177,6 +186,11 @@ class DataSettings:
         _require(bool(self.replay_data) == (self.replay_ratio > 0),
                  "--replay_data and --replay_ratio go together: give the general-speech manifest and the share of "
                  "each epoch to draw from it (e.g. --replay_data general.jsonl --replay_ratio 0.2)")
+        _require(0 <= self.prompt_ratio <= 1, f"--prompt_ratio must be in [0, 1] (got {self.prompt_ratio})")
+        if self.prompt_terms:
+            _require(self.prompt_ratio > 0, "--prompt_terms needs --prompt_ratio (the share of samples given a prompt, "
+                     "e.g. 0.3)")
+            _require(Path(self.prompt_terms).is_file(), f"--prompt_terms file not found: {self.prompt_terms}")
         if self.empty_audio_dir:
             _require(self.empty_audio_ratio > 0,
                      "--empty_audio_dir needs --empty_audio_ratio (the share of non-speech samples, e.g. 0.05)")

@@ -45,6 +45,7 @@ class Sample:
     language: str
     text_ids: list[int]  # the transcript's tokens (with the leading space)
     segments: list[Segment] | None = None  # sentence times + tokens, when timestamps can be trained
+    previous_ids: list[int] | None = None  # the text tokens of the utterance before it (same folder), for prompts
 
     @property
     def key(self) -> str:
@@ -85,6 +86,41 @@ def build_samples(
     return samples
 
 
+def link_previous_texts(samples: list[Sample]) -> int:
+    """Give each sample the text tokens of the one before it in the manifest from the same folder
+    (one speaker's or one recording's folder in AISHELL, LibriSpeech, Common Voice exports; the
+    slices of one long file), the context a prompt gives at decoding time; returns how many have one."""
+    last: dict[str, Sample] = {}
+    n = 0
+    for s in samples:
+        folder = str(s.utterance.audio_file.parent)
+        before = last.get(folder)
+        s.previous_ids = before.text_ids if before is not None and before.text_ids else None
+        n += s.previous_ids is not None
+        last[folder] = s
+    return n
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Which training samples get a text prompt, and from what (``--prompt_ratio``, ``--prompt_terms``)."""
+
+    ratio: float = 0.0
+    terms: tuple[tuple[int, ...], ...] = ()  # each term's tokens
+    max_terms: int = 8  # a prompt of terms holds 1 to this many, in random order
+
+    def pick(self, sample, rng: np.random.Generator) -> list[int] | None:
+        """The prompt's tokens for this draw, or None (no prompt). Draws from ``rng`` only when
+        prompts are on, so a run without them sees exactly the data it always did."""
+        if self.ratio <= 0 or rng.random() >= self.ratio:
+            return None
+        previous = getattr(sample, "previous_ids", None)
+        if self.terms and (previous is None or rng.random() < 0.5):
+            k = int(rng.integers(1, min(self.max_terms, len(self.terms)) + 1))
+            return [t for i in rng.permutation(len(self.terms))[:k] for t in self.terms[i]]
+        return list(previous) if previous else None
+
+
 class SpeechDataset:
     """Map-style dataset: index (or ``(index, epoch)``) -> features, labels and the sample key.
 
@@ -104,6 +140,7 @@ class SpeechDataset:
         timestamp_fraction: float = 0.5,
         augmenter=None,
         draws: tuple[Draw, ...] = (),
+        prompts: PromptPlan | None = None,
     ):
         self.samples = samples
         self.draws = tuple(draws)  # pools the sampler draws from each epoch (the replay set)
@@ -113,6 +150,7 @@ class SpeechDataset:
         self.seed = seed
         self.timestamp_fraction = timestamp_fraction
         self.augmenter = augmenter if training and augmenter else None
+        self.prompts = prompts if training and prompts is not None else PromptPlan()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -135,6 +173,9 @@ class SpeechDataset:
             labels = self.builder.timestamped(sample.language, segments)
         else:
             labels = self.builder.plain(sample.language, sample.text_ids)
+        prompt = self.prompts.pick(sample, rng)
+        if prompt:
+            labels = self.builder.prompted(prompt, labels)
         features = self.features(audio)
         return {"input_features": features, "labels": labels, "key": sample.key, "language": sample.language}
 
@@ -157,10 +198,16 @@ def epoch_shares(n_own: int, replay_ratio: float, empty_ratio: float) -> tuple[i
 
 @dataclass
 class SpeechCollator:
-    """Stacks features and pads labels (without the leading start token) with -100."""
+    """Stacks features and pads labels (without the leading start token) with -100.
+
+    A batch with a prompted label (``<|startofprev|> ...`` first, ``sot_prev``) gets its decoder
+    inputs from the collator (each sequence less its last token; padding is never attended to by a
+    real position: the decoder is causal) and labels shifted by one with every target up to and
+    including ``<|startoftranscript|>`` masked: the prompt is context, not something to learn."""
 
     decoder_start_token_id: int
     feature_dtype: object = None  # a torch dtype; None = float32
+    sot_prev: int | None = None
 
     def __call__(self, items: list[dict]) -> dict:
         import torch
@@ -168,9 +215,26 @@ class SpeechCollator:
         features = torch.from_numpy(np.stack([it["input_features"] for it in items]))
         if self.feature_dtype is not None:
             features = features.to(self.feature_dtype)
+        if self.sot_prev is not None and any(it["labels"][0] == self.sot_prev for it in items):
+            return {"input_features": features, **self._prompted([it["labels"] for it in items])}
         seqs = [it["labels"][1:] if it["labels"][0] == self.decoder_start_token_id else it["labels"] for it in items]
         labels = torch.full((len(seqs), max(len(s) for s in seqs)), IGNORE_INDEX, dtype=torch.long)
         for row, seq in enumerate(seqs):
             labels[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         return {"input_features": features, "labels": labels}
+
+    def _prompted(self, seqs: list[list[int]]) -> dict:
+        import torch
+
+        width = max(len(s) for s in seqs) - 1
+        inputs = torch.full((len(seqs), width), self.decoder_start_token_id, dtype=torch.long)
+        labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            if seq[0] != self.decoder_start_token_id and seq[0] != self.sot_prev:
+                seq = [self.decoder_start_token_id, *seq]
+            inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1], dtype=torch.long)
+            targets = torch.tensor(seq[1:], dtype=torch.long)
+            targets[: seq.index(self.decoder_start_token_id)] = IGNORE_INDEX  # the prompt and <|startoftranscript|>
+            labels[row, : len(seq) - 1] = targets
+        return {"decoder_input_ids": inputs, "labels": labels}
 

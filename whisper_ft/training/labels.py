@@ -17,6 +17,13 @@ syllable, and the transcript continues in English (measured: AISHELL CER 18% -> 
 drops the leading ``<|startoftranscript|>`` from the labels: the model prepends it again as the
 decoder start token when it shifts the labels right, so the loss covers everything after it.
 
+A prompted label (``--prompt_ratio``) starts with Whisper's previous-text prompt::
+
+    <|startofprev|> " previous text"  <|startoftranscript|> <|zh|> ...  <|endoftext|>
+
+and the collator then gives the decoder its inputs itself, with the prompt and
+``<|startoftranscript|>`` masked out of the loss (as Whisper was trained: the prompt is context).
+
 The builder holds token ids only (no tokenizer), so it is cheap to send to DataLoader workers.
 """
 
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 from whisper_ft.models.generation import MAX_TARGET_TOKENS, TIMESTAMP_STEP
 
 MAX_TIMESTAMP = 30.0  # seconds: the last timestamp token, <|30.00|>
+MAX_PROMPT_TOKENS = MAX_TARGET_TOKENS // 2 - 1  # 223: what Whisper reads of a previous-text prompt
 
 # A sentence with its text tokens (already encoded with the leading space).
 Segment = tuple[float, float, list[int]]
@@ -51,6 +59,7 @@ class LabelBuilder:
 
     sot: int
     eot: int
+    sot_prev: int
     no_timestamps: int
     timestamp_begin: int
     task_id: int
@@ -61,7 +70,7 @@ class LabelBuilder:
         from whisper_ft.models.vocabulary import WhisperVocabulary
 
         v = WhisperVocabulary.from_tokenizer(tokenizer)
-        return cls(sot=v.sot, eot=v.eot, no_timestamps=v.no_timestamps, timestamp_begin=v.timestamp_begin,
+        return cls(sot=v.sot, eot=v.eot, sot_prev=v.sot_prev, no_timestamps=v.no_timestamps, timestamp_begin=v.timestamp_begin,
                    task_id=v.task_id(task), language_ids=dict(v.language_ids))
 
     def has_language(self, language: str) -> bool:
@@ -82,6 +91,13 @@ class LabelBuilder:
         if token < self.timestamp_begin:
             return None
         return round((token - self.timestamp_begin) * TIMESTAMP_STEP, 2)
+
+    def prompted(self, prompt_ids: list[int], label: list[int]) -> list[int]:
+        """``<|startofprev|> prompt`` before a label (its last tokens, as many as Whisper reads and the
+        decoder's 448 positions leave room for); the collator masks it out of the loss."""
+        room = min(MAX_PROMPT_TOKENS, MAX_TARGET_TOKENS - len(label))
+        kept = list(prompt_ids)[-room:] if room > 0 else []
+        return [self.sot_prev, *kept, *label] if kept else list(label)
 
     def plain(self, language: str, text_ids: list[int]) -> list[int]:
         return self.prefix(language, timestamps=False) + list(text_ids) + [self.eot]

@@ -157,6 +157,25 @@ def planned_optimizer_steps(n_samples: int, train: TrainSettings, n_processes: i
     return math.ceil(train.num_train_epochs * per_epoch)
 
 
+def prompt_plan(data, train_samples, tokenizer):
+    """``--prompt_ratio``/``--prompt_terms``: which training samples get a text prompt, and from
+    what (see :class:`~whisper_ft.training.data.PromptPlan`); said on stderr."""
+    from whisper_ft.data.terms import read_terms
+    from whisper_ft.training.data import PromptPlan, link_previous_texts
+    from whisper_ft.training.labels import encode_text
+
+    if data.prompt_ratio <= 0:
+        return PromptPlan()
+    with_previous = link_previous_texts(train_samples)
+    terms = read_terms(data.prompt_terms) if data.prompt_terms else []
+    plan = PromptPlan(data.prompt_ratio, tuple(tuple(ids) for ids in encode_text(tokenizer, terms) if ids))
+    log_main(f"prompts: {data.prompt_ratio:.0%} of training samples are decoded after a text prompt: the previous "
+             f"utterance of the same folder ({with_previous} of {len(train_samples)} have one)"
+             + (f" or up to {plan.max_terms} of {len(plan.terms)} terms of {data.prompt_terms}" if plan.terms else "")
+             + "; the loss covers the transcript only")
+    return plan
+
+
 def check_checkpoint_matches(checkpoint: Path, config: FinetuneConfig) -> None:
     """A checkpoint must hold what the run trains: the adapter type and rank, or a whole model."""
     import json
@@ -291,8 +310,10 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
         model = add_adapters(model, config.lora, recorded_name=base.recorded_name, total_steps=total_steps)
 
     # 5. Datasets and the Trainer.
+    prompts = prompt_plan(data, train_samples, processor.tokenizer)
     train_ds = SpeechDataset(mix.samples, builder, processor.feature_extractor, training=True, seed=train.seed,
-                             timestamp_fraction=data.timestamp_fraction, augmenter=augmenter, draws=mix.draws)
+                             timestamp_fraction=data.timestamp_fraction, augmenter=augmenter, draws=mix.draws,
+                             prompts=prompts)
     eval_datasets = {s.name: SpeechDataset(s.samples, builder, processor.feature_extractor, training=False,
                                            seed=train.seed) for s in eval_sets}
     run_config = {
@@ -315,7 +336,7 @@ def finetune(config: FinetuneConfig, *, callbacks=(), auto_run_name: bool = Fals
         args=training_arguments(config, run_dir, metric, use_cpu=use_cpu),
         train_dataset=train_ds,
         eval_dataset=eval_datasets[None] if None in eval_datasets else eval_datasets,
-        data_collator=SpeechCollator(builder.sot),  # float32 features; AMP autocasts them
+        data_collator=SpeechCollator(builder.sot, sot_prev=builder.sot_prev),  # float32 features; AMP autocasts them
         processor=processor,
         task=data.task,
         eval_num_beams=train.eval_num_beams,
