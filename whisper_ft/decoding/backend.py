@@ -213,7 +213,8 @@ class CTranslate2Backend:
         :class:`~whisper_ft.decoding.batched.ClipResult` each (what a server batches)."""
         from whisper_ft.decoding.batched import transcribe_clips_ct2
 
-        return transcribe_clips_ct2(self.ct2, clips, beam_size=beam_size, pack=pack)
+        return transcribe_clips_ct2(self.ct2, clips, beam_size=beam_size, pack=pack,
+                                    stats=self.pack_stats if pack else None)
 
     def transcribe(self, audio, options: DecodingOptions, *, source=None, on_segment=None) -> Transcription:
         # looked up at call time: tests and benchmarks may wrap it

@@ -136,13 +136,17 @@ def transcribe_clips_ct2(
     beam_size: int = 5,
     max_new_tokens: int | None = None,
     pack: bool = False,
+    pack_max_seconds: float | None = None,  # None: PACK_MAX_CLIP_SECONDS (below)
+    stats: dict | None = None,
 ) -> list[ClipResult]:
     """Decode short clips together (one ``generate`` per prompt length and temperature, queued at
-    once) with timestamps; see the module docstring. ``pack=True``: see :func:`transcribe_packed_ct2`."""
+    once) with timestamps; see the module docstring. ``pack=True``: see :func:`transcribe_packed_ct2`
+    (which counts windows and clips into ``stats``)."""
     import ctranslate2
 
     if pack:
-        return transcribe_packed_ct2(ct2, clips, beam_size=beam_size, max_new_tokens=max_new_tokens)
+        return transcribe_packed_ct2(ct2, clips, beam_size=beam_size, max_new_tokens=max_new_tokens,
+                                     max_clip_seconds=pack_max_seconds, stats=stats)
 
     if beam_size < 1:
         raise WhisperFtError(f"beam_size must be at least 1 (got {beam_size})")
@@ -216,14 +220,24 @@ def _clip_result(clip: Clip, tok, language: str, duration: float, result) -> Cli
 
 from whisper_ft.decoding.packing import PACK_OVERLAP_TOLERANCE  # noqa: E402  (seconds a segment may spill into a neighbour)
 
+# Longer clips are decoded alone, exactly as unpacked. A long clip's transcript can flip on any change
+# of its window (the 12.4 s meeting clip of ../shared/audio: beam 5 CER 29.3 alone, 37.9 packed, and
+# 37.9 alone too when shifted by 1 s of leading silence), and a flip moves many characters at once;
+# packing it saves little (it fills ~40 % of a window on its own). Measured: benchmarks/pack_accuracy.py.
+PACK_MAX_CLIP_SECONDS = 10.0
+
 
 def transcribe_packed_ct2(ct2: CT2Whisper, clips: list[Clip], *, beam_size: int = 5,
-                          max_new_tokens: int | None = None) -> list[ClipResult]:
+                          max_new_tokens: int | None = None, max_clip_seconds: float | None = None,
+                          stats: dict | None = None) -> list[ClipResult]:
     """:func:`transcribe_clips_ct2` with same-language, same-task clips (temperature 0, no prompt,
-    language given) sharing 30 s windows; every other clip is decoded in its own window."""
-    from whisper_ft.decoding.packing import PACK_GAP_SECONDS, packed_audio, plan_packed_windows
+    language given, at most ``max_clip_seconds`` long, default :data:`PACK_MAX_CLIP_SECONDS`;
+    ``float("inf")``: any) sharing 30 s windows; every other clip is decoded in its own window."""
+    from whisper_ft.decoding.packing import PACK_GAP_SECONDS, add_packing_stats, packed_audio, plan_packed_windows
 
-    keys = [f"{c.language}|{c.task}" if c.language and not c.prompt and c.temperature == 0 else None for c in clips]
+    limit = PACK_MAX_CLIP_SECONDS if max_clip_seconds is None else max_clip_seconds
+    keys = [f"{c.language}|{c.task}" if (c.language and not c.prompt and c.temperature == 0
+                                        and len(c.audio) <= limit * SAMPLE_RATE) else None for c in clips]
     packable = [i for i, k in enumerate(keys) if k is not None]
     windows = plan_packed_windows([len(clips[i].audio) / SAMPLE_RATE for i in packable], [keys[i] for i in packable])
     for w in windows:
@@ -250,6 +264,7 @@ def transcribe_packed_ct2(ct2: CT2Whisper, clips: list[Clip], *, beam_size: int 
         for i, r in zip(again, transcribe_clips_ct2(ct2, [clips[i] for i in again], beam_size=beam_size,
                                                     max_new_tokens=max_new_tokens)):
             results[i] = r
+    add_packing_stats(stats, len(clips), shared, len(again))
     return results  # type: ignore[return-value]
 
 

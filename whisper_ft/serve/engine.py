@@ -36,7 +36,9 @@ class EngineSettings:
     max_batch_size: int = 16  # short clips per CTranslate2 batch
     long_batch_size: int = 8  # faster-whisper's batched pipeline for files over 30 s (1 = sequential)
     default_language: str | None = None  # when a request gives none (None: detected)
-    pack: bool = False  # short clips of one language share 30 s windows (the CPU fast path; see decoding.batched)
+    # short clips (<= decoding.batched.PACK_MAX_CLIP_SECONDS) of one language share 30 s windows: the CPU
+    # fast path, on by default at no measured accuracy cost (docs/benchmarks.md, benchmarks/pack_accuracy.py)
+    pack: bool = True
     temperature_fallback: bool = True  # temperature 0: re-decode a looping clip at higher temperatures (as OpenAI)
 
     def __post_init__(self):
