@@ -32,7 +32,7 @@ MANUAL = {"type": "transcription", "audio": {"input": {"format": {"type": "audio
 @pytest.fixture(scope="module")
 def live(tiny_ct2):
     with running_server([tiny_ct2], engine={"temperature_fallback": False}, api_key=API_KEY, max_live_sessions=2,
-                        live_idle_timeout=2.0) as (port, app):
+                        live_idle_timeout=4.0) as (port, app):
         yield port, app
 
 
@@ -45,6 +45,7 @@ class Session:
         receive_into(self.ws, self.run, self.started)
 
     def send(self, event) -> None:
+        self.errors_before = len(self.run.of("error"))  # error() waits for the first one after this
         self.ws.send(event if isinstance(event, str) else json.dumps(event))
 
     def wait(self, kind: str, count: int = 1, timeout: float = 60.0) -> list[dict]:
@@ -54,8 +55,8 @@ class Session:
         return got
 
     def error(self, timeout: float = 30.0) -> dict:
-        n = len(self.run.of("error"))
-        return self.wait("error", n + 1, timeout)[n]["error"]
+        """The first error event after the last event sent."""
+        return self.wait("error", self.errors_before + 1, timeout)[self.errors_before]["error"]
 
     def types(self) -> list[str]:
         return [e["type"] for e in self.run.events]
@@ -155,6 +156,7 @@ def test_bad_messages_get_error_events_and_the_session_goes_on(live):
     assert s.error()["code"] == "invalid_json"
     s.send([1, 2])
     assert s.error()["param"] == "type"
+    s.errors_before = len(s.run.of("error"))
     s.ws.send_binary(b"\x00\x01" * 100)
     assert "JSON text" in s.error()["message"]
     for session, param, words in [
@@ -228,7 +230,7 @@ def test_live_captions_can_be_turned_off(tiny_ct2):
 
 def test_an_idle_session_is_closed(live):
     s = Session(live[0], key=API_KEY)
-    assert s.run.done.wait(15)
+    assert s.run.done.wait(30)
     assert s.run.close_code == 4408
     assert s.run.of("error")[-1]["error"]["code"] == "idle_timeout"
 

@@ -136,7 +136,8 @@ class LiveSession:
 
     async def _receive_loop(self) -> tuple[int, str] | None:
         while True:
-            while self._backlog_seconds() > MAX_BACKLOG_SECONDS:  # backpressure: read on once decoding catches up
+            while self._backlog_seconds() > MAX_BACKLOG_SECONDS and not self.gone:  # backpressure: read on once
+                # decoding catches up (a client gone meanwhile is seen when its next event cannot be sent)
                 self.drained.clear()
                 await self.drained.wait()
             loop = asyncio.get_running_loop()
@@ -238,6 +239,8 @@ class LiveSession:
                     item, utterance = self.finals[0]
                     await self._final(item, utterance)
                     self.finals.popleft()
+                    if self.gone:  # it could not be sent: nobody is listening, decode nothing more
+                        self.finals.clear()
                     self.drained.set()
                     continue
                 item, audio = self.open, self.endpointer.open_audio
