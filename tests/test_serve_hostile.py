@@ -81,8 +81,8 @@ def test_declared_length_and_rate_are_checked_before_decoding(guarded):
     err = assert_error(*transcribe_raw(port, {"language": "zh"}, file=("one-hertz.wav", _one_hertz_wav()))[::2],
                        400, "file", "sample rate of 1 Hz")
     assert err["code"] == "invalid_audio"
+    hour = _flac_silence(3600)  # about 700 KB: far under the upload limit (made before the clock starts)
     started = time.time()
-    hour = _flac_silence(3600)  # about 700 KB: far under the upload limit
     err = assert_error(*transcribe_raw(port, {"language": "zh"}, file=("hour.flac", hour))[::2], 413, "file",
                        "3600 s", "--max_audio_seconds")
     assert err["code"] == "audio_too_long" and time.time() - started < 10  # refused from the header
