@@ -24,7 +24,9 @@ TOKEN = "hf_fake_token"
 
 def push_cli(*args, endpoint: str, token: str | None = TOKEN, home: Path, offline: str = "0"):
     """``whisper-ft ARGS`` in a fresh process: (exit code, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    # the hub variables of this process (an earlier test or command may have turned offline mode on) stay out
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGING", "TRANSFORMERS_OFFLINE", "WHISPER_FT_OFFLINE"))}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), HF_HUB_OFFLINE=offline, HF_HUB_DISABLE_PROGRESS_BARS="1",
                WHISPER_FT_CACHE=str(home / "wft-cache"), PYTHONPATH=str(REPO))
     if token is not None:
