@@ -74,6 +74,37 @@ def _wav(audio: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def test_engine_decodes_a_job_with_its_own_beam_and_no_fallback(tiny_ct2):
+    """Live partial text is greedy and never re-decoded at higher temperatures: a job's beam_size and
+    fallback=False win over the server's (beam 5, fallback on), in the same batch as a default job."""
+    import asyncio
+
+    from whisper_ft.decoding.batched import Clip
+    from whisper_ft.serve.engine import DecodeJob, Engine, EngineSettings, load_models
+
+    models = load_models([str(tiny_ct2)], compute_type="float32", cpu_threads=1)
+    engine = Engine(models, EngineSettings(beam_size=5, temperature_fallback=True, batch_window_ms=200))
+    audio = make_tone(2.0)
+
+    async def both():
+        await engine.start()
+        try:
+            return await asyncio.gather(engine.transcribe(models[0], DecodeJob(audio, language="zh", beam_size=1,
+                                                                                 fallback=False)),
+                                        engine.transcribe(models[0], DecodeJob(audio, language="zh", beam_size=5,
+                                                                               fallback=False)))
+        finally:
+            await engine.stop()
+
+    greedy, beam = asyncio.run(both())
+    backend = models[0].backend
+    expected = [backend.transcribe_clips([Clip(audio, "zh")], beam_size=b)[0] for b in (1, 5)]
+    assert all(r.needs_fallback for r in expected)  # the tiny model loops: the server would re-decode both
+    assert greedy.text == expected[0].transcription.text and beam.text == expected[1].transcription.text
+    assert greedy.text != beam.text
+    assert engine.stats.fallbacks == 0 and engine.stats.short_batches == {2: 1}  # one batch, two beam sizes
+
+
 def test_session_starts_with_created_and_takes_both_update_shapes(live):
     s = Session(live[0], key=API_KEY)
     created = s.wait("transcription_session.created")[0]["session"]

@@ -116,6 +116,14 @@ class Endpointer:
         return self.buffer if self.in_speech else None
 
     @property
+    def pause_start(self) -> int | None:
+        """Where the open utterance's current pause began, in samples of its audio (None while
+        speech goes on, between utterances, and without turn detection)."""
+        if not self.in_speech or self._silence_from is None:
+            return None
+        return self._silence_from - self.buffer_start
+
+    @property
     def held_seconds(self) -> float:
         return len(self.buffer) / SAMPLE_RATE
 

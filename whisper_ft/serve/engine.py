@@ -73,6 +73,8 @@ class DecodeJob:
     load: Callable[[], np.ndarray] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     on_segment: Callable | None = None  # called in the worker thread as each long-form segment is decoded
+    beam_size: int | None = None  # None: the server's --beam_size (live captions decode partial text greedily)
+    fallback: bool = True  # the temperature fallback may run (when the server has it on)
 
     @property
     def duration(self) -> float:
@@ -287,16 +289,20 @@ class _ModelWorker:
     def _short(self, jobs: list[DecodeJob]) -> list[Transcription]:
         from whisper_ft.decoding.batched import Clip
 
-        clips = [Clip(j.audio, j.language or self.settings.default_language, j.task, j.prompt, j.temperature or 0.0)
-                 for j in jobs]
-        results = self.model.backend.transcribe_clips(clips, beam_size=self.settings.beam_size, pack=self.settings.pack)
-        out = []
-        for job, r in zip(jobs, results):
-            if r.needs_fallback and self.settings.temperature_fallback:  # OpenAI's temperature 0: raise the temperature until it stops looping
-                self.stats.fallbacks += 1
-                out.append(self._single(job, fallback=True))
-            else:
-                out.append(r.transcription)
+        out: list = [None] * len(jobs)
+        by_beam: dict[int, list[int]] = {}
+        for i, j in enumerate(jobs):
+            by_beam.setdefault(j.beam_size or self.settings.beam_size, []).append(i)
+        for beam, idx in by_beam.items():  # one CTranslate2 batch per beam size
+            clips = [Clip(jobs[i].audio, jobs[i].language or self.settings.default_language, jobs[i].task,
+                          jobs[i].prompt, jobs[i].temperature or 0.0) for i in idx]
+            results = self.model.backend.transcribe_clips(clips, beam_size=beam, pack=self.settings.pack)
+            for i, r in zip(idx, results):
+                if r.needs_fallback and self.settings.temperature_fallback and jobs[i].fallback:  # OpenAI's temperature 0: raise the temperature until it stops looping
+                    self.stats.fallbacks += 1
+                    out[i] = self._single(jobs[i], fallback=True)
+                else:
+                    out[i] = r.transcription
         return out
 
     def _single(self, job: DecodeJob, fallback: bool = False) -> Transcription:
@@ -316,12 +322,13 @@ class _ModelWorker:
         from whisper_ft.decoding.batched import clip_token_budget
 
         options = DecodingOptions(
-            language=job.language or self.settings.default_language, task=job.task, beam_size=self.settings.beam_size,
+            language=job.language or self.settings.default_language, task=job.task,
+            beam_size=job.beam_size or self.settings.beam_size,
             temperature=job.temperature or 0.0, initial_prompt=job.prompt, word_timestamps=job.word_timestamps,
             timestamps=True, batch_size=self.settings.long_batch_size if job.duration >= AUTO_BATCH_FROM_SECONDS else 1,
             # a short clip that loops on noise (or on a hostile prompt) ends at its budget
             max_new_tokens=clip_token_budget(job.duration) if job.duration <= CHUNK_SECONDS else None)
-        if not job.temperature and (fallback or self.settings.temperature_fallback):
+        if not job.temperature and job.fallback and (fallback or self.settings.temperature_fallback):
             options = options.with_fallback()  # OpenAI's temperature 0: raise it while the output loops
         return self.model.backend.transcribe(job.audio, options, on_segment=stop_if_cancelled)
 
@@ -369,6 +376,11 @@ class Engine:
                 w.task.cancel()
             w.executor.shutdown()
         self._workers.clear()
+
+    def queued(self, model: ServedModel) -> int:
+        """Jobs of ``model`` waiting or being decoded (live captions decode partial text only at 0)."""
+        worker = self._workers.get(model.id)
+        return 0 if worker is None else worker.queue.qsize() + len(worker.running)
 
     async def transcribe(self, model: ServedModel, job: DecodeJob) -> Transcription:
         """Decode ``job``; when the caller is cancelled (client gone, shutdown) the job is too."""

@@ -48,10 +48,11 @@ from whisper_ft.serve.live_protocol import (
 
 logger = logging.getLogger("whisper_ft.serve")
 
-PARTIAL_STEP_SECONDS = 0.5  # decode the open utterance again once it has grown this much
-# a partial decode that heard all of an utterance's speech and this much of the pause after it is
-# its final text (no decode after the pause: the completed event comes as the VAD ends the utterance)
-FINAL_FROM_PARTIAL_PAUSE_SECONDS = 0.2
+PARTIAL_STEP_SECONDS = 0.5  # decode the open utterance again once it has grown this much (decoder idle)
+PARTIAL_BEAM_SIZE = 1  # partial text is greedy, without the temperature fallback: cheap, and it may change
+# once a pause has lasted this long, the utterance so far is decoded as a final would be; if the VAD
+# then ends it, that is its final text (the completed event comes as the pause reaches silence_duration_ms)
+PAUSE_DECODE_SECONDS = 0.2
 MAX_UTTERANCE_SECONDS = 25.0  # Whisper sees 30 s; the cut goes at the quietest moment before this
 MAX_BACKLOG_SECONDS = 120.0  # undecoded audio a session holds before it stops reading its client
 KEY_SUBPROTOCOL = "openai-insecure-api-key."  # how a browser sends a key (it cannot set headers)
@@ -85,7 +86,7 @@ class _Item:
     language: str | None = None  # detected by its first decode, kept for the next ones
     decoded_samples: int = 0  # length of the open audio at its last partial decode
     pending: str = ""
-    heard: tuple[int, str, str | None] | None = None  # the last partial decode: (samples, text, language)
+    heard: tuple[int, str, str | None] | None = None  # the last final-quality decode: (samples, text, language)
 
 
 class LiveSession:
@@ -244,26 +245,38 @@ class LiveSession:
                     self.drained.set()
                     continue
                 item, audio = self.open, self.endpointer.open_audio
-                if item is None or audio is None or len(audio) < step or len(audio) - item.decoded_samples < step:
+                if item is None or audio is None:
+                    break
+                pause, needed = self.endpointer.pause_start, int(PAUSE_DECODE_SECONDS * SAMPLE_RATE)
+                if pause is not None and len(audio) >= pause + needed and (item.heard or (0,))[0] < pause + needed:
+                    final_quality = True  # a pause: what a final decode would give, ready when the VAD ends it
+                elif (len(audio) >= step and len(audio) - item.decoded_samples >= step
+                      and self.engine.queued(self._model()) == 0):
+                    final_quality = False  # partial text only when the decoder has nothing else to do
+                else:
                     break
                 item.decoded_samples = len(audio)
-                await self._partial(item, audio)
+                await self._partial(item, audio, final_quality)
 
-    async def _decode(self, item: _Item, audio: np.ndarray):
+    def _model(self):
+        return self.engine.find(self.config.model)
+
+    async def _decode(self, item: _Item, audio: np.ndarray, *, final_quality: bool = True):
         from whisper_ft.serve.engine import DecodeJob
 
         job = DecodeJob(audio, task="transcribe", language=self.config.language or item.language,
-                        prompt=self.config.prompt)
+                        prompt=self.config.prompt, beam_size=None if final_quality else PARTIAL_BEAM_SIZE,
+                        fallback=final_quality)
         self.decoding = True
         try:
-            return await self.engine.transcribe(self.engine.find(self.config.model), job)
+            return await self.engine.transcribe(self._model(), job)
         finally:
             self.decoding = False
             self.last_active = asyncio.get_running_loop().time()
 
-    async def _partial(self, item: _Item, audio: np.ndarray) -> None:
+    async def _partial(self, item: _Item, audio: np.ndarray, final_quality: bool) -> None:
         try:
-            transcription = await self._decode(item, audio)
+            transcription = await self._decode(item, audio, final_quality=final_quality)
         except WhisperFtError as exc:  # the final decode will say so if it fails too
             logger.info("live session %s: a partial decode failed: %s", self.id, exc)
             return
@@ -271,7 +284,8 @@ class LiveSession:
             logger.exception("live session %s: a partial decode failed", self.id)
             return
         item.language = item.language or transcription.language
-        item.heard = (len(audio), transcription.text, transcription.language)
+        if final_quality:
+            item.heard = (len(audio), transcription.text, transcription.language)
         delta, pending = item.agreement.update(transcription.text)
         if delta:
             await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
@@ -284,9 +298,9 @@ class LiveSession:
     async def _final(self, item: _Item, utterance: Utterance) -> None:
         seconds = len(utterance.audio) / SAMPLE_RATE
         text, language = "", item.language
-        needed = min(len(utterance.audio), utterance.speech_samples + int(FINAL_FROM_PARTIAL_PAUSE_SECONDS * SAMPLE_RATE))
+        needed = min(len(utterance.audio), utterance.speech_samples + int(PAUSE_DECODE_SECONDS * SAMPLE_RATE))
         if item.heard is not None and item.heard[0] >= needed:
-            _, text, language = item.heard  # the last partial decode heard it all
+            _, text, language = item.heard  # the decode at the pause heard it all
             self.reused += 1
         elif len(utterance.audio):
             try:
