@@ -176,6 +176,56 @@ def versions() -> dict:
     return out
 
 
+def stages(n: int, threads: int) -> dict:
+    """Where one worker's time goes on ``n`` test clips (in this process, whisper-base int8 on CPU,
+    ``threads`` threads): reading the audio (decode + resample), log-mel features and the encoder of
+    the packed windows, and the rest of the packed decode (the decoder's beam search, splitting)."""
+    import ctranslate2
+    import numpy as np
+
+    from whisper_ft.core.audio import load_audio
+    from whisper_ft.decoding.backend import load_backend
+    from whisper_ft.decoding.batched import Clip
+    from whisper_ft.decoding.ct2_loading import ct2_features
+    from whisper_ft.decoding.packing import PACK_GAP_SECONDS, packed_audio, plan_packed_windows
+
+    rows = [json.loads(line) for line in (SHARED / "test.jsonl").read_text(encoding="utf-8").splitlines() if line][:n]
+    paths = [SHARED / r["audio"]["path"] for r in rows]
+    for p in paths:  # the files in the page cache: what is timed is decoding them, not the disk
+        p.read_bytes()
+    t0 = time.perf_counter()
+    audios = [load_audio(p) for p in paths]
+    read = time.perf_counter() - t0
+    seconds = sum(len(a) for a in audios) / 16_000
+    backend = load_backend("base", kind="ctranslate2", device="cpu", compute_type="int8", threads=threads)
+    ct2 = backend.ct2
+    batch = 16  # as the worker: --batch_size clips per packed call
+    windows = []
+    for k in range(0, n, batch):
+        part = audios[k:k + batch]
+        for w in plan_packed_windows([len(a) / 16_000 for a in part], ["zh"] * len(part)):
+            windows.append(packed_audio(part, w, PACK_GAP_SECONDS))
+    t0 = time.perf_counter()
+    feats = [ct2_features(ct2, windows[k:k + batch]) for k in range(0, len(windows), batch)]
+    features = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for f in feats:
+        ct2.engine.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(f)))
+    encoder = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for k in range(0, n, batch):
+        backend.transcribe_clips([Clip(a, "zh") for a in audios[k:k + batch]], beam_size=5, pack=True)
+    decode = time.perf_counter() - t0
+    rest = max(0.0, decode - features - encoder)
+    per_hour = {name: round(seconds / t, 1) for name, t in (("read", read), ("features", features),
+                                                               ("encoder", encoder), ("decoder_and_rest", rest),
+                                                               ("whole_decode", decode))}
+    return {"clips": n, "audio_minutes": round(seconds / 60, 2), "threads": threads, "packed_windows": len(windows),
+            "seconds": {"read": round(read, 2), "features": round(features, 2), "encoder": round(encoder, 2),
+                        "decoder_and_rest": round(rest, 2), "whole_decode": round(decode, 2)},
+            "audio_hours_per_hour": per_hour}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0)
@@ -183,13 +233,43 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--max_load", type=float, default=1.5)
     ap.add_argument("--wait_minutes", type=float, default=10.0)
+    ap.add_argument("--reuse", action="store_true", help="take configurations already measured into --out "
+                    "(their <config>.json) instead of running them again")
+    ap.add_argument("--stages", type=int, default=0, help="instead: time one worker's stages on this many clips")
+    ap.add_argument("--threads", default="1,2", help="--stages: thread counts")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    listing, n_clips, seconds = build_set(a.out, a.minutes)
+    if a.stages:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+        rows = [stages(a.stages, int(t)) for t in a.threads.split(",")]
+        report = {"benchmark": "benchmarks/transcribe_scale.py --stages", "command": " ".join(sys.argv),
+                  "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
+                  "versions": versions(), "stages": rows}
+        (a.out / "stages.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"# {report['date']}, commit {commit}, {report['machine']['cpu']}; {rows[0]['clips']} clips, "
+              f"{rows[0]['audio_minutes']} min, {rows[0]['packed_windows']} packed windows; hours of audio per hour")
+        print("| threads | read (decode + resample) | features | encoder | decoder and the rest | whole decode |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            h, t = r["audio_hours_per_hour"], r["seconds"]
+            print(f"| {r['threads']} | {h['read']} ({t['read']} s) | {h['features']} ({t['features']} s) | "
+                  f"{h['encoder']} ({t['encoder']} s) | {h['decoder_and_rest']} ({t['decoder_and_rest']} s) | "
+                  f"{h['whole_decode']} ({t['whole_decode']} s) |")
+        return
+    listing, n_clips, seconds = build_set(a.out, a.minutes)  # the same links again: same paths, same text
     names = a.configs.split(",")
     results = []
     for name in names:
+        saved = a.out / f"{name}.json"
+        if a.reuse and saved.is_file():  # a configuration measured before (e.g. when a later one failed)
+            results.append(json.loads(saved.read_text()))
+            continue
         r = run_one(name, CONFIGS[name], listing, a.out, a.max_load, a.wait_minutes)
+        r["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                     text=True).stdout.strip()
+        r["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+        saved.write_text(json.dumps(r, indent=2, ensure_ascii=False) + "\n")
         print(json.dumps({k: v for k, v in r.items() if k != "stdout"}), file=sys.stderr)
         results.append(r)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()

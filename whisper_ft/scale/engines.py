@@ -202,15 +202,18 @@ def run_ray(settings: DecodeSettings, shards: list[tuple[int, list[Item]]], on_r
         ds = ds.map_batches(_actor_class(settings), batch_size=1, batch_format="numpy", compute=pool,
                             num_cpus=per_cpu, num_gpus=per_gpu or None)
         seen: set[int] = set()
-        for row in ds.iter_rows():
-            index = int(row["shard"])
-            if index in seen:  # a shard done twice (a retry whose first result also came back): once
-                continue
-            result = json.loads(row["result"])
-            if not seen:
-                run.startup_seconds = time.perf_counter() - t0 - result["decode_seconds"]
-            seen.add(index)
-            on_result(index, result)
+        # prefetch_batches=0: each result as soon as its shard is done (iter_rows holds one back
+        # until the next is done: a late progress line, and a finished shard lost to a Ctrl-C)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+            for shard, text in zip(batch["shard"], batch["result"]):
+                index = int(shard)
+                if index in seen:  # a shard done twice (a retry whose first result also came back): once
+                    continue
+                result = json.loads(text)
+                if not seen:
+                    run.startup_seconds = time.perf_counter() - t0 - result["decode_seconds"]
+                seen.add(index)
+                on_result(index, result)
         run.lost_shards = sorted({i for i, _ in shards} - seen)
         return run
     finally:
