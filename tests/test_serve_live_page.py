@@ -4,15 +4,13 @@ lines appear. Skipped where Chromium is absent, except in CI (``CI`` set)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
 from tests.conftest import SHARED_AUDIO  # noqa: E402
 from tests.test_serve import running_server  # noqa: E402
-from tests.test_serve_page import _chromium  # noqa: E402
+from tests.test_serve_page import headless_chromium  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.browser, pytest.mark.real, pytest.mark.shared_audio, pytest.mark.slow]
 
@@ -37,23 +35,8 @@ def microphone_file(tmp_path):
 
 @pytest.fixture
 def browser(microphone_file):
-    found = _chromium()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,900",
-                "--lang=en-US", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone_file}%noloop", "--autoplay-policy=no-user-gesture-required"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=found[1]), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from headless_chromium(f"--use-file-for-fake-audio-capture={microphone_file}%noloop",
+                                 "--autoplay-policy=no-user-gesture-required")
 
 
 def test_live_toggle_shows_partial_and_final_lines(browser):

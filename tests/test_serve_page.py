@@ -27,8 +27,10 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-@pytest.fixture
-def browser():
+def headless_chromium(*extra_args: str):
+    """A headless Chromium driven by selenium, with a fake microphone (``extra_args`` add to its
+    flags: e.g. the file it plays); yields the driver, quits it after. Skips where Chromium is
+    absent, fails in CI."""
     found = _chromium()
     if found is None:
         if os.environ.get("CI"):
@@ -38,13 +40,18 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,900",
-                "--lang=en-US", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):  # a fake microphone
+                "--lang=en-US", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", *extra_args):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=found[1]), options=options)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser():
+    yield from headless_chromium()
 
 
 def _clip(tmp_path: Path) -> tuple[Path, str | None]:
