@@ -121,36 +121,33 @@ def candidate_types(device: str) -> list[str]:
     return [t for t in wanted if t in supported or t == REFERENCE]
 
 
-def _units(text: str, language: str | None) -> list[str]:
-    """Characters (zh/ja/ko-like languages) or words of a transcript, normalised without the English
-    normaliser (it would import transformers; the two transcripts come from one model, so written
-    numbers and spellings seldom differ, and where they do the drift counts them: stricter)."""
+def _by_characters(text: str, language: str | None) -> bool:
+    """Characters for zh/ja/ko-like languages (or, without a language, a transcript in Chinese
+    characters), words otherwise."""
     from whisper_ft.core.languages import default_metric
-    from whisper_ft.core.text import normalize_text
 
-    by_chars = default_metric(language) == "cer" if language else any("\u4e00" <= ch <= "\u9fff" for ch in text)
-    s = normalize_text(text, language if by_chars else None)
-    return [ch for ch in s if not ch.isspace()] if by_chars else s.split()
-
-
-def _edits(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance of two token lists."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
+    return default_metric(language) == "cer" if language else any("\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
 def drift_points(reference: Sequence[str], texts: Sequence[str], languages: Sequence[str | None]) -> float | None:
     """Error rate (points) of ``texts`` against the reference transcripts (CER for zh/ja/ko-like
-    clips, WER for the others, pooled); None when the reference holds too little speech to judge."""
+    clips, WER for the others, pooled: :func:`whisper_ft.core.scoring.score`); None when the
+    reference holds too little speech to judge. Word clips are normalised without a language, so
+    without the English normaliser (it would import transformers; the two transcripts come from one
+    model, so written numbers and spellings seldom differ, and where they do the drift counts them:
+    stricter)."""
+    from whisper_ft.core.scoring import score
+
+    chars = [_by_characters(ref, lang) for ref, lang in zip(reference, languages)]
     edits = units = 0
-    for ref, hyp, lang in zip(reference, texts, languages):
-        r = _units(ref, lang)
-        edits += _edits(r, _units(hyp, lang))
-        units += len(r)
+    for metric, by_chars in (("cer", True), ("wer", False)):
+        idx = [i for i, c in enumerate(chars) if c == by_chars]
+        try:
+            result = score([reference[i] for i in idx], [texts[i] for i in idx], metric=metric, language=None,
+                           languages=[languages[i] if by_chars else None for i in idx])
+        except WhisperFtError:  # no clip of this kind, or nothing left of their references: no units
+            continue
+        edits, units = edits + result.errors, units + result.ref_len
     return None if units < MIN_REFERENCE_UNITS else 100.0 * edits / units
 
 
