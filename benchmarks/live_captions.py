@@ -2,8 +2,8 @@
 (100 ms PCM16 pieces, each sent once a microphone would have it), to `whisper-ft serve` (its
 ``/v1/realtime?intent=transcription``).
 
-For `whisper-ft serve` as shipped and with ``--pack`` (short clips of one language from different
-requests share a 30 s window), per level (default 1, 4 and 8 streams) it measures, over every
+For `whisper-ft serve` as shipped (it packs: short clips of one language from different requests
+share a 30 s window) and with ``--no_pack``, per level (default 1, 4 and 8 streams) it measures, over every
 utterance of every stream:
 
 - final latency: from the end of speech (the server's ``speech_stopped.audio_end_ms``, as sent in
@@ -173,7 +173,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-MODES = {"default": [], "pack": ["--pack"]}  # `whisper-ft serve` as shipped; with --pack (clips share windows)
+MODES = {"default": [], "no_pack": ["--no_pack"]}  # `whisper-ft serve` as shipped (packs); with --no_pack
 
 
 def run_mode(mode: str, args, levels: list[int]) -> tuple[list[dict], list[str]]:
@@ -208,7 +208,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="base")
     p.add_argument("--streams", default="1,4,8", help="concurrency levels")
-    p.add_argument("--modes", default="default,pack", help=f"server configurations: {', '.join(MODES)}")
+    p.add_argument("--modes", default="default,no_pack", help=f"server configurations: {', '.join(MODES)}")
     p.add_argument("--seconds", type=float, default=45.0, help="audio per stream (clips and 1 s pauses)")
     p.add_argument("--threads", type=int, default=2, help="--cpu_threads of the server")
     p.add_argument("--beam_size", type=int, default=5)
