@@ -237,3 +237,43 @@ def generated_facts_roundtrip(text: str, facts: dict, generated_facts) -> bool:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "README.md").write_text(text)
         return generated_facts(Path(d) / "README.md") == json.loads(json.dumps(facts))
+
+
+@pytest.mark.slow
+def test_convert_push_to_hub(tiny_model_dir, tmp_path):
+    """`convert --push_to_hub`: the converted folder arrives whole; a bad repository name fails before converting."""
+    with FakeHub(token=TOKEN) as hub:
+        code, _, err = push_cli("convert", "--model", tiny_model_dir, "--output_dir", tmp_path / "ct2",
+                                "--quantization", "float32", "--push_to_hub", "a/b/c", endpoint=hub.endpoint,
+                                home=tmp_path)
+        assert code == 1 and not (tmp_path / "ct2").exists() and hub.repos == {}, err
+        code, out, err = push_cli("convert", "--model", tiny_model_dir, "--output_dir", tmp_path / "ct2",
+                                  "--quantization", "float32", "--push_to_hub", "me/tiny-ct2", endpoint=hub.endpoint,
+                                  home=tmp_path)
+        assert code == 0, err
+        converted = Path(out.strip().splitlines()[0])
+        assert converted == tmp_path / "ct2"
+        assert hub.repos["me/tiny-ct2"]["files"] == files_of(converted)
+    assert card_of(converted).data.to_dict()["library_name"] == "ctranslate2"
+
+
+@pytest.mark.slow
+def test_finetune_push_to_hub(tiny_model_dir, tmp_path, make_wav):
+    """`finetune --push_to_hub`: best/ (adapter and card) arrives after the run; a missing token fails before training."""
+    make_wav("ok.wav", 1.0)
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"audio": {"path": str(tmp_path / "ok.wav")}, "sentence": "hi", "duration": 1.0,
+                                    "language": "en"}) + "\n")
+    run = ["finetune", "--base_model", tiny_model_dir, "--train_data", manifest, "--test_data", manifest,
+           "--output_dir", tmp_path / "runs", "--max_steps", "1", "--warmup_steps", "0", "--num_workers", "0",
+           "--report_to", "none", "--push_to_hub", "me/tiny-lora"]
+    with FakeHub(token=TOKEN) as hub:
+        code, _, err = push_cli(*run, token=None, endpoint=hub.endpoint, home=tmp_path)
+        assert code == 1 and "no Hugging Face token" in err and not (tmp_path / "runs").exists()
+        code, out, err = push_cli(*run, endpoint=hub.endpoint, home=tmp_path)
+        assert code == 0, err
+        summary = json.loads(out.strip().splitlines()[-1])
+        best = Path(summary["best_dir"])
+        assert summary["pushed"]["repo_id"] == "me/tiny-lora"
+        assert hub.repos["me/tiny-lora"]["files"] == files_of(best)
+    assert (best / "adapter_config.json").is_file() and card_of(best).data.to_dict()["library_name"] == "peft"

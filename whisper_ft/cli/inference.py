@@ -117,6 +117,9 @@ def convert_command(
     language: str = typer.Option(None, "--language", help="With --verify: force a language."),
     batch_size: int = typer.Option(8, "--batch_size", help="With --verify: utterances per batch."),
     max_new_tokens: int = typer.Option(None, "--max_new_tokens", help="With --verify: cap on generated tokens per clip."),
+    push_to_hub: str = typer.Option(None, "--push_to_hub", metavar="REPO_ID", help="Then upload the converted model "
+                                    "(after --verify passed) to this hub repository (token: HF_TOKEN or `hf auth login`; "
+                                    "see `whisper-ft push`)."),
 ) -> None:
     """Export a model to CTranslate2 for faster-whisper (optionally verify the export)."""
     _quiet_libraries()
@@ -130,6 +133,11 @@ def convert_command(
     quantization = validate_quantization(quantization)
     check_verify_options(verify, max_drift=max_drift, batch_size=batch_size, max_new_tokens=max_new_tokens,
                          metric=metric, language=language)
+    if push_to_hub is not None:  # a bad name or a missing token fails before the conversion
+        from whisper_ft.workflows.publish import check_repo_id, resolve_token
+
+        check_repo_id(push_to_hub)
+        resolve_token(None)
     if model is None:
         picked = pick_model()
         if picked.name == FALLBACK_MODEL:
@@ -152,6 +160,11 @@ def convert_command(
                 f"converted model drifts {check.drift:+.2f} points from the source (limit {max_drift:g}); "
                 "try a higher-precision --quantization (float16/float32)"
             )
+    if push_to_hub is not None:
+        from whisper_ft.workflows.publish import push_folder
+
+        pushed = push_folder(result.output_dir, push_to_hub)
+        log(f"pushed {pushed.files} files to {pushed.url}")
 
 
 def _renamed(old: str, old_value, new: str, new_value, new_default=None):

@@ -31,6 +31,12 @@ def finetune_cmd(options: ParsedOptions) -> None:
         FinetuneConfig, output_dir=default_of(FinetuneConfig, "output_dir") if auto_run_name else options["output_dir"],
         data=options.settings(DataSettings), lora=options.settings(LoraSettings), train=options.settings(TrainSettings))
 
+    push_to = config.train.push_to_hub
+    if push_to is not None:  # before training: a bad name or a missing token fails in a second, not after the run
+        from whisper_ft.workflows.publish import check_repo_id, resolve_token
+
+        check_repo_id(push_to)
+        resolve_token(None)
     result = finetune(config, auto_run_name=auto_run_name)
     if not result.is_main_process:  # other processes of a multi-GPU run: the main one reports
         raise typer.Exit(130 if result.interrupted else 0)
@@ -42,7 +48,14 @@ def finetune_cmd(options: ParsedOptions) -> None:
         then = (f"a whole model: use it directly, e.g. whisper-ft convert --model {result.best_dir}"
                 if config.method == "full" else f"merge with: whisper-ft merge --lora_model {result.best_dir}")
         log(f"done: best {m.get('metric')} {m.get('value', float('nan')):.4f} at step {m.get('step')}; {then}")
-    print(json.dumps(result.to_dict(), ensure_ascii=False))
+    summary = result.to_dict()
+    if push_to is not None and result.best_dir is not None:
+        from whisper_ft.workflows.publish import push_folder
+
+        pushed = push_folder(result.best_dir, push_to)
+        log(f"pushed {pushed.files} files of {result.best_dir} to {pushed.url}")
+        summary["pushed"] = pushed.to_dict()
+    print(json.dumps(summary, ensure_ascii=False))
 
 
 @app.command("merge")

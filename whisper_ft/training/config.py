@@ -46,6 +46,9 @@ class TrainSettings(SharedTrainSettings):
         None, "Peak learning rate (linear warm-up, then linear decay to 0). Default by --method: "
         f"{DEFAULT_LEARNING_RATES['lora']:g} for lora and adalora, {DEFAULT_LEARNING_RATES['full']:g} for full "
         "(the Hugging Face Whisper fine-tuning guide's).")
+    push_to_hub: str | None = setting(
+        None, "Once the run has finished, upload best/ (model card included) to this hub repository (token: "
+        "HF_TOKEN or `hf auth login`; see `whisper-ft push`). Checked before training starts.", metavar="REPO_ID")
 
 
 @dataclass
