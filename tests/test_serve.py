@@ -478,3 +478,28 @@ def test_packed_server_answers_every_request(tiny_ct2):
             assert all(0.0 <= s["start"] <= s["end"] <= out["duration"] + 1e-6 for s in out["segments"])
         health = json.loads(get(port, "/health")[1])
         assert health["max_batch"] > 1 and health["failed"] == 0
+
+
+def test_serve_prompt_and_hotwords_are_defaults_of_every_request(tiny_ct2):
+    """serve --prompt is the previous text of a request that sends none (its own prompt wins), --hotwords
+    follows every request's prompt: the same text as a plain server given that prompt in the request."""
+    audio = ("a.wav", wav_bytes(3.0, freq=330.0, seed=3))
+    fields = {"language": "en", "response_format": "json", "temperature": "0"}
+    engine = {"temperature_fallback": False}
+
+    def text(port, **extra):
+        status, _, body = transcribe_raw(port, {**fields, **extra}, file=audio, key=None)
+        assert status == 200, body
+        return json.loads(body)["text"]
+
+    with running_server([tiny_ct2], engine=engine) as (port, _):
+        plain = {p: text(port, prompt=p) for p in ("alpha beta", "gamma", "gamma alpha beta")}
+        unprompted = text(port)
+    # the tiny model's output depends on the prompt: a server that dropped its defaults would be seen
+    assert len(set(plain.values())) == 3 and unprompted not in plain.values()
+    with running_server([tiny_ct2], engine=engine | {"default_prompt": "alpha beta"}) as (port, _):
+        assert text(port) == plain["alpha beta"]
+        assert text(port, prompt="gamma") == plain["gamma"]
+    with running_server([tiny_ct2], engine=engine | {"hotwords": "alpha beta"}) as (port, _):
+        assert text(port) == plain["alpha beta"]
+        assert text(port, prompt="gamma") == plain["gamma alpha beta"]

@@ -25,6 +25,8 @@ def serve_command(
     log_level: str = typer.Option("info", "--log_level", help="info: one access line per request on stderr (client, method, path, status, audio and decode seconds); warning: problems only; debug; error."),
     language: str = typer.Option(None, "--language", help="Language when a request gives none (default: detected)."),
     beam_size: int = typer.Option(5, "--beam_size", help="Beam size (temperature 0)."),
+    prompt: str = typer.Option(None, "--prompt", help="Previous text for requests (and live sessions) that send no prompt of their own: names, spelling, style (Whisper's initial prompt)."),
+    hotwords: str = typer.Option(None, "--hotwords", help="Words to favour on every request and live session (names, jargon; faster-whisper's hotwords), after the request's prompt."),
     batch_window_ms: float = typer.Option(30.0, "--batch_window_ms", help="Wait this long for more requests to batch with the first (0 with --max_batch_size 1: one request at a time)."),
     max_batch_size: int = typer.Option(16, "--max_batch_size", help="Clips of <= 30 s decoded together in one CTranslate2 batch."),
     long_batch_size: int = typer.Option(8, "--long_batch_size", help="Files over 30 s: faster-whisper's VAD + batched pipeline with this batch size (1: sequential)."),
@@ -63,6 +65,7 @@ def serve_command(
         model_path = [picked.name]
     engine_settings = EngineSettings(beam_size=beam_size, batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
                                      long_batch_size=long_batch_size, temperature_fallback=temperature_fallback,
-                                     pack=pack, default_language=normalize_language(language))
+                                     pack=pack, default_language=normalize_language(language),
+                                     default_prompt=(prompt or "").strip() or None, hotwords=(hotwords or "").strip() or None)
     run_server(model_path, settings, engine_settings, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
                calibrate=calibrate)

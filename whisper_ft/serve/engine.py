@@ -40,10 +40,17 @@ class EngineSettings:
     # fast path, on by default at no measured accuracy cost (docs/benchmarks.md, benchmarks/pack_accuracy.py)
     pack: bool = True
     temperature_fallback: bool = True  # temperature 0: re-decode a looping clip at higher temperatures (as OpenAI)
+    default_prompt: str | None = None  # serve --prompt: the previous text of a request that sends no prompt
+    hotwords: str | None = None  # serve --hotwords: favoured on every request, after its prompt
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_batch_size < 1 or self.long_batch_size < 1 or self.batch_window_ms < 0:
             raise WhisperFtError("beam_size, max_batch_size and long_batch_size must be >= 1, batch_window_ms >= 0")
+
+    def options_prompts(self, prompt: str | None) -> dict[str, str | None]:
+        """A request's ``initial_prompt`` and ``hotwords`` (DecodingOptions fields): its own prompt, else
+        --prompt; --hotwords always. One rule for short clips and long files (``text_prompt`` joins them)."""
+        return {"initial_prompt": prompt or self.default_prompt, "hotwords": self.hotwords}
 
 
 @dataclass
@@ -290,12 +297,15 @@ class _ModelWorker:
         from whisper_ft.decoding.batched import Clip
 
         out: list = [None] * len(jobs)
+        from whisper_ft.decoding.options import DecodingOptions
+
         by_beam: dict[int, list[int]] = {}
         for i, j in enumerate(jobs):
             by_beam.setdefault(j.beam_size or self.settings.beam_size, []).append(i)
         for beam, idx in by_beam.items():  # one CTranslate2 batch per beam size
             clips = [Clip(jobs[i].audio, jobs[i].language or self.settings.default_language, jobs[i].task,
-                          jobs[i].prompt, jobs[i].temperature or 0.0) for i in idx]
+                          DecodingOptions(**self.settings.options_prompts(jobs[i].prompt)).text_prompt,
+                          jobs[i].temperature or 0.0) for i in idx]
             results = self.model.backend.transcribe_clips(clips, beam_size=beam, pack=self.settings.pack)
             for i, r in zip(idx, results):
                 if r.needs_fallback and self.settings.temperature_fallback and jobs[i].fallback:  # OpenAI's temperature 0: raise the temperature until it stops looping
@@ -324,7 +334,8 @@ class _ModelWorker:
         options = DecodingOptions(
             language=job.language or self.settings.default_language, task=job.task,
             beam_size=job.beam_size or self.settings.beam_size,
-            temperature=job.temperature or 0.0, initial_prompt=job.prompt, word_timestamps=job.word_timestamps,
+            temperature=job.temperature or 0.0, **self.settings.options_prompts(job.prompt),
+            word_timestamps=job.word_timestamps,
             timestamps=True, batch_size=self.settings.long_batch_size if job.duration >= AUTO_BATCH_FROM_SECONDS else 1,
             # a short clip that loops on noise (or on a hostile prompt) ends at its budget
             max_new_tokens=clip_token_budget(job.duration) if job.duration <= CHUNK_SECONDS else None)
