@@ -7,8 +7,9 @@ load average is under --max_load (waiting at most --wait_minutes), one at a time
 (CTranslate2's threads are set by the command). While it runs, the RSS of every process of its
 tree (driver, Ray's services, Ray Data's actors and tasks, the model workers) is sampled every
 0.5 s. Reported: wall time of the whole process, hours of audio per hour, Ray's start
-(``ray.init``) and the time to the first worker ready, peak RSS per process, and whether every
-configuration wrote the same text for every file. Run it alone (`flock /tmp/team/heavy.lock`).
+(``ray.init``) and the time to the first worker ready, peak RSS per process, CPU seconds per kind
+of process (where the cores went), and whether every configuration wrote the same text for every
+file. Run it alone (`flock /tmp/team/heavy.lock`).
 
     flock /tmp/team/heavy.lock .venv/bin/python benchmarks/transcribe_scale.py --minutes 60 --out /tmp/scale_bench
 """
@@ -91,6 +92,7 @@ def run_one(name: str, args: list[str], listing: Path, out: Path, max_load: floa
     with open(out / f"{name}.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         peak: dict[int, tuple[str, int]] = {}
+        cpu: dict[int, tuple[str, float]] = {}  # last seen user + system seconds of each process
         peak_total = 0
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
@@ -103,8 +105,10 @@ def run_one(name: str, args: list[str], listing: Path, out: Path, max_load: floa
                 try:
                     rss = p.memory_info().rss
                     k = kind(p)
+                    times = p.cpu_times()
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
+                cpu[p.pid] = (k, times.user + times.system)
                 total += rss
                 if rss > peak.get(p.pid, ("", 0))[1]:
                     peak[p.pid] = (k, rss)
@@ -119,6 +123,9 @@ def run_one(name: str, args: list[str], listing: Path, out: Path, max_load: floa
     by_kind: dict[str, list[int]] = {}
     for k, rss in peak.values():
         by_kind.setdefault(k, []).append(rss)
+    cpu_by_kind: dict[str, float] = {}  # CPU seconds (to the last sample: a process's last 0.5 s is missed)
+    for k, seconds in cpu.values():
+        cpu_by_kind[k] = cpu_by_kind.get(k, 0.0) + seconds
     return {
         "config": name, "command": " ".join(["whisper-ft", *cmd[3:]]), "load_at_start": round(load, 2),
         "load_at_end": round(os.getloadavg()[0], 2), "process_wall_seconds": round(wall, 1),
@@ -128,7 +135,9 @@ def run_one(name: str, args: list[str], listing: Path, out: Path, max_load: floa
         "cpus_per_worker": run["cpus_per_worker"], "startup_seconds": run["startup_seconds"],
         "ray_init_seconds": run["ray_init_seconds"],
         "peak_rss_mb": {k: [round(v / 2**20) for v in sorted(vs, reverse=True)] for k, vs in by_kind.items()},
-        "peak_tree_rss_mb": round(peak_total / 2**20), "files": summary["files"],
+        "peak_tree_rss_mb": round(peak_total / 2**20),
+        "cpu_seconds": {k: round(v, 1) for k, v in sorted(cpu_by_kind.items(), key=lambda kv: -kv[1])},
+        "files": summary["files"],
         "failures": summary["failures"]["files"], "stdout": stdout,
     }
 
@@ -282,15 +291,17 @@ def main() -> None:
     print(f"# {report['date']}, commit {commit}, {report['machine']['cpu']} ({report['machine']['cores']} cores); "
           f"{n_clips} clips, {seconds / 60:.1f} min; report: {a.out / 'report.json'}")
     print("| configuration | load start -> end | wall s | audio h per hour | x local | ray.init s | "
-          "to first worker s | peak RSS MB: tree (per process) | text differs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "to first worker s | peak RSS MB: tree (per process) | CPU s: all (per kind) | text differs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         per = "; ".join(f"{k} {'+'.join(map(str, v))}" for k, v in r["peak_rss_mb"].items())
         differ = report["same_text"][r["config"]][f"differ_from_{names[0]}"]
+        cpu = r.get("cpu_seconds")  # absent from results measured before it was sampled
+        cpu = f"{sum(cpu.values()):.0f} ({'; '.join(f'{k} {v:.0f}' for k, v in cpu.items())})" if cpu else "-"
         print(f"| {r['config']} ({r['workers']} x {r['cpus_per_worker']} threads) | {r['load_at_start']} -> "
               f"{r['load_at_end']} | {r['process_wall_seconds']} | {r['audio_hours_per_hour']} | "
               f"{r['audio_hours_per_hour'] / base['audio_hours_per_hour']:.2f} | {r['ray_init_seconds'] or '-'} | "
-              f"{r['startup_seconds']} | {r['peak_tree_rss_mb']} ({per}) | {differ} of {r['files']} |")
+              f"{r['startup_seconds']} | {r['peak_tree_rss_mb']} ({per}) | {cpu} | {differ} of {r['files']} |")
 
 
 if __name__ == "__main__":
