@@ -96,20 +96,9 @@ class DecodeJob:
 def _return_freed_memory() -> None:
     """Give freed heap back to the OS after a batch (glibc keeps it per thread arena otherwise: a
     soak of hostile clients grew the server from 0.37 to 0.60 GB that was free but never returned)."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        import ctypes
-        import ctypes.util
+    from whisper_ft.core.memory import return_freed_memory
 
-        try:
-            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
+    return_freed_memory()
 
 
 class _DaemonThread:

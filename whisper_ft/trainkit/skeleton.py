@@ -54,10 +54,12 @@ def run_training(trainer, *, run_dir: Path, config_file: str, run_config: dict, 
     :func:`train_and_report`."""
     from transformers.trainer_callback import ProgressCallback
 
+    from whisper_ft.core.memory import release_large_buffers
     from whisper_ft.models.output_dir import write_json
     from whisper_ft.trainkit.callbacks import CheckpointComplete, GracefulInterrupt, ProgressBar, previous_best_value
     from whisper_ft.trainkit.settings import METRICS_FILE
 
+    release_large_buffers()  # a step's activations are given back when freed, not kept in a fragmenting heap
     if train.overwrite_output_dir:
         remove_earlier_run(run_dir)
     if checkpoint is not None:
