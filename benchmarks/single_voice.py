@@ -198,11 +198,12 @@ def export(name: str, trained: dict, work: Path, reuse: bool) -> tuple[Path, Pat
     best = Path(trained["run_dir"]) / "best"
     hf = best
     if (best / "adapter_config.json").is_file():
-        hf = work / "merged" / name
-        if not (reuse and (hf / "config.json").is_file()):
-            subprocess.run(whisper_ft("merge", "--lora_model", str(best), "--output_dir", str(hf), "--force"),
+        merged = work / "merged" / name  # merge writes OUTPUT_DIR/<base>-finetune
+        done = [p for p in merged.glob("*") if (p / "config.json").is_file()] if merged.is_dir() else []
+        if not (reuse and done):
+            subprocess.run(whisper_ft("merge", "--lora_model", str(best), "--output_dir", str(merged), "--force"),
                            check=True, stdout=subprocess.DEVNULL)
-        hf = hf if (hf / "config.json").is_file() else next(p for p in hf.iterdir() if (p / "config.json").is_file())
+        hf = next(p for p in merged.iterdir() if (p / "config.json").is_file())
     ct2 = work / "ct2" / name
     if not (reuse and (ct2 / "model.bin").is_file()):
         subprocess.run(whisper_ft("convert", "--model", str(hf), "--output_dir", str(ct2), "--force"),
