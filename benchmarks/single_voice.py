@@ -215,7 +215,7 @@ def compare(path: str, models: list[str], sets: dict[str, Path], work: Path, thr
     out = work / "compare" / path.replace("@", "_")
     if not (reuse and (out / "report.json").is_file()):
         backend, _, compute = path.partition("@")
-        cmd = whisper_ft("compare", "--backend", backend, "--models", ",".join(models), "--language", "zh",
+        cmd = whisper_ft("compare", "--backend", backend, "--models", ",".join(models),  # each clip's own language
                          "--cpu_threads", str(threads), "--output_dir", str(out), "--timestamp_clips", "0",
                          *[x for name, p in sets.items() for x in ("--test_data", f"{name}={p}")])
         if compute:
