@@ -133,11 +133,10 @@ def convert_command(
     quantization = validate_quantization(quantization)
     check_verify_options(verify, max_drift=max_drift, batch_size=batch_size, max_new_tokens=max_new_tokens,
                          metric=metric, language=language)
-    if push_to_hub is not None:  # a bad name or a missing token fails before the conversion
-        from whisper_ft.workflows.publish import check_repo_id, resolve_token
+    if push_to_hub is not None:
+        from whisper_ft.workflows.publish import check_push_target
 
-        check_repo_id(push_to_hub)
-        resolve_token(None)
+        check_push_target(push_to_hub)
     if model is None:
         picked = pick_model()
         if picked.name == FALLBACK_MODEL:

@@ -32,11 +32,10 @@ def finetune_cmd(options: ParsedOptions) -> None:
         data=options.settings(DataSettings), lora=options.settings(LoraSettings), train=options.settings(TrainSettings))
 
     push_to = config.train.push_to_hub
-    if push_to is not None:  # before training: a bad name or a missing token fails in a second, not after the run
-        from whisper_ft.workflows.publish import check_repo_id, resolve_token
+    if push_to is not None:
+        from whisper_ft.workflows.publish import check_push_target
 
-        check_repo_id(push_to)
-        resolve_token(None)
+        check_push_target(push_to)
     result = finetune(config, auto_run_name=auto_run_name)
     if not result.is_main_process:  # other processes of a multi-GPU run: the main one reports
         raise typer.Exit(130 if result.interrupted else 0)
@@ -80,11 +79,10 @@ def merge_cmd(
     if lora_model is None:
         lora_model = str(newest_adapter())
         log(f"no --lora_model given: using the newest adapter, {lora_model}")
-    if push_to_hub is not None:  # before the merge: a bad name or a missing token fails first
-        from whisper_ft.workflows.publish import check_repo_id, resolve_token
+    if push_to_hub is not None:
+        from whisper_ft.workflows.publish import check_push_target
 
-        check_repo_id(push_to_hub)
-        resolve_token(None)
+        check_push_target(push_to_hub)
     result = merge_lora(lora_model, output_dir, dtype=dtype, force=force, scale=scale)
     log(f"merged model written to {result.output_dir}")
     print(result.output_dir)

@@ -116,6 +116,14 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+def check_push_target(repo_id: str) -> str:
+    """What ``--push_to_hub REPO_ID`` checks before a command does its work (a bad name or a missing
+    token fails in a second, not after a training run or a conversion); returns the name."""
+    repo_id = check_repo_id(repo_id)
+    resolve_token(None)
+    return repo_id
+
+
 def push_folder(model: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
                 commit_message: str | None = None, eval_reports=(), compare_report: str | Path | None = None,
                 compare_model: str | None = None) -> PushResult:
