@@ -24,6 +24,7 @@ import numpy as np
 from whisper_ft.core.audio import CHUNK_SECONDS, SAMPLE_RATE
 from whisper_ft.core.console import log
 from whisper_ft.core.errors import WhisperFtError
+from whisper_ft.core.memory import return_freed_memory
 from whisper_ft.core.results import Transcription
 
 WHISPER_1 = "whisper-1"  # OpenAI's model name: served as the first model
@@ -91,14 +92,6 @@ class DecodeJob:
         if self.audio is None and self.load is not None:
             self.audio = self.load()
         return self
-
-
-def _return_freed_memory() -> None:
-    """Give freed heap back to the OS after a batch (glibc keeps it per thread arena otherwise: a
-    soak of hostile clients grew the server from 0.37 to 0.60 GB that was free but never returned)."""
-    from whisper_ft.core.memory import return_freed_memory
-
-    return_freed_memory()
 
 
 class _DaemonThread:
@@ -271,7 +264,9 @@ class _ModelWorker:
                 self.stats.failed += 1
             elif isinstance(out, Transcription):
                 self.stats.audio_seconds += out.duration
-        _return_freed_memory()
+        # glibc keeps freed heap per thread arena: a soak of hostile clients grew the server from
+        # 0.37 to 0.60 GB that was free but never returned
+        return_freed_memory()
         self.stats.busy_seconds += time.perf_counter() - started
         return outcomes  # type: ignore[return-value]
 
@@ -284,10 +279,9 @@ class _ModelWorker:
 
     def _short(self, jobs: list[DecodeJob]) -> list[Transcription]:
         from whisper_ft.decoding.batched import Clip
-
-        out: list = [None] * len(jobs)
         from whisper_ft.decoding.options import DecodingOptions
 
+        out: list = [None] * len(jobs)
         by_beam: dict[int, list[int]] = {}
         for i, j in enumerate(jobs):
             by_beam.setdefault(j.beam_size or self.settings.beam_size, []).append(i)
