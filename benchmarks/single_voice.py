@@ -34,7 +34,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import re
 import subprocess
@@ -244,13 +243,6 @@ def summarise(report: dict) -> dict[str, dict]:
     return out
 
 
-def machine() -> str:
-    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").is_file() else ""
-    name = re.search(r"model name\s*:\s*(.*)", flags)
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f" {f}" in flags]
-    return f"{os.cpu_count()} CPUs, {name.group(1) if name else platform.processor()} ({', '.join(isa)})"
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     variants = "\n".join(f"  {k:<12} {v[0]}" for k, v in VARIANTS.items())
     ap = argparse.ArgumentParser(description=__doc__ + "\nvariants (+af: with --replay_data 0.2, --kl_to_base 1, "
@@ -280,6 +272,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    from inference import machine_info
+
     args = parse_args(argv)
     if not (AISHELL / "train.jsonl").is_file():
         sys.exit(f"single_voice: needs {AISHELL} (absent on this machine)")
@@ -312,7 +306,7 @@ def main(argv=None) -> None:
                             text=True).stdout.strip()
     result = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "commit": commit,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "settings": {k: str(v) for k, v in vars(args).items()},
+              "machine": machine_info(args.threads), "settings": {k: str(v) for k, v in vars(args).items()},
               "data": {k: str(v) for k, v in data.items()}, "runs": runs, "paths": measured,
               "minutes_total": round((time.time() - started) / 60, 1)}
     args.output.parent.mkdir(parents=True, exist_ok=True)
