@@ -23,6 +23,7 @@ reference (deltas with paired bootstrap intervals):
   hf            transformers fp32, greedy, as trained (LoRA merged)
   ct2@TYPE      `whisper-ft convert` (float16 folder, as a user exports) decoded at TYPE, packed,
                 greedy: how users serve it; TYPE from --compute_types (int8, int8_float32, float32)
+  ct2-unpacked@TYPE  the same, one window per clip (`--no_pack`): what packing itself changes
 
 Prints a Markdown table and writes JSON (command, commit, date, machine) to
 benchmarks/results/single_voice.json. One heavy job at a time (flock /tmp/team/heavy.lock).
@@ -53,8 +54,12 @@ ANTI_FORGETTING = ["--replay_data", REPLAY, "--replay_ratio", "0.2", "--kl_to_ba
 LORA = ["--method", "lora", "--lora_r", "32", "--lora_alpha", "64", "--lora_dropout", "0"]
 
 PROMPTS = ["--prompt_ratio", "0.5"]  # half the samples decoded after the previous utterance's text
-EXTRAS = {"af": ANTI_FORGETTING, "pr": PROMPTS}
-# name -> (help, finetune options). "+af" after a name adds ANTI_FORGETTING, "+pr" PROMPTS.
+# Trained on `prepare pack` windows of the training sentences (about 5 a window) with their times:
+# the encoder sees ~5x the speech per step, and the decoder learns the timestamped text that the
+# packed CTranslate2 path decodes.
+PACKED = ["--timestamps"]
+EXTRAS = {"af": ANTI_FORGETTING, "pr": PROMPTS, "pk": PACKED}
+# name -> (help, finetune options). "+af" after a name adds ANTI_FORGETTING, "+pr" PROMPTS, "+pk" PACKED.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "lora-top2": ("LoRA r32 on the decoder + top 2 encoder layers, lr 5e-4",
                   [*LORA, "--lora_encoder_layers", "2", "--learning_rate", "5e-4"]),
@@ -75,7 +80,7 @@ def variant_options(name: str, replay: Path | None, overrides: dict[str, str]) -
     base, *extras = name.split("+")
     if base not in VARIANTS or not set(extras) <= set(EXTRAS):
         sys.exit(f"single_voice: unknown variant {name!r}; choose from {', '.join(VARIANTS)}, each optionally "
-                 "followed by +af and/or +pr")
+                 "followed by +af, +pr and/or +pk")
     options = list(VARIANTS[base][1]) + [o for extra in extras for o in EXTRAS[extra]]
     if REPLAY in options:
         if replay is None:
@@ -175,7 +180,8 @@ def train(name: str, args, data: dict[str, Path], work: Path) -> dict:
     if args.reuse and done.is_file():
         return json.loads(done.read_text())
     options = variant_options(name, args.replay, {"learning_rate": args.learning_rate})
-    cmd = whisper_ft("finetune", "--base_model", "base", "--train_data", str(data["train"]),
+    train_data = packed_train_data(data["train"]) if "pk" in name.split("+")[1:] else data["train"]
+    cmd = whisper_ft("finetune", "--base_model", "base", "--train_data", str(train_data),
                      "--test_data", str(data["select"]), "--language", "zh", "--output_dir", str(run_root),
                      "--overwrite_output_dir", "--max_steps", str(args.max_steps),
                      "--warmup_steps", str(args.warmup_steps), "--per_device_train_batch_size", str(args.batch_size),
@@ -190,6 +196,14 @@ def train(name: str, args, data: dict[str, Path], work: Path) -> dict:
             "select_cer_best": best.get("value"), "command": " ".join(cmd), "options": options}
     done.write_text(json.dumps(row, indent=1))
     return row
+
+
+def packed_train_data(train: Path) -> Path:
+    """The training sentences packed into 30 s windows by `whisper-ft prepare pack` (same seed)."""
+    packed = train.with_name("train_packed.jsonl")
+    subprocess.run(whisper_ft("prepare", "pack", "--manifest", str(train), "--output", str(packed)),
+                   check=True, stdout=subprocess.DEVNULL)
+    return packed
 
 
 def export(name: str, trained: dict, work: Path, reuse: bool) -> tuple[Path, Path]:
@@ -211,14 +225,18 @@ def export(name: str, trained: dict, work: Path, reuse: bool) -> tuple[Path, Pat
 
 
 def compare(path: str, models: list[str], sets: dict[str, Path], work: Path, threads: int, reuse: bool) -> dict:
-    out = work / "compare" / path.replace("@", "_")
+    # one folder per path and model list: a report is reused only for exactly the models it compared
+    out = work / "compare" / path.replace("@", "_") / "-".join(m.partition("=")[0] for m in models)
     if not (reuse and (out / "report.json").is_file()):
-        backend, _, compute = path.partition("@")
+        kind, _, compute = path.partition("@")
+        backend = "ct2" if kind.startswith("ct2") else kind
         cmd = whisper_ft("compare", "--backend", backend, "--models", ",".join(models),  # each clip's own language
                          "--cpu_threads", str(threads), "--output_dir", str(out), "--timestamp_clips", "0",
                          *[x for name, p in sets.items() for x in ("--test_data", f"{name}={p}")])
         if compute:
             cmd += ["--compute_type", compute]
+        if kind == "ct2-unpacked":
+            cmd.append("--no_pack")
         log("$ " + " ".join(cmd))
         t0 = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -246,7 +264,8 @@ def summarise(report: dict) -> dict[str, dict]:
 def parse_args(argv=None) -> argparse.Namespace:
     variants = "\n".join(f"  {k:<12} {v[0]}" for k, v in VARIANTS.items())
     ap = argparse.ArgumentParser(description=__doc__ + "\nvariants (+af: with --replay_data 0.2, --kl_to_base 1, "
-                                 "--empty_audio_ratio 0.1; +pr: --prompt_ratio 0.5):\n" + variants,
+                                 "--empty_audio_ratio 0.1; +pr: --prompt_ratio 0.5; +pk: trained on packed "
+                                 "windows with --timestamps):\n" + variants,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS})")
     ap.add_argument("--held_out", type=int, default=60, help="train-speaker sentences never trained on (default 60)")
@@ -258,7 +277,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup_steps", type=int, default=3)
     ap.add_argument("--learning_rate", default=None, help="replace every variant's learning rate")
     ap.add_argument("--compute_types", default="int8,int8_float32,float32", help="ct2 paths measured")
-    ap.add_argument("--paths", default="hf,ct2", help="hf, ct2 or both")
+    ap.add_argument("--paths", default="hf,ct2", help="comma-separated: hf, ct2 (packed, as served), "
+                    "ct2-unpacked (one window per clip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work_dir", type=Path, default=ROOT / "benchmarks" / "work" / "single_voice")
@@ -295,8 +315,9 @@ def main(argv=None) -> None:
     paths = []
     if "hf" in args.paths:
         paths.append("hf")
-    if "ct2" in args.paths:
-        paths += [f"ct2@{c.strip()}" for c in args.compute_types.split(",") if c.strip()]
+    for kind in ("ct2", "ct2-unpacked"):
+        if kind in args.paths.split(","):
+            paths += [f"{kind}@{c.strip()}" for c in args.compute_types.split(",") if c.strip()]
     measured = {}
     for path in paths:
         column = 0 if path == "hf" else 1
