@@ -19,6 +19,11 @@ measures with the same commands a user runs (`whisper-ft eval`, transformers gre
   non-speech      words written on generated silence / noise / hum (``training.empty_audio``, a seed
                   no training run uses): any text there is a hallucination
 
+``best/`` is chosen on a selection set that is never reported: ``--select_clips`` utterances from
+the same pool as the reported ones (the held-out TTS sentences, or test.jsonl with ``--preset
+aishell``), none of them a reported utterance or sentence (with ``--train/--test``: split off the
+given test manifest). Training-time evaluation reads only that set.
+
 ``--preset aishell`` trains on real Mandarin instead (``../shared/aishell_sample``: train.jsonl, one
 speaker, 33 min -> test.jsonl, another speaker; ``--domain_clips`` of it, seeded, for the final
 measurement) with the anti-forgetting recipes ``aishell-*`` (one clip per sample, lr 1e-4, LoRA on
@@ -128,7 +133,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--real", default=str(SHARED_MANIFEST), help="real clips for forgetting (default ../shared/audio)")
     ap.add_argument("--train_sentences", type=int, default=400)
     ap.add_argument("--test_sentences", type=int, default=100)
-    ap.add_argument("--test_clips", type=int, default=32)
+    ap.add_argument("--test_clips", type=int, default=32, help="held-out TTS clips reported (default 32)")
+    ap.add_argument("--select_clips", type=int, default=16,
+                    help="held-out clips that choose best/ during training, never reported (default 16)")
     ap.add_argument("--work_dir", default=None, help="default benchmarks/work/efficacy[-aishell]")
     ap.add_argument("--scales", default="1.0,0.5",
                     help="merge each adapter at these --scale values (WiSE-FT interpolation toward the base; default 1.0,0.5)")
@@ -241,6 +248,43 @@ def split_general(path: Path, work: Path, seed: int = 0) -> tuple[Path, dict[str
     return replay_path, tests
 
 
+def selection_set(pool: Path, reported: Path, n: int, work: Path, seed: int = 0) -> Path:
+    """``n`` utterances of ``pool`` (seeded) that choose ``best/``: none is a reported utterance or
+    says a reported sentence (TTS pools hold each sentence in several voices)."""
+    import random
+
+    from whisper_ft.core.manifest import read_manifest, write_manifest
+
+    shown = read_manifest(reported)
+    keys, texts = {u.key for u in shown}, {u.sentence.strip() for u in shown}
+    free = [u for u in read_manifest(pool) if u.key not in keys and u.sentence.strip() not in texts]
+    if len(free) < n:
+        sys.exit(f"finetune_efficacy: only {len(free)} utterances of {pool} are not reported; "
+                 f"--select_clips {n} needs more (lower it, or give a larger --test)")
+    chosen = sorted(random.Random(seed).sample(range(len(free)), n))
+    out = work / f"select_{n}.jsonl"
+    write_manifest(out, [free[i] for i in chosen], relative=False)
+    return out
+
+
+def split_off_selection(path: Path, n: int, work: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A user's --test manifest split (seeded) into ``n`` selection utterances and the reported rest."""
+    import random
+
+    from whisper_ft.core.manifest import read_manifest, write_manifest
+
+    utts = read_manifest(path)
+    if len(utts) <= n:
+        sys.exit(f"finetune_efficacy: --test {path} has {len(utts)} utterances; --select_clips {n} "
+                 "leaves none to report (lower it)")
+    order = list(range(len(utts)))
+    random.Random(seed).shuffle(order)
+    select, report = work / f"select_{n}.jsonl", work / "domain_test_reported.jsonl"
+    write_manifest(select, [utts[i] for i in sorted(order[:n])], relative=False)
+    write_manifest(report, [utts[i] for i in sorted(order[n:])], relative=False)
+    return select, report
+
+
 def domain_subset(path: Path, n: int, work: Path, seed: int = 0) -> Path:
     """``n`` utterances of ``path`` (seeded), in a manifest with absolute paths."""
     import random
@@ -306,7 +350,7 @@ def step_seconds(run_dir: Path, wall_seconds: float) -> float | None:
     return round((wall_seconds - evals) / max(1, state["global_step"]), 1)
 
 
-def train(name: str, args, train_manifest: Path, test_manifest: Path, work: Path, env: dict,
+def train(name: str, args, train_manifest: Path, select_manifest: Path, work: Path, env: dict,
           max_steps: int) -> dict:
     _, pack, options = RECIPES[name]
     if REPLAY in options:
@@ -325,10 +369,10 @@ def train(name: str, args, train_manifest: Path, test_manifest: Path, work: Path
             subprocess.run([whisper_ft_exe(), "prepare", "pack", "--manifest", str(train_manifest), "--output", str(data)],
                            check=True, stdout=subprocess.DEVNULL)
     cmd = [whisper_ft_exe(), "finetune", "--base_model", "base", "--train_data", str(data),
-           "--test_data", str(test_manifest), "--language", "zh", "--output_dir", str(run_root),
+           "--test_data", str(select_manifest), "--language", "zh", "--output_dir", str(run_root),
            "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(max_steps),
            "--eval_steps", str(args.eval_every), "--save_steps", str(args.eval_every), "--save_total_limit", "1",
-           "--max_eval_samples", str(args.test_clips), "--num_threads", str(args.threads), *options]
+           "--max_eval_samples", str(args.select_clips), "--num_threads", str(args.threads), *options]
     done = run_root / "measured.json"
     if REUSE and done.is_file():
         return json.loads(done.read_text())
@@ -357,9 +401,12 @@ def main(argv=None) -> None:
         if not (AISHELL / "train.jsonl").is_file():
             sys.exit(f"finetune_efficacy: --preset aishell needs {AISHELL} (absent on this machine)")
         train_manifest = Path(args.train or AISHELL / "train.jsonl")
-        test_manifest = domain_subset(Path(args.test or AISHELL / "test.jsonl"), args.domain_clips, work)
+        pool = Path(args.test or AISHELL / "test.jsonl")
+        test_manifest = domain_subset(pool, args.domain_clips, work)
+        select_manifest = selection_set(pool, test_manifest, args.select_clips, work)
     elif args.train and args.test:
-        train_manifest, test_manifest = Path(args.train), Path(args.test)
+        train_manifest = Path(args.train)
+        select_manifest, test_manifest = split_off_selection(Path(args.test), args.select_clips, work)
     else:
         from demo import build_domain_set
 
@@ -367,6 +414,7 @@ def main(argv=None) -> None:
         if not (train_manifest.is_file() and test_manifest.is_file()):
             train_manifest, test_manifest = build_domain_set(work, args.train_sentences, args.test_sentences,
                                                              args.test_clips, seed=0)
+        select_manifest = selection_set(work / "tts" / "test.jsonl", test_manifest, args.select_clips, work)
     real = real_manifests(Path(args.real), work)
     if args.preset == "aishell" and real:  # replay half / general-test half: see the module docstring
         args.replay_manifest, real = split_general(Path(args.real), work)
@@ -375,7 +423,8 @@ def main(argv=None) -> None:
     results.setdefault("rows", {})
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                            if k not in {"recipe_list", "scale_list"}} | {
-        "train": str(train_manifest), "test": str(test_manifest), "cpu": os.cpu_count()}
+        "train": str(train_manifest), "test": str(test_manifest), "select": str(select_manifest),
+        "cpu": os.cpu_count()}
 
     log("measuring the base model")
     results["base"] = measure("base", test_manifest, real, work / "reports" / "base", args.threads,
@@ -384,11 +433,11 @@ def main(argv=None) -> None:
         if args.max_steps:
             steps = args.max_steps
         else:  # a short timing run sets max_steps for the minute budget
-            probe = train(name, args, train_manifest, test_manifest, work / "probe", env, max_steps=3)
+            probe = train(name, args, train_manifest, select_manifest, work / "probe", env, max_steps=3)
             per_step = probe["seconds_per_step"] or 60.0
             steps = max(args.eval_every, int(args.minutes * 60 * 0.9 / per_step) // args.eval_every * args.eval_every)
             log(f"{name}: {per_step:.1f} s/step -> {steps} steps in {args.minutes:g} min")
-        trained = train(name, args, train_manifest, test_manifest, work, env, steps)
+        trained = train(name, args, train_manifest, select_manifest, work, env, steps)
         for scale in args.scale_list:
             label = name if scale == 1.0 else f"{name} --scale {scale:g}"
             merged = work / "merged" / label.replace(" --scale ", "_x")
